@@ -1,0 +1,61 @@
+"""API self-metrics: every call, by endpoint family and outcome. Kept apart from the swapped
+snapshot (as yet-another-cloudwatch-exporter does) because calls happen in the middle of polls."""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+from exporter.snapshot import ApiSnapshot, Histogram
+
+REQUEST_BUCKETS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+@dataclass
+class _Hist:
+    buckets: list[int] = field(default_factory=lambda: [0] * len(REQUEST_BUCKETS))
+    total: float = 0.0
+    count: int = 0
+
+
+class ApiStats:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: Counter[tuple[str, str, str, str]] = Counter()
+        self._errors: Counter[tuple[str, str, str, str]] = Counter()
+        self._durations: dict[str, _Hist] = {}
+
+    def record(
+        self, bucket: str, region: str, endpoint: str, status: str, error: str | None,
+        duration: float,
+    ) -> None:
+        """`status` is the HTTP status or "error"; `error` the CI Code or failure kind."""
+        with self._lock:
+            self._requests[(bucket, region, endpoint, status)] += 1
+            if error:
+                self._errors[(bucket, region, endpoint, error)] += 1
+            hist = self._durations.setdefault(endpoint, _Hist())
+            index = bisect.bisect_left(REQUEST_BUCKETS, duration)
+            if index < len(REQUEST_BUCKETS):
+                hist.buckets[index] += 1
+            hist.total += duration
+            hist.count += 1
+
+    def total_requests(self) -> int:
+        with self._lock:
+            return sum(self._requests.values())
+
+    def snapshot(self) -> ApiSnapshot:
+        with self._lock:
+            durations = {}
+            for endpoint, hist in self._durations.items():
+                cumulative, running = [], 0
+                for n in hist.buckets:
+                    running += n
+                    cumulative.append(running)
+                durations[endpoint] = Histogram(
+                    REQUEST_BUCKETS, tuple(cumulative), hist.total, hist.count
+                )
+            return ApiSnapshot(dict(self._requests), dict(self._errors), durations)

@@ -1,0 +1,116 @@
+"""Plain records the client hands upward. Nothing above the client sees XML.
+
+Times are epoch seconds (float) or None when CI reports a time not reached yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ACTIVE_STATES: tuple[str, ...] = ("Submitted", "Running", "Pause")
+FINISHED_STATES: tuple[str, ...] = ("Success", "Failed", "Cancel")
+ALL_STATES: tuple[str, ...] = ACTIVE_STATES + FINISHED_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    queue_id: str
+    name: str
+    state: str  # "Active" or "Paused"
+    max_size: int
+    max_concurrent: int
+    category: str
+    notify_enabled: bool
+    create_time: float | None = None
+    update_time: float | None = None
+
+    @property
+    def paused(self) -> bool:
+        return self.state == "Paused"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    job_id: str
+    tag: str
+    state: str
+    queue_id: str
+    creation_time: float | None
+    start_time: float | None = None
+    end_time: float | None = None
+    code: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePage:
+    queues: tuple[Queue, ...]
+    total_count: int
+    page_number: int
+    page_size: int
+    request_id: str = ""
+    non_exist_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    jobs: tuple[Job, ...]
+    next_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DescribeResult:
+    jobs: tuple[Job, ...]
+    non_exist_ids: tuple[str, ...] = ()
+
+
+class CIError(Exception):
+    """Anything that made an API call fail. `kind` is the label used in error metrics."""
+
+    kind: str = "error"
+
+    def __init__(self, message: str, *, endpoint: str = "") -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+
+
+@dataclass(eq=False)
+class CIAPIError(CIError):
+    """CI answered with an error body (or an error status)."""
+
+    status: int
+    code: str
+    message: str
+    request_id: str = ""
+    endpoint: str = ""
+    retry_after: float | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        rid = f" (RequestId {self.request_id})" if self.request_id else ""
+        super().__init__(f"HTTP {self.status} {self.code}: {self.message}{rid}", endpoint=self.endpoint)
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return self.code or f"http_{self.status}"
+
+    @property
+    def throttled(self) -> bool:
+        return self.status in (429, 503) or self.code == "SlowDown"
+
+    @property
+    def auth_failed(self) -> bool:
+        return self.status in (401, 403)
+
+
+class CIInvalidResponse(CIError):
+    """The body was not what CI sends: not XML, wrong root, missing fields, too large."""
+
+    kind = "invalid_response"
+
+
+class CITimeout(CIError):
+    kind = "timeout"
+
+
+class CIConnectionError(CIError):
+    kind = "connection"

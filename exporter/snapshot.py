@@ -1,0 +1,88 @@
+"""The immutable picture that /metrics renders. The poller builds one per poll and swaps it in;
+the collector only reads. Aggregates only: its size does not grow with the number of jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from exporter.ci.models import Queue
+
+# StartTime to EndTime of finished jobs, and CreationTime to StartTime: 1 s to 12 h.
+DURATION_BUCKETS: tuple[float, ...] = (
+    1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 43200,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """Cumulative bucket counts for `bounds` (the +Inf bucket is `count`)."""
+
+    bounds: tuple[float, ...]
+    cumulative: tuple[int, ...]
+    sum: float
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSnapshot:
+    """One (service, queue, tag) stream of one target."""
+
+    service: str
+    queue_id: str
+    tag: str
+    active: Mapping[str, int]  # Submitted, Running, Pause -> jobs now in that state
+    finished: Mapping[str, int]  # Success, Failed, Cancel -> total since start
+    failures: Mapping[str, int]  # failure code (capped, or "other") -> total
+    run_duration: Mapping[str, Histogram]  # finished state -> histogram
+    queue_wait: Histogram
+    oldest: Mapping[str, float]  # "Submitted" -> CreationTime, "Running" -> StartTime
+    last_failed_job: str = ""  # JobId of the latest failure, for exemplars
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSnapshot:
+    service: str
+    queue: Queue
+
+
+@dataclass(frozen=True, slots=True)
+class FailedJob:
+    """A recent failure, for the landing page."""
+
+    time: float
+    service: str
+    queue_id: str
+    tag: str
+    job_id: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSnapshot:
+    bucket: str
+    region: str
+    up: bool
+    polled: bool  # at least one poll has finished (successfully or not)
+    last_poll_time: float | None
+    last_success_time: float | None
+    last_poll_duration: float | None
+    last_error: str
+    queues: tuple[QueueSnapshot, ...]
+    streams: tuple[StreamSnapshot, ...]
+    tracked_jobs: int
+    recent_failures: tuple[FailedJob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSnapshot:
+    requests: Mapping[tuple[str, str, str, str], int]  # (bucket, region, endpoint, status)
+    errors: Mapping[tuple[str, str, str, str], int]  # (bucket, region, endpoint, error)
+    durations: Mapping[str, Histogram]  # endpoint -> histogram
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    targets: tuple[TargetSnapshot, ...] = ()
+    api: ApiSnapshot = field(default_factory=lambda: ApiSnapshot({}, {}, {}))
