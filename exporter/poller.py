@@ -1,0 +1,275 @@
+"""Per target: list queues, poll every (service, queue, tag) stream, commit what succeeded, and
+swap in a new snapshot. Runs in the background; /metrics only ever reads the last snapshot."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from exporter.accounting import (
+    CodeLimiter,
+    StreamKey,
+    StreamListings,
+    StreamTracker,
+    listing_boundary,
+)
+from exporter.api_stats import ApiStats
+from exporter.ci.client import CIClient
+from exporter.ci.models import ACTIVE_STATES, FINISHED_STATES, CIError, Queue
+from exporter.ci.services import SERVICES, Service
+from exporter.config import Config, TargetConfig
+from exporter.credentials import StaticCredentials
+from exporter.snapshot import QueueSnapshot, Snapshot, TargetSnapshot
+
+log = logging.getLogger(__name__)
+
+RECENT_FAILURES = 50
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class PollOutcome:
+    ok: bool
+    error: str = ""
+
+
+class TargetPoller:
+    """One target (bucket): its queues, its stream trackers, its health."""
+
+    def __init__(
+        self, target: TargetConfig, client: CIClient, *, codes: CodeLimiter,
+        clock_skew_tolerance: float, clock: Clock = time.time,
+    ) -> None:
+        self.target = target
+        self.client = client
+        self.codes = codes
+        self.clock_skew_tolerance = clock_skew_tolerance
+        self.clock = clock
+        self.queues: dict[str, tuple[Queue, ...]] = {}
+        self.trackers: dict[StreamKey, StreamTracker] = {}
+        # Per service: where counting began, for streams of queues created after the start.
+        self.first_boundary: dict[str, int] = {}
+        self.last_poll_time: float | None = None
+        self.last_success_time: float | None = None
+        self.last_poll_duration: float | None = None
+        self.last_error = ""
+        self.up = False
+        self.polled = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.target.bucket}/{self.target.region}"
+
+    def poll(self) -> None:
+        started = self.clock()
+        errors: list[str] = []
+        for service_config in self.target.services:
+            service = SERVICES[service_config.name]
+            errors.extend(self._poll_service(service, service_config.tags))
+        finished = self.clock()
+        self.last_poll_time, self.last_poll_duration = finished, finished - started
+        self.polled = True
+        self._set_health(not errors, errors[0] if errors else "")
+        if not errors:
+            self.last_success_time = finished
+
+    def _poll_service(self, service: Service, tags: Iterable[str]) -> list[str]:
+        errors: list[str] = []
+        try:
+            queues = tuple(self.client.list_queues(service))
+        except CIError as error:
+            # Keep polling the queues we knew; the target is not up until the listing works.
+            errors.append(f"{service.name} queue listing: {error}")
+            queues = self.queues.get(service.name, ())
+        else:
+            self._replace_queues(service, queues)
+        for queue in queues:
+            for tag in tags:
+                error = self._poll_stream(service, queue.queue_id, tag)
+                if error:
+                    errors.append(error)
+        return errors
+
+    def _replace_queues(self, service: Service, queues: tuple[Queue, ...]) -> None:
+        present = {queue.queue_id for queue in queues}
+        for key in [k for k in self.trackers if k.service == service.name]:
+            if key.queue_id not in present:
+                del self.trackers[key]
+        self.queues[service.name] = queues
+
+    def _tracker(self, key: StreamKey) -> StreamTracker:
+        tracker = self.trackers.get(key)
+        if tracker is None:
+            tracker = StreamTracker(key, self.codes)
+            first = self.first_boundary.get(key.service)
+            if first is not None:
+                # A queue (or tag) that appeared after counting began: everything it holds was
+                # created after that, so nothing in it is baseline.
+                tracker.window_start, tracker.counting = first, True
+            self.trackers[key] = tracker
+        return tracker
+
+    def _poll_stream(self, service: Service, queue_id: str, tag: str) -> str:
+        key = StreamKey(service.name, queue_id, tag)
+        tracker = self._tracker(key)
+        began = self.clock()
+        try:
+            active = self.client.list_jobs(service, queue_id, tag, ACTIVE_STATES)
+            boundary = listing_boundary(
+                began, self.client.clock_offset, self.clock_skew_tolerance
+            )
+            finished = self.client.list_jobs(
+                service, queue_id, tag, FINISHED_STATES,
+                start_creation_time=tracker.finished_listing_start(boundary), order="Asc",
+            )
+            missing = tracker.to_describe(active, finished)
+            described = self.client.describe_jobs(service, missing) if missing else None
+        except CIError as error:
+            return f"{service.name} queue {queue_id} tag {tag}: {error}"
+        tracker.commit(StreamListings(active, finished, described), boundary, self.clock())
+        self.first_boundary.setdefault(service.name, boundary)
+        return ""
+
+    def _set_health(self, up: bool, error: str) -> None:
+        if up != self.up or (not up and _kind(error) != _kind(self.last_error)):
+            if up:
+                log.info("target polled successfully", extra={"target": self.name})
+            else:
+                log.warning("target poll failed", extra={"target": self.name, "error": error})
+        self.up, self.last_error = up, error
+
+    def snapshot(self) -> TargetSnapshot:
+        queues = tuple(
+            QueueSnapshot(service, queue)
+            for service, listed in self.queues.items()
+            for queue in listed
+        )
+        failures = sorted(
+            (f for tracker in self.trackers.values() for f in tracker.recent_failures),
+            key=lambda f: f.time,
+        )[-RECENT_FAILURES:]
+        return TargetSnapshot(
+            bucket=self.target.bucket,
+            region=self.target.region,
+            up=self.up,
+            polled=self.polled,
+            last_poll_time=self.last_poll_time,
+            last_success_time=self.last_success_time,
+            last_poll_duration=self.last_poll_duration,
+            last_error=self.last_error,
+            queues=queues,
+            streams=tuple(tracker.snapshot() for tracker in self.trackers.values()
+                          if tracker.counting),
+            tracked_jobs=sum(tracker.tracked_jobs for tracker in self.trackers.values()),
+            recent_failures=tuple(reversed(failures)),
+        )
+
+
+def _kind(error: str) -> str:
+    """An error message without its request id, to tell a new failure from the same one."""
+    return error.split(" (RequestId", 1)[0]
+
+
+def build_client(target: TargetConfig, config: Config, stats: ApiStats) -> CIClient:
+    return CIClient(
+        bucket=target.bucket,
+        region=target.region,
+        endpoint=target.endpoint,
+        credentials=StaticCredentials(target.credentials),
+        timeout=config.request_timeout,
+        stats=stats,
+    )
+
+
+class Poller:
+    """Every target, each on its own thread and schedule; the latest snapshot for /metrics."""
+
+    def __init__(
+        self, config: Config, stats: ApiStats, *, clock: Clock = time.time,
+        client_factory: Callable[[TargetConfig, Config, ApiStats], CIClient] = build_client,
+    ) -> None:
+        self.config = config
+        self.stats = stats
+        self.clock = clock
+        codes = CodeLimiter(config.failure_code_limit)
+        self.targets = [
+            TargetPoller(
+                target, client_factory(target, config, stats), codes=codes,
+                clock_skew_tolerance=config.clock_skew_tolerance, clock=clock,
+            )
+            for target in config.targets
+        ]
+        self._lock = threading.Lock()
+        self._snapshots: dict[int, TargetSnapshot] = {
+            i: t.snapshot() for i, t in enumerate(self.targets)
+        }
+        self._current = self._build()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- the snapshot ---------------------------------------------------------------------
+
+    def _build(self) -> Snapshot:
+        return Snapshot(
+            targets=tuple(self._snapshots[i] for i in range(len(self.targets))),
+            api=self.stats.snapshot(),
+        )
+
+    def _publish(self, index: int) -> None:
+        target_snapshot = self.targets[index].snapshot()
+        with self._lock:
+            self._snapshots[index] = target_snapshot
+            self._current = self._build()
+
+    def snapshot(self) -> Snapshot:
+        return self._current
+
+    def ready(self) -> bool:
+        return all(t.polled for t in self._current.targets)
+
+    # -- running --------------------------------------------------------------------------
+
+    def poll_once(self) -> None:
+        """Poll every target once, in turn (tests, --once)."""
+        for index in range(len(self.targets)):
+            self._poll_target(index)
+
+    def _poll_target(self, index: int) -> None:
+        target = self.targets[index]
+        try:
+            target.poll()
+        except Exception:  # a bug must not kill the poller thread; keep serving
+            log.exception("unexpected error polling target", extra={"target": target.name})
+            target._set_health(False, "internal error (see log)")
+        self._publish(index)
+
+    def start(self) -> None:
+        for index, target in enumerate(self.targets):
+            thread = threading.Thread(
+                target=self._run, args=(index,), name=f"poll-{target.name}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def _run(self, index: int) -> None:
+        interval = self.config.poll_interval
+        next_run = time.monotonic()
+        while not self._stop.is_set():
+            self._poll_target(index)
+            next_run += interval
+            delay = next_run - time.monotonic()
+            if delay < 0:  # a poll overran: start again now, don't try to catch up
+                next_run, delay = time.monotonic(), 0
+            self._stop.wait(delay)
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for target in self.targets:
+            target.client.close()
