@@ -1,0 +1,419 @@
+"""exporter.config: the YAML contract, and one exact one-line message per kind of mistake.
+
+Durations: a number of seconds (90, 1.5, or "90" so `${VAR}` works) or decimal amounts with
+units ms/s/m/h ("30s", "2m", "1h", "1m30s", "1.5s", "1500ms"); poll_interval must be >= 1s.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exporter.ci.services import SERVICES
+from exporter.config import (
+    DEFAULT_CLOCK_SKEW,
+    DEFAULT_FAILURE_CODE_LIMIT,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_REQUEST_TIMEOUT,
+    Config,
+    ConfigError,
+    ServiceConfig,
+    load_config,
+    parse_config,
+    parse_duration,
+)
+from exporter.credentials import Credentials
+
+SECRET_KEY = "s3cr3t-k3y-value"
+TOKEN = "t0k3n-value"
+ENV = {"TENCENTCLOUD_SECRET_ID": "AKIDenv", "TENCENTCLOUD_SECRET_KEY": SECRET_KEY}
+TARGET = "targets:\n  - bucket: b-1250000000\n    region: ap-chongqing\n"
+ALL_SERVICES = tuple(ServiceConfig(s.name, s.tags) for s in SERVICES.values())
+TOP_ALLOWED = "poll_interval, request_timeout, failure_code_limit, clock_skew_tolerance, targets"
+TARGET_ALLOWED = "bucket, region, endpoint, credentials, services"
+HINT = "use e.g. 30s, 2m, 1h, 1m30s, 500ms or a number of seconds"
+ENDPOINT_FORM = "(expected http(s)://host[:port])"
+
+
+def parse(text: str, env: dict[str, str] | None = None) -> Config:
+    return parse_config(text, "config.yml", ENV if env is None else env)
+
+
+def error_of(text: str, env: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse(text, env)
+    message = str(caught.value)
+    assert "\n" not in message and "\r" not in message
+    return message
+
+
+def with_target(extra: str) -> str:
+    """TARGET plus more keys of targets[0], given at the target's indentation."""
+    return TARGET + "".join(f"    {line}\n" for line in extra.splitlines())
+
+
+# --- good configs -------------------------------------------------------------------------
+
+
+def test_minimal_config_takes_every_default() -> None:
+    config = parse(TARGET)
+    assert config.poll_interval == DEFAULT_POLL_INTERVAL == 60.0
+    assert config.request_timeout == DEFAULT_REQUEST_TIMEOUT
+    assert config.failure_code_limit == DEFAULT_FAILURE_CODE_LIMIT
+    assert config.clock_skew_tolerance == DEFAULT_CLOCK_SKEW
+    (target,) = config.targets
+    assert (target.bucket, target.region) == ("b-1250000000", "ap-chongqing")
+    assert target.endpoint == "https://b-1250000000.ci.ap-chongqing.myqcloud.com"
+    assert target.credentials == Credentials("AKIDenv", SECRET_KEY, None)
+    assert target.services == ALL_SERVICES
+
+
+def test_credentials_from_environment_carry_the_session_token() -> None:
+    env = {**ENV, "TENCENTCLOUD_SESSION_TOKEN": TOKEN}
+    assert parse(TARGET, env).targets[0].credentials == Credentials("AKIDenv", SECRET_KEY, TOKEN)
+
+
+def test_the_documented_example() -> None:
+    text = """\
+poll_interval: 60s
+request_timeout: 10s
+failure_code_limit: 50
+clock_skew_tolerance: 30s
+targets:
+  - bucket: examplebucket-1250000000
+    region: ap-chongqing
+    endpoint: http://127.0.0.1:8080
+    credentials:
+      secret_id: ${TENCENTCLOUD_SECRET_ID}
+      secret_key: ${TENCENTCLOUD_SECRET_KEY}
+      token: ${TENCENTCLOUD_SESSION_TOKEN}
+    services:
+      media: {tags: [Transcode, VoiceSeparate]}
+      speech: {}
+      ai:
+"""
+    env = {**ENV, "TENCENTCLOUD_SESSION_TOKEN": TOKEN}
+    config = parse(text, env)
+    (target,) = config.targets
+    assert target.endpoint == "http://127.0.0.1:8080"
+    assert target.credentials == Credentials("AKIDenv", SECRET_KEY, TOKEN)
+    # SERVICES order, not the file's order.
+    assert target.services == (
+        ServiceConfig("media", ("Transcode", "VoiceSeparate")),
+        ServiceConfig("ai", SERVICES["ai"].tags),
+        ServiceConfig("speech", SERVICES["speech"].tags),
+    )
+
+
+def test_explicit_credentials_win_over_the_environment() -> None:
+    config = parse(with_target("credentials: {secret_id: AKIDfile, secret_key: filekey}"))
+    assert config.targets[0].credentials == Credentials("AKIDfile", "filekey", None)
+
+
+def test_an_empty_token_means_permanent_keys() -> None:
+    text = with_target("credentials:\n  secret_id: a\n  secret_key: b\n"
+                       "  token: ${TENCENTCLOUD_SESSION_TOKEN:-}")
+    assert parse(text).targets[0].credentials.token is None
+
+
+def test_env_expansion_embedded_escaped_and_defaulted() -> None:
+    text = """\
+failure_code_limit: ${LIMIT}
+poll_interval: ${POLL}
+targets:
+  - bucket: ${NAME}-${APPID}
+    region: ${REGION:-ap-beijing}
+    endpoint: http://${HOST}:8080
+    services:
+      media: {tags: ["$${NOT_A_VAR}", "Tag${SUFFIX}", "$$ and $x"]}
+"""
+    env = {**ENV, "LIMIT": "7", "POLL": "90", "NAME": "logs", "APPID": "1250000000",
+           "HOST": "127.0.0.1", "SUFFIX": "X"}
+    config = parse(text, env)
+    target = config.targets[0]
+    assert (config.failure_code_limit, config.poll_interval) == (7, 90.0)
+    assert (target.bucket, target.region) == ("logs-1250000000", "ap-beijing")
+    assert target.endpoint == "http://127.0.0.1:8080"
+    assert target.services[0].tags == ("${NOT_A_VAR}", "TagX", "$$ and $x")
+
+
+@pytest.mark.parametrize(("written", "seconds"), [
+    ("30s", 30.0), ("2m", 120.0), ("1h", 3600.0), ("1m30s", 90.0), ("90", 90.0),
+    ("'90'", 90.0), ("1.5s", 1.5), ("1500ms", 1.5), ("1h2m3s", 3723.0), ("' 45s '", 45.0),
+    ("1", 1.0), ("2.5", 2.5),
+])
+def test_poll_interval_forms(written: str, seconds: float) -> None:
+    assert parse(f"poll_interval: {written}\n{TARGET}").poll_interval == seconds
+
+
+def test_poll_interval_as_yaml_numbers() -> None:
+    assert parse(f"poll_interval: 90\n{TARGET}").poll_interval == 90.0
+    assert parse(f"poll_interval: 1.5\n{TARGET}").poll_interval == 1.5
+
+
+def test_zero_clock_skew_is_allowed() -> None:
+    assert parse(f"clock_skew_tolerance: 0s\n{TARGET}").clock_skew_tolerance == 0.0
+
+
+def test_parse_duration_is_usable_without_a_file() -> None:
+    assert parse_duration("1m30s", "--poll-interval") == 90.0
+    assert parse_duration(0, "x") == 0.0
+    with pytest.raises(ConfigError) as caught:
+        parse_duration("0.5s", "--poll-interval", minimum=1.0)
+    assert str(caught.value) == "--poll-interval: 0.5s is too short (minimum 1s)"
+
+
+def test_unknown_tags_are_allowed_and_tags_null_means_defaults() -> None:
+    text = with_target("services:\n  media: {tags: [Transcode, NotDocumentedYet]}\n"
+                       "  pic: {tags: null}")
+    assert parse(text).targets[0].services == (
+        ServiceConfig("media", ("Transcode", "NotDocumentedYet")),
+        ServiceConfig("pic", SERVICES["pic"].tags),
+    )
+
+
+def test_endpoint_trailing_slash_is_dropped_and_ipv6_kept() -> None:
+    assert parse(with_target("endpoint: https://ci.example:9443/")).targets[0].endpoint == (
+        "https://ci.example:9443")
+    assert parse(with_target("endpoint: 'http://[::1]:8080'")).targets[0].endpoint == (
+        "http://[::1]:8080")
+
+
+def test_same_bucket_in_two_regions_is_two_targets() -> None:
+    text = TARGET + "  - bucket: b-1250000000\n    region: ap-beijing\n"
+    assert [t.region for t in parse(text).targets] == ["ap-chongqing", "ap-beijing"]
+
+
+def test_repr_of_a_config_holds_no_secret() -> None:
+    env = {**ENV, "TENCENTCLOUD_SESSION_TOKEN": TOKEN}
+    shown = repr(parse(TARGET, env))
+    assert SECRET_KEY not in shown and TOKEN not in shown
+
+
+def test_load_config_reads_the_file_and_os_environ(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "exporter.yml"
+    path.write_text("poll_interval: 2m\n" + TARGET, encoding="utf-8")
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    assert load_config(str(path)).poll_interval == 120.0
+    assert load_config(str(path), {"TENCENTCLOUD_SECRET_ID": "i",
+                                   "TENCENTCLOUD_SECRET_KEY": "k"}).targets[0].credentials == (
+        Credentials("i", "k"))
+
+
+# --- files --------------------------------------------------------------------------------
+
+
+def _load_error(path: Path) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path), ENV)
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yml"
+    assert _load_error(path) == f"{path}: cannot read file: No such file or directory"
+
+
+def test_directory_instead_of_file(tmp_path: Path) -> None:
+    assert _load_error(tmp_path) == f"{tmp_path}: cannot read file: Is a directory"
+
+
+def test_file_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yml"
+    path.write_bytes(b"targets: \xff\n")
+    assert _load_error(path) == f"{path}: not UTF-8 text (bad byte at offset 9)"
+
+
+def test_errors_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text("targets: []\n", encoding="utf-8")
+    assert _load_error(path) == f"{path}: targets: must list at least one target"
+
+
+# --- bad configs: one exact line each -----------------------------------------------------
+
+BAD = [
+    # YAML itself
+    ("yaml_syntax", "poll_interval: 60s\n  targets: x\n", None,
+     "config.yml: line 2, column 10: YAML syntax error: mapping values are not allowed here"),
+    ("yaml_unclosed", "targets:\n  - bucket: [a\n", None,
+     "config.yml: line 3, column 1: YAML syntax error: expected ',' or ']', but got "
+     "'<stream end>'"),
+    ("yaml_duplicate_key", with_target("bucket: c-1250000000"), None,
+     'config.yml: line 4: duplicate key "bucket"'),
+    ("top_is_list", "- a\n", None, "config.yml: top level: expected a mapping, got list"),
+    ("top_is_scalar", "hello\n", None, "config.yml: top level: expected a mapping, got string"),
+    ("empty_document", "# nothing\n", None,
+     "config.yml: top level: expected a mapping, got an empty document"),
+    # keys
+    ("unknown_top_key", "pol_interval: 60s\n" + TARGET, None,
+     f"config.yml: pol_interval: unknown key (allowed: {TOP_ALLOWED})"),
+    ("unknown_target_key", with_target("regoin: x"), None,
+     f"config.yml: targets[0].regoin: unknown key (allowed: {TARGET_ALLOWED})"),
+    ("unknown_credentials_key", with_target("credentials: {secret_id: a, secretkey: b}"), None,
+     "config.yml: targets[0].credentials.secretkey: unknown key "
+     "(allowed: secret_id, secret_key, token)"),
+    ("unknown_service_key", with_target("services: {media: {tag: [Transcode]}}"), None,
+     "config.yml: targets[0].services.media.tag: unknown key (allowed: tags)"),
+    ("newline_in_key", '"a\\nb": 1\n' + TARGET, None,
+     f"config.yml: a b: unknown key (allowed: {TOP_ALLOWED})"),
+    ("missing_targets", "poll_interval: 60s\n", None,
+     "config.yml: targets: required key is missing"),
+    ("missing_bucket", "targets:\n  - region: ap-chongqing\n", None,
+     "config.yml: targets[0].bucket: required key is missing"),
+    ("missing_region", "targets:\n  - bucket: b-1250000000\n", None,
+     "config.yml: targets[0].region: required key is missing"),
+    # targets
+    ("empty_targets", "targets: []\n", None,
+     "config.yml: targets: must list at least one target"),
+    ("null_targets", "targets:\n", None, "config.yml: targets: must list at least one target"),
+    ("targets_is_mapping", "targets: {bucket: b-1250000000}\n", None,
+     "config.yml: targets: expected a list, got mapping"),
+    ("target_is_string", "targets: [b-1250000000]\n", None,
+     "config.yml: targets[0]: expected a mapping, got string"),
+    ("duplicate_target", TARGET + "  - bucket: b-1250000000\n    region: ap-chongqing\n", None,
+     "config.yml: targets[1]: duplicate target: same bucket and region as targets[0]"),
+    # bucket, region, endpoint
+    ("bucket_without_appid", "targets:\n  - bucket: foo\n    region: ap-chongqing\n", None,
+     'config.yml: targets[0].bucket: "foo" has no -APPID suffix (expected BucketName-APPID)'),
+    ("bucket_appid_not_digits", "targets:\n  - bucket: foo-12a\n    region: ap-chongqing\n",
+     None, 'config.yml: targets[0].bucket: "foo-12a" has no -APPID suffix '
+     "(expected BucketName-APPID)"),
+    ("bucket_uppercase", "targets:\n  - bucket: Foo-1250000000\n    region: ap-chongqing\n",
+     None, 'config.yml: targets[0].bucket: "Foo-1250000000" is not a valid bucket name '
+     "(lowercase letters, digits and dashes, then -APPID)"),
+    ("bucket_is_number", "targets:\n  - bucket: 1250000000\n    region: ap-chongqing\n", None,
+     "config.yml: targets[0].bucket: expected a string, got integer"),
+    ("bucket_empty", "targets:\n  - bucket: ''\n    region: ap-chongqing\n", None,
+     "config.yml: targets[0].bucket: must not be empty"),
+    ("region_bad", "targets:\n  - bucket: b-1250000000\n    region: AP_Chongqing\n", None,
+     'config.yml: targets[0].region: "AP_Chongqing" is not a region '
+     "(lowercase letters, digits and dashes, e.g. ap-guangzhou)"),
+    ("endpoint_scheme", with_target("endpoint: ftp://host"), None,
+     f'config.yml: targets[0].endpoint: "ftp://host" must start with http:// or https:// '
+     f"{ENDPOINT_FORM}"),
+    ("endpoint_path", with_target("endpoint: http://127.0.0.1:8080/ci"), None,
+     f'config.yml: targets[0].endpoint: "http://127.0.0.1:8080/ci" must not have a path, '
+     f"query or fragment {ENDPOINT_FORM}"),
+    ("endpoint_port", with_target("endpoint: http://127.0.0.1:99999"), None,
+     f'config.yml: targets[0].endpoint: "http://127.0.0.1:99999" has a bad port '
+     f"{ENDPOINT_FORM}"),
+    ("endpoint_no_host", with_target("endpoint: 'http://:8080'"), None,
+     f'config.yml: targets[0].endpoint: "http://:8080" has no host {ENDPOINT_FORM}'),
+    ("endpoint_user_info", with_target("endpoint: http://u:hunter2@host"), None,
+     f"config.yml: targets[0].endpoint: must not contain user info {ENDPOINT_FORM}"),
+    # durations and numbers
+    ("bad_duration", "poll_interval: 5x\n" + TARGET, None,
+     f'config.yml: poll_interval: bad duration "5x" ({HINT})'),
+    ("duration_without_unit_at_end", "poll_interval: 1m30\n" + TARGET, None,
+     f'config.yml: poll_interval: bad duration "1m30" ({HINT})'),
+    ("negative_duration", "clock_skew_tolerance: -5\n" + TARGET, None,
+     'config.yml: clock_skew_tolerance: bad duration "-5" '
+     "(must be a finite amount of time, not negative)"),
+    ("duration_is_list", "request_timeout: [10s]\n" + TARGET, None,
+     f"config.yml: request_timeout: expected a duration, got list ({HINT})"),
+    ("poll_interval_too_short", "poll_interval: 0.5s\n" + TARGET, None,
+     "config.yml: poll_interval: 0.5s is too short (minimum 1s)"),
+    ("poll_interval_zero", "poll_interval: 0\n" + TARGET, None,
+     "config.yml: poll_interval: 0s is too short (minimum 1s)"),
+    ("request_timeout_zero", "request_timeout: 0s\n" + TARGET, None,
+     "config.yml: request_timeout: must be more than 0s"),
+    ("failure_code_limit_zero", "failure_code_limit: 0\n" + TARGET, None,
+     "config.yml: failure_code_limit: must be at least 1, got 0"),
+    ("failure_code_limit_float", "failure_code_limit: 1.5\n" + TARGET, None,
+     "config.yml: failure_code_limit: expected an integer, got number"),
+    ("failure_code_limit_text", "failure_code_limit: many\n" + TARGET, None,
+     'config.yml: failure_code_limit: expected an integer, got string "many"'),
+    ("failure_code_limit_bool", "failure_code_limit: true\n" + TARGET, None,
+     "config.yml: failure_code_limit: expected an integer, got boolean"),
+    # services and tags
+    ("unknown_service", with_target("services: {media: {}, video: {}}"), None,
+     "config.yml: targets[0].services.video: unknown service "
+     "(valid: media, ai, speech, pic, doc)"),
+    ("services_is_list", with_target("services: [media]"), None,
+     "config.yml: targets[0].services: expected a mapping, got list"),
+    ("services_empty", with_target("services: {}"), None,
+     "config.yml: targets[0].services: names no service "
+     "(leave it out to watch every service)"),
+    ("service_is_list", with_target("services: {media: [Transcode]}"), None,
+     "config.yml: targets[0].services.media: expected a mapping, got list"),
+    ("tags_is_string", with_target("services: {media: {tags: Transcode}}"), None,
+     "config.yml: targets[0].services.media.tags: expected a list, got string"),
+    ("tags_empty", with_target("services: {media: {tags: []}}"), None,
+     "config.yml: targets[0].services.media.tags: is empty "
+     "(leave tags out for the service's documented tags)"),
+    ("tag_empty_string", with_target("services: {media: {tags: [Transcode, '']}}"), None,
+     "config.yml: targets[0].services.media.tags[1]: must not be empty"),
+    ("tag_not_string", with_target("services: {media: {tags: [Transcode, 7]}}"), None,
+     "config.yml: targets[0].services.media.tags[1]: expected a string, got integer"),
+    ("tag_duplicate", with_target("services: {speech: {tags: [A, B, A]}}"), None,
+     'config.yml: targets[0].services.speech.tags[2]: duplicate tag "A"'),
+    # credentials
+    ("no_credentials", TARGET, {},
+     "config.yml: targets[0].credentials: no credentials: set TENCENTCLOUD_SECRET_ID and "
+     "TENCENTCLOUD_SECRET_KEY (and TENCENTCLOUD_SESSION_TOKEN for temporary keys) in the "
+     "environment, or give secret_id and secret_key here"),
+    ("env_secret_id_only", TARGET, {"TENCENTCLOUD_SECRET_ID": "AKID"},
+     "config.yml: targets[0].credentials: no credentials: TENCENTCLOUD_SECRET_ID is set but "
+     "TENCENTCLOUD_SECRET_KEY is not"),
+    ("secret_id_without_secret_key", with_target("credentials: {secret_id: AKID}"), None,
+     "config.yml: targets[0].credentials.secret_key: required when secret_id is given"),
+    ("secret_key_without_secret_id", with_target("credentials: {secret_key: k}"), None,
+     "config.yml: targets[0].credentials.secret_id: required when secret_key is given"),
+    ("credentials_token_only", with_target("credentials: {token: t}"), None,
+     "config.yml: targets[0].credentials: give secret_id and secret_key, or leave credentials "
+     "out to use TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY"),
+    ("credentials_is_string", with_target("credentials: AKID:key"), None,
+     "config.yml: targets[0].credentials: expected a mapping, got string"),
+    ("secret_key_wrong_type",
+     with_target(f"credentials: {{secret_id: a, secret_key: [{SECRET_KEY}]}}"), None,
+     "config.yml: targets[0].credentials.secret_key: expected a string, got list"),
+    ("secret_key_number", with_target("credentials: {secret_id: a, secret_key: 31415926535}"),
+     None, "config.yml: targets[0].credentials.secret_key: expected a string, got integer"),
+    ("secret_key_empty_variable",
+     with_target("credentials: {secret_id: a, secret_key: '${EMPTY}'}"), {**ENV, "EMPTY": ""},
+     "config.yml: targets[0].credentials.secret_key: must not be empty"),
+    # ${VAR}
+    ("missing_variable", with_target("credentials: {secret_id: a, secret_key: '${MY_KEY}'}"),
+     None, "config.yml: targets[0].credentials.secret_key: environment variable MY_KEY "
+     "is not set"),
+    ("missing_variable_embedded", "targets:\n  - bucket: b-${APPID}\n    region: x\n", None,
+     "config.yml: targets[0].bucket: environment variable APPID is not set"),
+    ("missing_variable_top", "poll_interval: ${POLL}\n" + TARGET, None,
+     "config.yml: poll_interval: environment variable POLL is not set"),
+    ("unterminated_variable", "targets:\n  - bucket: b-${APPID\n    region: x\n", None,
+     "config.yml: targets[0].bucket: unterminated ${ (write $${ for a literal ${)"),
+    ("bad_variable_name", "targets:\n  - bucket: b-${1X}\n    region: x\n", None,
+     'config.yml: targets[0].bucket: bad variable name "1X" in ${...} '
+     "(letters, digits and _; write $${ for a literal ${)"),
+]
+
+
+@pytest.mark.parametrize(("text", "env", "expected"), [c[1:] for c in BAD],
+                         ids=[c[0] for c in BAD])
+def test_bad_config_gives_one_exact_line(
+    text: str, env: dict[str, str] | None, expected: str
+) -> None:
+    assert error_of(text, env) == expected
+
+
+def test_no_error_shows_a_secret() -> None:
+    """Secrets given literally or through the environment stay out of every message."""
+    env = {**ENV, "TENCENTCLOUD_SESSION_TOKEN": TOKEN, "MY_KEY": SECRET_KEY}
+    texts = [
+        with_target(f"credentials: {{secret_id: a, secret_key: [{SECRET_KEY}]}}"),
+        with_target(f"credentials: {{secret_id: a, secret_key: {{k: {SECRET_KEY}}}}}"),
+        with_target(f"credentials: {{secret_key: {SECRET_KEY}}}"),
+        with_target(f"credentials: {{secret_id: a, secret_key: b, token: [{TOKEN}]}}"),
+        with_target(f"credentials: {{secret_id: a, secret_key: {SECRET_KEY}, bad: 1}}"),
+        with_target("credentials: {secret_id: a, secret_key: '${MY_KEY}'}") + "    x: 1\n",
+        TARGET + "  - bucket: b-1250000000\n    region: ap-chongqing\n",
+    ]
+    for text in texts:
+        message = error_of(text, env)
+        assert SECRET_KEY not in message and TOKEN not in message, message
