@@ -31,6 +31,11 @@ RECENT_FAILURES = 50
 Clock = Callable[[], float]
 
 
+def wall_clock() -> float:
+    # Looked up at each call, not bound at import, so that freezegun can move it in tests.
+    return time.time()
+
+
 @dataclass(frozen=True, slots=True)
 class PollOutcome:
     ok: bool
@@ -42,13 +47,13 @@ class TargetPoller:
 
     def __init__(
         self, target: TargetConfig, client: CIClient, *, codes: CodeLimiter,
-        clock_skew_tolerance: float, clock: Clock = time.time,
+        clock_skew_tolerance: float, clock: Clock | None = None,
     ) -> None:
         self.target = target
         self.client = client
         self.codes = codes
         self.clock_skew_tolerance = clock_skew_tolerance
-        self.clock = clock
+        self.clock = clock or wall_clock
         self.queues: dict[str, tuple[Queue, ...]] = {}
         self.trackers: dict[StreamKey, StreamTracker] = {}
         # Per service: where counting began, for streams of queues created after the start.
@@ -189,12 +194,12 @@ class Poller:
     """Every target, each on its own thread and schedule; the latest snapshot for /metrics."""
 
     def __init__(
-        self, config: Config, stats: ApiStats, *, clock: Clock = time.time,
+        self, config: Config, stats: ApiStats, *, clock: Clock | None = None,
         client_factory: Callable[[TargetConfig, Config, ApiStats], CIClient] = build_client,
     ) -> None:
         self.config = config
         self.stats = stats
-        self.clock = clock
+        self.clock = clock or wall_clock
         codes = CodeLimiter(config.failure_code_limit)
         self.targets = [
             TargetPoller(

@@ -1,0 +1,359 @@
+"""The HTTP side of the CI API: sign, send, time out, classify failures, paginate.
+
+One CIClient per target (bucket, region, endpoint), with its own requests.Session. `_request`
+is exactly one HTTP attempt, counted once in the self-metrics; a retry policy can wrap it later
+without knowing anything about HTTP. Every failure leaves here as a CIError whose message is
+one line, names the endpoint family, and never carries a key, a token or the signature.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
+from typing import TypeVar
+from urllib.parse import quote, urlsplit
+
+import requests
+
+from exporter import __version__
+from exporter.api_stats import ApiStats
+from exporter.ci.models import (
+    CIConnectionError,
+    CIError,
+    CIInvalidResponse,
+    CITimeout,
+    DescribeResult,
+    Job,
+    Queue,
+)
+from exporter.ci.parse import (
+    one_line,
+    parse_describe,
+    parse_error,
+    parse_job_page,
+    parse_queue_page,
+)
+from exporter.ci.services import Service, endpoint_family
+from exporter.credentials import CredentialProvider
+from exporter.signing import CLOCK_LEEWAY, DEFAULT_VALIDITY, TOKEN_HEADER, authorization
+
+USER_AGENT = f"tencent-ci-exporter/{__version__}"
+QUEUE_PAGE_SIZE = 100
+JOB_PAGE_SIZE = 100  # the documented maximum of `size`
+DESCRIBE_CHUNK = 10  # the documented maximum of ids per describe call
+# Listings end long before these; they only stop a server that never says "last page".
+MAX_QUEUE_PAGES = 1000
+MAX_JOB_PAGES = 100_000
+CHINA_STANDARD_TIME = timezone(timedelta(hours=8), "CST")
+_READ_CHUNK = 64 * 1024
+_SAFE = "-_.~"  # what the signature leaves unencoded; the URL uses the same encoding
+
+T = TypeVar("T")
+
+
+def format_creation_time(epoch: float) -> str:
+    """Epoch seconds -> `2001-01-01T00:00:00+0800`, the form the job listings take."""
+    moment = datetime.fromtimestamp(int(epoch), CHINA_STANDARD_TIME)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S+0800")
+
+
+def _query(params: Mapping[str, str]) -> str:
+    return "&".join(f"{quote(k, safe=_SAFE)}={quote(v, safe=_SAFE)}" for k, v in params.items())
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and what it wraps (requests and urllib3 nest them in args and `reason`)."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending and len(seen) < 20:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        nested = [a for a in current.args if isinstance(a, BaseException)]
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException):
+            nested.append(reason)
+        nested += [e for e in (current.__cause__, current.__context__) if e is not None]
+        pending.extend(nested)
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause, short: `ConnectionResetError: [Errno 104] Connection reset by peer`."""
+    innermost = list(_causes(exc))[-1]
+    text = one_line(str(innermost), 160)
+    return f"{type(innermost).__name__}: {text}" if text else type(innermost).__name__
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    # requests reports a read timeout in the middle of a streamed body as a ConnectionError.
+    return any(
+        isinstance(e, (TimeoutError, requests.Timeout)) or type(e).__name__ == "ReadTimeoutError"
+        for e in _causes(exc)
+    )
+
+
+class CIClient:
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        region: str,
+        endpoint: str,
+        credentials: CredentialProvider,
+        timeout: float = 10.0,
+        stats: ApiStats | None = None,
+        session: requests.Session | None = None,
+        clock: Callable[[], float] | None = None,
+        max_body_bytes: int = 32 * 1024 * 1024,
+        signature_validity: int = DEFAULT_VALIDITY,
+    ) -> None:
+        parts = urlsplit(endpoint)
+        host = parts.netloc.rpartition("@")[2]
+        if parts.scheme not in ("http", "https") or not host or parts.query or parts.fragment:
+            raise ValueError(f"endpoint must look like https://host[:port], got {endpoint!r}")
+        self.bucket = bucket
+        self.region = region
+        self.endpoint = f"{parts.scheme}://{host}"
+        self._host = host
+        self._prefix = parts.path.rstrip("/")  # a proxy path, when there is one; it is signed
+        self._credentials = credentials
+        self._timeout = timeout
+        self._stats = stats
+        self._session = session if session is not None else requests.Session()
+        self._owns_session = session is None
+        if self._owns_session:
+            self._session.headers["User-Agent"] = USER_AGENT
+        # Looked up at each call so that freezegun can move it in tests.
+        self._clock = clock or (lambda: time.time())
+        self._max_body = max_body_bytes
+        self._validity = signature_validity
+        self._clock_offset: float | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"CIClient(bucket={self.bucket!r}, region={self.region!r}, "
+            f"endpoint={self.endpoint!r})"
+        )
+
+    @property
+    def clock_offset(self) -> float | None:
+        """CI's clock minus ours in seconds, from the last answer's Date header (None: none yet).
+
+        Measured against the middle of the request, so it is good to about a second (Date's
+        resolution) plus half the round trip.
+        """
+        return self._clock_offset
+
+    def close(self) -> None:
+        if self._owns_session:
+            self._session.close()
+
+    def __enter__(self) -> CIClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # Listings
+
+    def list_queues(self, service: Service) -> list[Queue]:
+        """Every queue of the service, all pages, each queue once."""
+        family = endpoint_family(service.queue_path)
+        queues: dict[str, Queue] = {}
+        for number in range(1, MAX_QUEUE_PAGES + 1):
+            params = {"pageNumber": str(number), "pageSize": str(QUEUE_PAGE_SIZE), "state": "All"}
+            params.update(service.queue_params)
+            page = self._request(service.queue_path, params, parse_queue_page)
+            if not page.queues:
+                return list(queues.values())
+            before = len(queues)
+            for queue in page.queues:
+                queues.setdefault(queue.queue_id, queue)
+            if len(queues) >= page.total_count:
+                return list(queues.values())
+            if len(queues) == before:
+                # A server ignoring pageNumber would otherwise be paged up to the cap.
+                raise CIInvalidResponse(
+                    f"GET {family}: page {number} lists only queues already listed "
+                    f"({len(queues)} of TotalCount {page.total_count})",
+                    endpoint=family,
+                )
+        raise CIInvalidResponse(
+            f"GET {family}: listing did not end within {MAX_QUEUE_PAGES} pages", endpoint=family
+        )
+
+    def list_jobs(
+        self,
+        service: Service,
+        queue_id: str,
+        tag: str,
+        states: Sequence[str],
+        *,
+        start_creation_time: int | None = None,
+        end_creation_time: int | None = None,
+        order: str = "Desc",
+    ) -> list[Job]:
+        """Every job of (queue, tag) in those states, following NextToken to the end.
+
+        An empty `queue_id` leaves the queueId parameter out; no `states` means all.
+        Jobs that come back without Tag or QueueId get the ones asked for.
+        """
+        family = endpoint_family(service.job_path)
+        params = {"tag": tag, "size": str(JOB_PAGE_SIZE), "orderByTime": order}
+        if queue_id:
+            params["queueId"] = queue_id
+        if states:
+            params["states"] = ",".join(states)
+        if start_creation_time is not None:
+            params["startCreationTime"] = format_creation_time(start_creation_time)
+        if end_creation_time is not None:
+            params["endCreationTime"] = format_creation_time(end_creation_time)
+        jobs: list[Job] = []
+        followed: set[str] = set()
+        for _ in range(MAX_JOB_PAGES):
+            page = self._request(service.job_path, dict(params), parse_job_page)
+            jobs.extend(_fill(job, tag, queue_id) for job in page.jobs)
+            token = page.next_token
+            if not token:
+                return jobs
+            if token in followed:
+                raise CIInvalidResponse(
+                    f"GET {family}: NextToken {one_line(repr(token), 80)} repeated in one listing",
+                    endpoint=family,
+                )
+            followed.add(token)
+            params["nextToken"] = token
+        raise CIInvalidResponse(
+            f"GET {family}: listing did not end within {MAX_JOB_PAGES} pages", endpoint=family
+        )
+
+    def describe_jobs(self, service: Service, job_ids: Sequence[str]) -> DescribeResult:
+        """Jobs by id, at most 10 per call; the answers merged in the order asked."""
+        ids = list(dict.fromkeys(job_ids))
+        for job_id in ids:
+            if not job_id or "," in job_id or "/" in job_id:
+                raise ValueError(f"not a job id: {job_id!r}")
+        jobs: list[Job] = []
+        missing: list[str] = []
+        for start in range(0, len(ids), DESCRIBE_CHUNK):
+            path = f"{service.job_path}/{','.join(ids[start : start + DESCRIBE_CHUNK])}"
+            result = self._request(path, {}, parse_describe)
+            jobs.extend(result.jobs)
+            missing.extend(result.non_exist_ids)
+        return DescribeResult(tuple(jobs), tuple(dict.fromkeys(missing)))
+
+    # One attempt
+
+    def _request(self, path: str, params: Mapping[str, str], parse: Callable[[bytes], T]) -> T:
+        """One signed GET of `path`, its body handed to `parse`. Counted once in the stats."""
+        family = endpoint_family(path)
+        full_path = self._prefix + path
+        url = f"{self.endpoint}{quote(full_path, safe='/,' + _SAFE)}"
+        if params:
+            url += "?" + _query(params)
+        headers = self._headers(full_path, params)
+        started = time.monotonic()
+        status, error = "error", None
+        try:
+            sent_at = self._clock()
+            response = self._open(url, headers, family)
+            with response:
+                self._measure_clock(response.headers.get("Date"), sent_at, self._clock())
+                status = str(response.status_code)
+                body = self._read(response, family, started + self._timeout)
+            if not 200 <= response.status_code < 300:
+                raise parse_error(response.status_code, body, response.headers, endpoint=family)
+            try:
+                return parse(body)
+            except CIInvalidResponse as exc:
+                raise CIInvalidResponse(f"GET {family}: {exc}", endpoint=family) from None
+        except CIError as exc:
+            error = exc.kind
+            raise
+        finally:
+            if self._stats is not None:
+                self._stats.record(
+                    self.bucket, self.region, family, status, error, time.monotonic() - started
+                )
+
+    def _headers(self, path: str, params: Mapping[str, str]) -> dict[str, str]:
+        """Host (and the token) signed with every query parameter; keys fetched per request."""
+        credentials = self._credentials.get()
+        signed = {"host": self._host}
+        if credentials.token:
+            signed[TOKEN_HEADER] = credentials.token
+        now = int(self._clock())
+        auth = authorization(
+            credentials.secret_id, credentials.secret_key, "get", path, params, signed,
+            now - CLOCK_LEEWAY, now + self._validity,
+        )
+        return {**signed, "Authorization": auth, "User-Agent": USER_AGENT,
+                "Accept": "application/xml"}
+
+    def _open(self, url: str, headers: Mapping[str, str], family: str) -> requests.Response:
+        try:
+            return self._session.get(
+                url, headers=headers, timeout=self._timeout, stream=True, allow_redirects=False
+            )
+        except requests.Timeout:
+            raise CITimeout(
+                f"GET {family}: no answer within {self._timeout:g}s", endpoint=family
+            ) from None
+        except requests.RequestException as exc:
+            raise CIConnectionError(f"GET {family}: {_reason(exc)}", endpoint=family) from None
+
+    def _read(self, response: requests.Response, family: str, deadline: float) -> bytes:
+        """The body, streamed: stops as soon as it passes max_body_bytes or the deadline."""
+        too_large = CIInvalidResponse(
+            f"GET {family}: body larger than {self._max_body} bytes", endpoint=family
+        )
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self._max_body:
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_content(_READ_CHUNK):
+                size += len(chunk)
+                if size > self._max_body:
+                    raise too_large
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise CITimeout(
+                        f"GET {family}: body not complete within {self._timeout:g}s",
+                        endpoint=family,
+                    )
+        except requests.exceptions.ContentDecodingError as exc:
+            raise CIInvalidResponse(f"GET {family}: {_reason(exc)}", endpoint=family) from None
+        except requests.RequestException as exc:
+            if _is_timeout(exc):
+                raise CITimeout(
+                    f"GET {family}: body not complete within {self._timeout:g}s", endpoint=family
+                ) from None
+            raise CIConnectionError(
+                f"GET {family}: body cut short: {_reason(exc)}", endpoint=family
+            ) from None
+        return b"".join(chunks)
+
+    def _measure_clock(self, date: str | None, sent_at: float, received_at: float) -> None:
+        if not date:
+            return
+        try:
+            server = parsedate_to_datetime(date)
+        except (TypeError, ValueError, IndexError):
+            return
+        if server.tzinfo is None:  # an HTTP date is always GMT
+            server = server.replace(tzinfo=timezone.utc)
+        self._clock_offset = server.timestamp() - (sent_at + received_at) / 2
+
+
+def _fill(job: Job, tag: str, queue_id: str) -> Job:
+    """A listing is per (queue, tag): a job that leaves either out belongs to the one asked for."""
+    if job.tag and (job.queue_id or not queue_id):
+        return job
+    return dataclasses.replace(job, tag=job.tag or tag, queue_id=job.queue_id or queue_id)

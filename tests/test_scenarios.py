@@ -1,0 +1,328 @@
+"""The whole exporter against the simulator over real HTTP, time under freezegun: signed client,
+exactly-once accounting through a scripted scenario, and what /metrics shows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from freezegun import freeze_time
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.api_stats import ApiStats
+from exporter.ci.services import SERVICES
+from exporter.collector import CICollector
+from exporter.config import Config, ServiceConfig, TargetConfig
+from exporter.credentials import Credentials
+from exporter.poller import Poller
+from exporter.simulator import Fault, Simulator
+from exporter.simulator.model import SimBucket
+
+SECRET_ID = "AKIDscenario000000000000000000000000"
+SECRET_KEY = "scenario-secret-key-0000000000000000"
+BUCKET = "scenario-1250000000"
+REGION = "ap-chongqing"
+INTERVAL = 60
+
+
+@dataclass
+class World:
+    sim: Simulator
+    ci: SimBucket
+    poller: Poller
+    frozen: Any
+    registry: CollectorRegistry
+    queue: str  # a media Transcoding queue
+    ai_queue: str
+
+    def poll(self, seconds: float = INTERVAL) -> None:
+        self.frozen.tick(seconds)
+        self.poller.poll_once()
+
+    def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        text = generate_latest(self.registry).decode()
+        return {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    def value(self, name: str, **labels: str) -> float | None:
+        wanted = set(labels.items())
+        found = [v for (n, ls), v in self.metrics().items() if n == name and wanted <= ls]
+        assert len(found) <= 1, f"{name} {labels} matches {len(found)} series"
+        return found[0] if found else None
+
+    def finished(self, state: str, queue: str | None = None, tag: str = "Transcode") -> float | None:
+        return self.value(
+            "tencent_ci_jobs_finished_total", queue_id=queue or self.queue, tag=tag, state=state
+        )
+
+    def up(self) -> float | None:
+        return self.value("tencent_ci_up", bucket=BUCKET)
+
+
+def make_world(
+    frozen: Any, *, bounds: str = "exclusive", code_limit: int = 50, timeout: float = 2.0,
+    offset: float = 0.0,
+) -> tuple[World, Simulator]:
+    sim = Simulator({SECRET_ID: SECRET_KEY}, creation_bounds=bounds, seed=7)
+    sim.clock_offset = offset
+    ci = sim.add_bucket(BUCKET, REGION)
+    queue = ci.add_queue("media", name="transcode-main")
+    ai_queue = ci.add_queue("ai", name="ai-main")
+    sim.start()
+    target = TargetConfig(
+        bucket=BUCKET, region=REGION, endpoint=sim.endpoint(BUCKET),
+        credentials=Credentials(SECRET_ID, SECRET_KEY),
+        services=(
+            ServiceConfig("media", ("Transcode", "VoiceSeparate")),
+            ServiceConfig("ai", ("Translation",)),
+        ),
+    )
+    config = Config(
+        targets=(target,), poll_interval=INTERVAL, request_timeout=timeout,
+        failure_code_limit=code_limit,
+    )
+    stats = ApiStats()
+    poller = Poller(config, stats)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(CICollector(poller, stats, "test"))
+    return World(sim, ci, poller, frozen, registry, queue, ai_queue), sim
+
+
+@pytest.fixture
+def frozen() -> Iterator[Any]:
+    with freeze_time("2026-11-21 04:00:00", tick=False) as frozen_time:
+        yield frozen_time
+
+
+@pytest.fixture
+def world(frozen: Any) -> Iterator[World]:
+    w, sim = make_world(frozen)
+    yield w
+    w.poller.stop()
+    sim.stop()
+
+
+def run_job(ci: SimBucket, queue: str, tag: str, state: str = "Success", code: str = "") -> str:
+    """A job created, started and finished at once (between two polls)."""
+    job = ci.create_job(queue, tag)
+    ci.start_job(job)
+    if state == "Failed":
+        ci.finish_job(job, state, code=code or "InternalError", message="it broke")
+    else:
+        ci.finish_job(job, state)
+    return job
+
+
+@pytest.mark.parametrize("bounds", ["exclusive", "inclusive"])
+def test_scripted_scenario_counts_every_job_exactly_once(frozen: Any, bounds: str) -> None:
+    w, sim = make_world(frozen, bounds=bounds)
+    try:
+        ci, q = w.ci, w.queue
+        # Baseline: finished before the exporter started, never counted.
+        for _ in range(3):
+            run_job(ci, q, "Transcode")
+        run_job(ci, q, "Transcode", "Failed", "E_OLD")
+        long_runner = ci.create_job(q, "Transcode")
+        ci.start_job(long_runner)
+        waiting = ci.create_job(q, "Transcode")
+        frozen.tick(30)
+        w.poller.poll_once()
+        assert w.up() == 1
+        for state in ("Success", "Failed", "Cancel"):
+            assert w.finished(state) == 0
+        assert w.value("tencent_ci_jobs", queue_id=q, tag="Transcode", state="Running") == 1
+        assert w.value("tencent_ci_jobs", queue_id=q, tag="Transcode", state="Submitted") == 1
+        assert w.value("tencent_ci_jobs", queue_id=q, tag="Transcode", state="Pause") == 0
+
+        # Between polls: the seen jobs finish, new ones come and go, one in the first second.
+        frozen.tick(1)
+        edge_job = run_job(ci, q, "Transcode", "Failed", "E_EDGE")
+        frozen.tick(20)
+        ci.finish_job(long_runner, "Success")
+        ci.start_job(waiting)
+        ci.finish_job(waiting, "Cancel")
+        run_job(ci, q, "Transcode")
+        run_job(ci, w.ai_queue, "Translation", "Failed", "TranslateError")
+        w.poll(39)
+        assert (w.finished("Success"), w.finished("Failed"), w.finished("Cancel")) == (2, 1, 1)
+        assert w.finished("Failed", w.ai_queue, "Translation") == 1
+        assert w.value("tencent_ci_job_failures_total", queue_id=q, code="E_EDGE") == 1
+        assert w.value("tencent_ci_job_failures_total", code="E_OLD") is None
+        assert w.value("tencent_ci_jobs", queue_id=q, tag="Transcode", state="Running") == 0
+
+        # Nothing new: counters hold still, however often we poll.
+        for _ in range(3):
+            w.poll()
+        assert (w.finished("Success"), w.finished("Failed"), w.finished("Cancel")) == (2, 1, 1)
+        assert ci.job(edge_job).state == "Failed"
+    finally:
+        w.poller.stop()
+        sim.stop()
+
+
+@pytest.mark.parametrize("offset", [20.0, -20.0])
+def test_ci_clock_ahead_or_behind(frozen: Any, offset: float) -> None:
+    w, sim = make_world(frozen, offset=offset)
+    try:
+        w.poller.poll_once()
+        for i in range(5):
+            frozen.tick(7)
+            run_job(w.ci, w.queue, "Transcode", "Failed" if i % 2 else "Success", "E1")
+        w.poll(25)
+        w.poll()
+        assert (w.finished("Success"), w.finished("Failed")) == (3, 2)
+        assert w.poller.targets[0].client.clock_offset == pytest.approx(offset, abs=1.5)
+    finally:
+        w.poller.stop()
+        sim.stop()
+
+
+def test_outage_of_several_polls_loses_nothing_and_counts_nothing_twice(frozen: Any) -> None:
+    w, sim = make_world(frozen, timeout=0.3)
+    try:
+        ci, q = w.ci, w.queue
+        runner = ci.create_job(q, "Transcode")
+        ci.start_job(runner)
+        w.poller.poll_once()
+        run_job(ci, q, "Transcode")
+        w.poll()
+        assert w.finished("Success") == 1
+        expected = {"Success": 1, "Failed": 0, "Cancel": 0}
+        outages = [
+            Fault("http_500"),
+            Fault("http_503"),
+            Fault("slow", delay=1.0, path="/jobs"),
+            Fault("malformed", path="/jobs"),
+            Fault("reset", path="/jobs"),
+        ]
+        for fault in outages:
+            sim.faults.add(fault)
+            for i in range(3):
+                run_job(ci, q, "Transcode", "Failed" if i == 0 else "Success", f"E_{fault.kind}")
+                expected["Failed" if i == 0 else "Success"] += 1
+            w.poll()
+            assert w.up() == 0, fault.kind
+            sim.faults.clear()
+        ci.finish_job(runner, "Success")
+        expected["Success"] += 1
+        errors = {
+            labels: v for (name, labels), v in w.metrics().items()
+            if name == "tencent_ci_api_errors_total"
+        }
+        kinds = {dict(labels)["error"] for labels in errors}
+        assert {"InternalError", "SlowDown", "timeout", "invalid_response", "connection"} <= kinds
+        w.poll()
+        assert w.up() == 1
+        w.poll()
+        got = {s: w.finished(s) for s in expected}
+        assert got == expected
+        assert w.value("tencent_ci_last_successful_poll_timestamp_seconds") == pytest.approx(
+            sim.now() - sim.clock_offset, abs=2
+        )
+    finally:
+        w.poller.stop()
+        sim.stop()
+
+
+def test_failure_code_cap(frozen: Any) -> None:
+    w, sim = make_world(frozen, code_limit=2)
+    try:
+        w.poller.poll_once()
+        for code in ("A1", "A2", "A3", "A4", "A1"):
+            frozen.tick(1)  # listed oldest first: the first two codes keep their labels
+            run_job(w.ci, w.queue, "Transcode", "Failed", code)
+        w.poll()
+        failures = {
+            dict(labels)["code"]: v for (name, labels), v in w.metrics().items()
+            if name == "tencent_ci_job_failures_total"
+        }
+        assert failures == {"A1": 2, "A2": 1, "other": 2}
+    finally:
+        w.poller.stop()
+        sim.stop()
+
+
+def test_queue_that_disappears_leaves_metrics(world: World) -> None:
+    doomed = world.ci.add_queue("media", name="doomed")
+    world.poller.poll_once()
+    assert world.value("tencent_ci_queue_info", queue_id=doomed) == 1
+    assert world.value("tencent_ci_jobs", queue_id=doomed, tag="Transcode", state="Running") == 0
+    world.ci.remove_queue(doomed)
+    world.poll()
+    assert world.value("tencent_ci_queue_info", queue_id=doomed) is None
+    assert not [k for k in world.metrics() if ("queue_id", doomed) in k[1]]
+    assert world.up() == 1
+
+
+def test_queue_created_after_start_counts_its_first_jobs(world: World) -> None:
+    world.poller.poll_once()
+    frozen_later = world.ci.add_queue("media", name="new-queue")
+    run_job(world.ci, frozen_later, "Transcode")
+    world.poll()
+    assert world.finished("Success", frozen_later) == 1
+
+
+def test_pagination_of_many_jobs_and_queues(world: World) -> None:
+    for i in range(11):
+        world.ci.add_queue("media", name=f"extra-{i}", category="SpeedTranscoding" if i % 2 else None)
+    running = [world.ci.create_job(world.queue, "Transcode") for _ in range(130)]
+    for job in running[:110]:
+        world.ci.start_job(job)
+    world.poller.poll_once()
+    assert world.value("tencent_ci_jobs", queue_id=world.queue, tag="Transcode", state="Running") == 110
+    assert world.value("tencent_ci_jobs", queue_id=world.queue, tag="Transcode", state="Submitted") == 20
+    infos = [dict(ls) for (n, ls), _ in world.metrics().items() if n == "tencent_ci_queue_info"]
+    assert len([i for i in infos if i["service"] == "media"]) == 12
+    assert {"Transcoding", "SpeedTranscoding"} <= {i["category"] for i in infos}
+    # 130 active jobs take two pages; then 150 jobs finish between polls: two pages more.
+    for job in running:
+        world.ci.finish_job(job, "Success")
+    for _ in range(20):
+        run_job(world.ci, world.queue, "Transcode")
+    world.sim.reset_requests()
+    world.poll()
+    assert world.finished("Success") == 150
+    jobs_calls = world.sim.request_count(BUCKET, "/jobs")
+    # Per poll: Transcode (1 active page + 2 finished pages) + VoiceSeparate and the 11 extra
+    # queues' two streams each, 1 + 1, + the ai stream 1 + 1; no describe-by-id was needed.
+    assert jobs_calls == 3 + 2 * (1 + 11 * 2) + 2
+
+
+def test_every_metric_family_is_served(world: World) -> None:
+    world.ci.add_queue("media", name="paused", paused=True)
+    world.poller.poll_once()
+    run_job(world.ci, world.queue, "Transcode", "Failed", "E1")
+    waiting = world.ci.create_job(world.queue, "Transcode")
+    started = world.ci.create_job(world.queue, "Transcode")
+    world.ci.start_job(started)
+    world.poll()
+    names = {name for name, _ in world.metrics()}
+    for family in (
+        "tencent_ci_queue_info", "tencent_ci_queue_paused", "tencent_ci_queue_max_concurrent",
+        "tencent_ci_queue_max_size", "tencent_ci_queue_notify_enabled", "tencent_ci_jobs",
+        "tencent_ci_jobs_finished_total", "tencent_ci_job_failures_total",
+        "tencent_ci_job_run_duration_seconds_bucket", "tencent_ci_job_queue_wait_seconds_bucket",
+        "tencent_ci_oldest_job_timestamp_seconds", "tencent_ci_up",
+        "tencent_ci_last_successful_poll_timestamp_seconds", "tencent_ci_poll_duration_seconds",
+        "tencent_ci_api_requests_total", "tencent_ci_api_request_duration_seconds_bucket",
+        "tencent_ci_tracked_jobs", "tencent_ci_exporter_build_info",
+    ):
+        assert family in names, family
+    assert world.value("tencent_ci_queue_paused", queue_id=world.queue) == 0
+    assert world.value(
+        "tencent_ci_oldest_job_timestamp_seconds", queue_id=world.queue, tag="Transcode",
+        state="Submitted",
+    ) == world.ci.job(waiting).creation_time
+    # The two active jobs; the failed one was created before the next window's edge, so no
+    # later listing can return it and it is already forgotten.
+    assert world.value("tencent_ci_tracked_jobs") == 2
+    services = {dict(ls)["service"] for (n, ls), _ in world.metrics().items()
+                if n == "tencent_ci_queue_info"}
+    assert services == {"media", "ai"}
+    assert set(SERVICES) >= services
