@@ -1,0 +1,341 @@
+"""The CI API itself, without HTTP: signature checks, parameter validation, the listings.
+
+Choices where real CI is not documented (the tests pin them):
+- A job listing for a queue that does not exist, or that belongs to another endpoint's
+  services (a speech queue on /jobs), answers an empty list, not an error: a queue can
+  vanish between the queue listing and the job listing.
+- Any non-empty `tag` is accepted; a tag with no jobs lists nothing.
+- A `nextToken` is a server-side cursor (creation time and id of the last job returned), so
+  pages stay stable while jobs come and go. It is bound to its query (bucket, queue, tag,
+  states, order, bounds), may be followed again (a retried page answers the same), and the
+  newest `max_cursors` are kept; another query's, an unknown or an evicted token answers
+  400 InvalidArgument. The token a repeat_token fault hands out reads as the first page.
+- Unknown ids in describe-by-id come back as repeated `NonExistJobIds` elements.
+- `/queue` filters by category even when `queueIds` is given; an id filtered out that way
+  (or by `state`) exists, so it is not listed under `NonExistPIDs`.
+- An unknown path answers 404 ResourceNotFound; a method other than GET 405 MethodNotAllowed.
+- A temporary key (one with a configured token) must send that token; a wrong or missing
+  token answers 403 AccessDenied.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import Message
+from urllib.parse import quote
+
+from exporter.ci.services import SERVICES, endpoint_family
+from exporter.signing import TOKEN_HEADER, expected_signature, parse_authorization
+from exporter.simulator import render
+from exporter.simulator.model import JOB_STATES, Clock, JobKey, JobQuery, SimBucket
+
+QUEUE_PATHS: dict[str, str] = {s.queue_path: s.name for s in SERVICES.values()}
+JOB_PATHS: dict[str, frozenset[str]] = {
+    path: frozenset(s.name for s in SERVICES.values() if s.job_path == path)
+    for path in {s.job_path for s in SERVICES.values()}
+}
+MEDIA_CATEGORIES: dict[str, tuple[str, ...] | None] = {
+    "Transcoding": ("Transcoding",),
+    "SpeedTranscoding": ("SpeedTranscoding",),
+    "CateAll": None,
+}
+MAX_IDS = 10
+MAX_PAGE = 100
+# The token a repeat_token fault hands out; following it reads the first page again.
+REPEAT_TOKEN = "simulator-repeating-token"
+BOUNDS = ("exclusive", "inclusive")
+
+
+class ApiError(Exception):
+    """An answer with CI's error body."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message = status, code, message
+        self.headers = dict(headers or {})
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes
+    content_type: str = "application/xml"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "InvalidArgument", message)
+
+
+class _Cursors:
+    """nextToken -> (the query it continues, the last key returned). Bounded: oldest go."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._tokens: OrderedDict[str, tuple[str, JobQuery, JobKey]] = OrderedDict()
+
+    def issue(self, bucket: str, query: JobQuery, last: JobKey) -> str:
+        token = secrets.token_hex(12)
+        with self._lock:
+            self._tokens[token] = (bucket, dataclasses.replace(query, after=None), last)
+            while len(self._tokens) > self._limit:
+                self._tokens.popitem(last=False)
+        return token
+
+    def resume(self, bucket: str, query: JobQuery, token: str) -> JobQuery:
+        with self._lock:
+            entry = self._tokens.get(token)
+            if entry is not None:
+                self._tokens.move_to_end(token)
+        if entry is None:
+            raise bad_request(f"nextToken {token!r} is unknown or expired")
+        if entry[0] != bucket or entry[1] != query:
+            raise bad_request("nextToken belongs to another listing")
+        return dataclasses.replace(query, after=entry[2])
+
+
+class Api:
+    """What CI answers, given a parsed request. Settings are plain attributes, changeable
+    while the simulator runs."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        credentials: Mapping[str, str] | None = None,
+        tokens: Mapping[str, str] | None = None,
+        creation_bounds: str = "exclusive",
+        max_cursors: int = 100_000,
+    ) -> None:
+        if creation_bounds not in BOUNDS:
+            raise ValueError(f"creation_bounds must be one of {BOUNDS}, not {creation_bounds!r}")
+        self.clock = clock
+        self.credentials: dict[str, str] = dict(credentials or {})
+        self.tokens: dict[str, str] = dict(tokens or {})
+        self.creation_bounds = creation_bounds
+        self._cursors = _Cursors(max_cursors)
+
+    def __repr__(self) -> str:
+        # No keys or tokens: reprs end up in logs.
+        return f"Api(ids={sorted(self.credentials)}, creation_bounds={self.creation_bounds!r})"
+
+    def answer(
+        self,
+        bucket: SimBucket,
+        method: str,
+        path: str,
+        params: Mapping[str, str],
+        headers: Message,
+        request_id: str = "",
+        repeat_token: bool = False,
+    ) -> Reply:
+        """Authorize and route one request: a Reply, or ApiError raised."""
+        self._authorize(method, path, params, headers)
+        if method != "GET":
+            raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed on {path}")
+        family = endpoint_family(path)
+        if path in QUEUE_PATHS:
+            return self._list_queues(bucket, QUEUE_PATHS[path], params, request_id)
+        if path in JOB_PATHS:
+            return self._list_jobs(bucket, JOB_PATHS[path], params, repeat_token)
+        if family in JOB_PATHS and path.startswith(family + "/"):
+            return self._describe(bucket, JOB_PATHS[family], path[len(family) + 1 :])
+        raise ApiError(404, "ResourceNotFound", f"no such resource {path}")
+
+    def _authorize(
+        self, method: str, path: str, params: Mapping[str, str], headers: Message
+    ) -> None:
+        value = headers.get("Authorization")
+        if not value:
+            raise ApiError(401, "MissingAuthorization", "the Authorization header is missing")
+        auth = parse_authorization(value)
+        needed = ("q-sign-algorithm", "q-ak", "q-sign-time", "q-key-time", "q-signature")
+        if any(k not in auth for k in needed) or auth["q-sign-algorithm"] != "sha1":
+            raise ApiError(401, "InvalidAuthorization", "the Authorization header is malformed")
+        secret_key = self.credentials.get(auth["q-ak"])
+        if secret_key is None:
+            raise ApiError(401, "SecretidNotExist", "the SecretId does not exist")
+        self._check_time(auth["q-sign-time"], auth["q-key-time"])
+        signed = self._signed_headers(auth.get("q-header-list", ""), headers)
+        listed = {k for k in auth.get("q-url-param-list", "").split(";") if k}
+        if listed != {quote(k, safe="-_.~").lower() for k in params}:
+            raise ApiError(
+                401, "InvalidAuthorization", "q-url-param-list must name every query parameter"
+            )
+        want = expected_signature(secret_key, method, path, params, signed, auth["q-key-time"])
+        if not secrets.compare_digest(want, auth["q-signature"]):
+            raise ApiError(401, "InvalidAuthorization", "the signature does not match")
+        self._check_token(auth["q-ak"], signed)
+
+    def _check_time(self, sign_time: str, key_time: str) -> None:
+        try:
+            start, end = (int(x) for x in sign_time.split(";"))
+        except ValueError:
+            raise ApiError(401, "InvalidAuthorization", "q-sign-time is malformed") from None
+        if key_time != sign_time:
+            raise ApiError(401, "InvalidAuthorization", "q-key-time differs from q-sign-time")
+        # CI judges validity by its own clock, offset included.
+        if not start <= self.clock.now() <= end:
+            raise ApiError(401, "SignatureExpired", "the signature is not valid at this time")
+
+    @staticmethod
+    def _signed_headers(header_list: str, headers: Message) -> dict[str, str]:
+        names = [n for n in header_list.split(";") if n]
+        if "host" not in names:
+            raise ApiError(401, "InvalidAuthorization", "the host header must be signed")
+        signed: dict[str, str] = {}
+        for name in names:
+            value = headers.get(name)
+            if value is None:
+                raise ApiError(401, "InvalidAuthorization", f"signed header {name} is missing")
+            signed[name] = value
+        if headers.get(TOKEN_HEADER) is not None and TOKEN_HEADER not in signed:
+            raise ApiError(401, "InvalidAuthorization", f"{TOKEN_HEADER} must be signed")
+        return signed
+
+    def _check_token(self, secret_id: str, signed: Mapping[str, str]) -> None:
+        expected = self.tokens.get(secret_id)
+        if expected is None:
+            return
+        sent = signed.get(TOKEN_HEADER)
+        if sent is None or not secrets.compare_digest(sent, expected):
+            raise ApiError(403, "AccessDenied", "the security token is missing or invalid")
+
+    def _list_queues(
+        self, bucket: SimBucket, service: str, params: Mapping[str, str], request_id: str
+    ) -> Reply:
+        ids = _id_list(params.get("queueIds", ""), "queueIds")
+        state = params.get("state", "") or "All"
+        if state not in ("Active", "Paused", "All"):
+            raise bad_request(f"state {state!r} is not Active, Paused or All")
+        page_number = _int_param(params, "pageNumber", 1, 1, None)
+        page_size = _int_param(params, "pageSize", 10, 1, MAX_PAGE)
+        categories: tuple[str, ...] | None = None
+        if service == "media":
+            category = params.get("category", "") or "Transcoding"
+            if category not in MEDIA_CATEGORIES:
+                raise bad_request(
+                    f"category {category!r} is not one of {', '.join(MEDIA_CATEGORIES)}"
+                )
+            categories = MEDIA_CATEGORIES[category]
+        queues, missing = bucket.list_queues(
+            service, ids, None if state == "All" else state, categories
+        )
+        first = (page_number - 1) * page_size
+        return Reply(
+            200,
+            render.queue_list_body(
+                request_id,
+                queues[first : first + page_size],
+                len(queues),
+                page_number,
+                page_size,
+                missing,
+                bucket.name,
+            ),
+        )
+
+    def _list_jobs(
+        self,
+        bucket: SimBucket,
+        services: frozenset[str],
+        params: Mapping[str, str],
+        repeat_token: bool,
+    ) -> Reply:
+        query = self._job_query(services, params)
+        size = _int_param(params, "size", 10, 1, MAX_PAGE)
+        token = params.get("nextToken", "")
+        if token and token != REPEAT_TOKEN:
+            query = self._cursors.resume(bucket.name, query, token)
+        jobs, more = bucket.list_jobs(query, size)
+        next_token = ""
+        if repeat_token:
+            next_token = REPEAT_TOKEN
+        elif more:
+            next_token = self._cursors.issue(bucket.name, query, jobs[-1].key)
+        return Reply(200, render.job_list_body(jobs, next_token, bucket.name, bucket.region))
+
+    def _job_query(self, services: frozenset[str], params: Mapping[str, str]) -> JobQuery:
+        queue_id = params.get("queueId", "")
+        tag = params.get("tag", "")
+        if not queue_id:
+            raise bad_request("queueId is required")
+        if not tag:
+            raise bad_request("tag is required")
+        order = params.get("orderByTime", "") or "Desc"
+        if order not in ("Desc", "Asc"):
+            raise bad_request(f"orderByTime {order!r} is not Desc or Asc")
+        return JobQuery(
+            services=services,
+            queue_id=queue_id,
+            tag=tag,
+            states=_states(params.get("states", "")),
+            start=_time_param(params, "startCreationTime"),
+            end=_time_param(params, "endCreationTime"),
+            inclusive=self.creation_bounds == "inclusive",
+            descending=order == "Desc",
+        )
+
+    @staticmethod
+    def _describe(bucket: SimBucket, services: frozenset[str], id_text: str) -> Reply:
+        ids = _id_list(id_text, "job ids")
+        if not ids:
+            raise bad_request("no job id given")
+        jobs, missing = bucket.describe_jobs(services, ids)
+        return Reply(200, render.describe_body(jobs, missing, bucket.name, bucket.region))
+
+
+def _id_list(text: str, what: str) -> list[str] | None:
+    if not text:
+        return None
+    ids = [i for i in text.split(",") if i]
+    if len(ids) > MAX_IDS:
+        raise bad_request(f"{what}: at most {MAX_IDS} ids, got {len(ids)}")
+    return ids
+
+
+def _int_param(
+    params: Mapping[str, str], name: str, default: int, low: int, high: int | None
+) -> int:
+    text = params.get(name, "")
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise bad_request(f"{name} {text!r} is not an integer") from None
+    if value < low or (high is not None and value > high):
+        raise bad_request(f"{name} {value} is out of range")
+    return value
+
+
+def _states(text: str) -> frozenset[str]:
+    wanted = {s.strip() for s in text.split(",") if s.strip()} or {"All"}
+    unknown = wanted - set(JOB_STATES) - {"All"}
+    if unknown:
+        raise bad_request(f"states: unknown {', '.join(sorted(unknown))}")
+    return frozenset(JOB_STATES) if "All" in wanted else frozenset(wanted)
+
+
+def _time_param(params: Mapping[str, str], name: str) -> int | None:
+    text = params.get(name, "")
+    if not text:
+        return None
+    try:
+        return int(datetime.strptime(text, render.TIME_FORMAT).timestamp())
+    except ValueError:
+        raise bad_request(f"{name} {text!r} is not like 2001-01-01T00:00:00+0800") from None
+
+
+def error_reply(err: ApiError, request_id: str) -> Reply:
+    return Reply(
+        err.status, render.error_body(err.code, err.message, request_id), headers=err.headers
+    )

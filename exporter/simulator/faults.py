@@ -1,0 +1,99 @@
+"""Faults the simulator injects, switchable at run time.
+
+A fault applies to every request it matches (bucket, endpoint family), `times` times at most,
+each time with `probability` drawn from the set's seeded RNG, so a run is reproducible.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass, field
+
+FAULT_KINDS: tuple[str, ...] = (
+    "http_500",  # 500 InternalError
+    "http_503",  # 503 SlowDown
+    "http_429",  # 429 SlowDown with Retry-After
+    "slow",  # hold the response `delay` seconds, then answer normally
+    "reset",  # close the connection (RST) without answering
+    "truncated",  # Content-Length larger than the body sent, then close
+    "malformed",  # the real body broken like the seed documents (<Tag>x<Tag>)
+    "html",  # an HTML error page with `status` (200 or 502, say)
+    "repeat_token",  # job listings answer with the same NextToken forever
+    "oversized",  # the real body padded to `size` bytes (still well-formed)
+)
+
+# Kinds that only make sense on a job listing; elsewhere they do not match.
+LISTING_ONLY: frozenset[str] = frozenset({"repeat_token"})
+
+
+@dataclass
+class Fault:
+    kind: str
+    path: str | None = None  # an endpoint family such as "/jobs"; None matches all
+    bucket: str | None = None  # None matches every bucket
+    times: int | None = None  # None: until removed
+    probability: float = 1.0
+    delay: float = 5.0  # slow
+    status: int = 502  # html
+    retry_after: int = 1  # http_429
+    size: int = 20 * 1024 * 1024  # oversized
+    hits: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; one of {', '.join(FAULT_KINDS)}")
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError(f"fault probability {self.probability} is not within [0, 1]")
+        if self.times is not None and self.times < 1:
+            raise ValueError(f"fault times {self.times} must be at least 1")
+
+    @property
+    def exhausted(self) -> bool:
+        return self.times is not None and self.hits >= self.times
+
+    def matches(self, bucket: str, family: str, listing: bool) -> bool:
+        return (
+            (self.path is None or self.path == family)
+            and (self.bucket is None or self.bucket == bucket)
+            and (listing or self.kind not in LISTING_ONLY)
+        )
+
+
+class FaultSet:
+    """The faults active on one simulator. Thread-safe."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+
+    def add(self, fault: Fault) -> Fault:
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def remove(self, fault: Fault) -> None:
+        with self._lock:
+            self._faults = [f for f in self._faults if f is not fault]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def active(self) -> list[Fault]:
+        with self._lock:
+            return [f for f in self._faults if not f.exhausted]
+
+    def pick(self, bucket: str, family: str, listing: bool = False) -> Fault | None:
+        """The first matching fault that fires for this request, counting the hit."""
+        with self._lock:
+            for fault in self._faults:
+                if fault.exhausted or not fault.matches(bucket, family, listing):
+                    continue
+                # Draw only for partial faults, so adding a certain fault keeps the sequence.
+                if fault.probability < 1.0 and self._rng.random() >= fault.probability:
+                    continue
+                fault.hits += 1
+                return fault
+        return None

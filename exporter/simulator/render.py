@@ -1,0 +1,159 @@
+"""Model records -> the XML bodies CI sends (built with lxml, so text is always escaped)."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
+
+from lxml import etree
+
+from exporter.simulator.model import NOTIFY_EVENT, NOTIFY_URL, SimJob, SimQueue
+
+# CI renders every time in China Standard Time, whatever the bucket's region.
+CST = timezone(timedelta(hours=8))
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+
+
+def format_time(t: float | None, missing: str = "") -> str:
+    if t is None:
+        return missing
+    return datetime.fromtimestamp(t, tz=CST).strftime(TIME_FORMAT)
+
+
+def new_request_id() -> str:
+    """Looks like CI's: base64 of underscore-joined hex fields."""
+    raw = "_".join(secrets.token_hex(n) for n in (4, 4, 2, 3))
+    return base64.b64encode(raw.encode()).decode()
+
+
+def _sub(parent: etree._Element, tag: str, text: object = None) -> etree._Element:
+    child = etree.SubElement(parent, tag)
+    if text is not None:
+        child.text = str(text)
+    return child
+
+
+XML_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
+
+
+def _serialize(root: etree._Element) -> bytes:
+    return XML_DECLARATION + etree.tostring(root, xml_declaration=False, encoding="UTF-8")
+
+
+def error_body(code: str, message: str, request_id: str) -> bytes:
+    root = etree.Element("Error")
+    _sub(root, "Code", code)
+    _sub(root, "Message", message)
+    _sub(root, "RequestId", request_id)
+    _sub(root, "TraceId", secrets.token_hex(16))
+    return _serialize(root)
+
+
+def _queue(parent: etree._Element, q: SimQueue, bucket: str) -> None:
+    el = _sub(parent, "QueueList")
+    _sub(el, "QueueId", q.queue_id)
+    _sub(el, "Name", q.name)
+    _sub(el, "State", q.state)
+    _sub(el, "MaxSize", q.max_size)
+    _sub(el, "MaxConcurrent", q.max_concurrent)
+    _sub(el, "CreateTime", format_time(q.create_time))
+    _sub(el, "UpdateTime", format_time(q.update_time))
+    _sub(el, "Category", q.category)
+    _sub(el, "BucketId", bucket)
+    notify = _sub(el, "NotifyConfig")
+    _sub(notify, "Url", NOTIFY_URL if q.notify else "")
+    _sub(notify, "Type", "Url" if q.notify else "")
+    _sub(notify, "State", "On" if q.notify else "Off")
+    _sub(notify, "Event", NOTIFY_EVENT if q.notify else "")
+
+
+def queue_list_body(
+    request_id: str,
+    queues: Iterable[SimQueue],
+    total: int,
+    page_number: int,
+    page_size: int,
+    non_exist: Iterable[str],
+    bucket: str,
+) -> bytes:
+    root = etree.Element("Response")
+    _sub(root, "RequestId", request_id)
+    _sub(root, "TotalCount", total)
+    _sub(root, "PageNumber", page_number)
+    _sub(root, "PageSize", page_size)
+    for q in queues:
+        _queue(root, q, bucket)
+    missing = list(non_exist)
+    if missing:
+        pids = _sub(root, "NonExistPIDs")
+        for qid in missing:
+            _sub(pids, "QueueID", qid)
+    return _serialize(root)
+
+
+def _job(parent: etree._Element, job: SimJob, bucket: str, region: str) -> None:
+    el = _sub(parent, "JobsDetail")
+    _sub(el, "Code", job.code)
+    _sub(el, "Message", job.message)
+    _sub(el, "JobId", job.job_id)
+    _sub(el, "Tag", job.tag)
+    _sub(el, "State", job.state)
+    _sub(el, "Progress", job.progress)
+    _sub(el, "CreationTime", format_time(job.creation_time))
+    # As in the seed documents: a start not reached is empty, an end not reached is "-".
+    _sub(el, "StartTime", format_time(job.start_time))
+    _sub(el, "EndTime", format_time(job.end_time, missing="-"))
+    _sub(el, "QueueId", job.queue_id)
+    # Object names are derived from the id so the model need not store them per job.
+    _sub(_sub(el, "Input"), "Object", f"input/{job.tag.lower()}/{job.job_id[-8:]}.mp4")
+    op = _sub(el, "Operation")
+    _sub(op, "TemplateId", f"t0{job.queue_id[1:]}")
+    out = _sub(op, "Output")
+    _sub(out, "Region", region)
+    _sub(out, "Bucket", bucket)
+    _sub(out, "Object", f"output/{job.tag.lower()}/{job.job_id[-8:]}.mp4")
+    _sub(op, "JobLevel", 0)
+
+
+def job_list_body(jobs: Iterable[SimJob], next_token: str, bucket: str, region: str) -> bytes:
+    root = etree.Element("Response")
+    for job in jobs:
+        _job(root, job, bucket, region)
+    _sub(root, "NextToken", next_token)
+    return _serialize(root)
+
+
+def describe_body(
+    jobs: Iterable[SimJob], non_exist: Iterable[str], bucket: str, region: str
+) -> bytes:
+    """Unknown ids come back as repeated `NonExistJobIds` elements, one id each."""
+    root = etree.Element("Response")
+    for job in jobs:
+        _job(root, job, bucket, region)
+    for job_id in non_exist:
+        _sub(root, "NonExistJobIds", job_id)
+    return _serialize(root)
+
+
+def html_page() -> bytes:
+    """What a gateway in front of CI answers when it, not CI, has the problem."""
+    return (
+        b"<!DOCTYPE html>\n<html><head><title>Bad Gateway</title></head>\n"
+        b"<body><center><h1>Bad Gateway</h1></center>\n"
+        b"<hr><center>nginx</center></body></html>\n"
+    )
+
+
+def malform(body: bytes) -> bytes:
+    """Break a body the way the seed documents are broken: `<Tag>Translation<Tag>`."""
+    if b"</Tag>" in body:
+        return body.replace(b"</Tag>", b"<Tag>")
+    return body.replace(b"</Response>", b"<Response>")
+
+
+def oversize(body: bytes, size: int) -> bytes:
+    """Still well-formed XML, padded with a comment up to `size` bytes."""
+    pad = max(0, size - len(body) - len(b"<!---->"))
+    return body + b"<!--" + b" " * pad + b"-->"
