@@ -126,9 +126,7 @@ class StreamTracker:
     failures: Counter[str] = field(default_factory=Counter)
     run_duration: dict[str, HistogramAccumulator] = field(default_factory=dict)
     queue_wait: HistogramAccumulator = field(default_factory=HistogramAccumulator)
-    recent_failures: deque[FailedJob] = field(
-        default_factory=lambda: deque(maxlen=RECENT_FAILURES)
-    )
+    recent_failures: deque[FailedJob] = field(default_factory=lambda: deque(maxlen=RECENT_FAILURES))
     last_failed_job: str = ""
     last_failed_code: str = ""
     vanished: int = 0  # active jobs CI no longer knew (deleted): not counted as finished
@@ -183,9 +181,7 @@ class StreamTracker:
             if before is not None or self.counting:
                 self.queue_wait.observe(job.start_time - job.creation_time)
             observed = True
-        self.active[job.job_id] = ActiveJob(
-            job.state, job.creation_time, job.start_time, observed
-        )
+        self.active[job.job_id] = ActiveJob(job.state, job.creation_time, job.start_time, observed)
 
     def _apply_described(
         self, described: DescribeResult, previous: dict[str, ActiveJob], now: float

@@ -28,7 +28,12 @@ class ApiStats:
         self._durations: dict[str, _Hist] = {}
 
     def record(
-        self, bucket: str, region: str, endpoint: str, status: str, error: str | None,
+        self,
+        bucket: str,
+        region: str,
+        endpoint: str,
+        status: str,
+        error: str | None,
         duration: float,
     ) -> None:
         """`status` is the HTTP status or "error"; `error` the CI Code or failure kind."""

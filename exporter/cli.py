@@ -41,21 +41,40 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tencent-ci-exporter",
         description="Prometheus exporter for Tencent Cloud CI (Cloud Infinite) queues and jobs.",
     )
-    parser.add_argument("--config.file", dest="config_file", metavar="FILE",
-                        help="YAML configuration file")
-    parser.add_argument("--web.listen-address", dest="listen_address",
-                        default=f":{DEFAULT_PORT}", metavar="[HOST]:PORT",
-                        help=f"address to serve on (default :{DEFAULT_PORT})")
-    parser.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics",
-                        metavar="PATH", help="path of the metrics (default /metrics)")
-    parser.add_argument("--log.level", dest="log_level", default="info",
-                        choices=["debug", "info", "warn", "error"])
-    parser.add_argument("--log.format", dest="log_format", default="logfmt",
-                        choices=["logfmt", "json"])
-    parser.add_argument("--demo", action="store_true",
-                        help="run against the built-in CI simulator with a lively workload")
-    parser.add_argument("--check-config", dest="check_config", action="store_true",
-                        help="validate the configuration file and exit")
+    parser.add_argument(
+        "--config.file", dest="config_file", metavar="FILE", help="YAML configuration file"
+    )
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default=f":{DEFAULT_PORT}",
+        metavar="[HOST]:PORT",
+        help=f"address to serve on (default :{DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        default="/metrics",
+        metavar="PATH",
+        help="path of the metrics (default /metrics)",
+    )
+    parser.add_argument(
+        "--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"]
+    )
+    parser.add_argument(
+        "--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"]
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="run against the built-in CI simulator with a lively workload",
+    )
+    parser.add_argument(
+        "--check-config",
+        dest="check_config",
+        action="store_true",
+        help="validate the configuration file and exit",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -115,8 +134,10 @@ def _serve(config: Config, address: tuple[str, int], telemetry_path: str, *, dem
     try:
         server.start()
     except OSError as error:
-        return _usage(f"--web.listen-address: cannot listen on {address[0]}:{address[1]}: "
-                      f"{error.strerror or error}")
+        return _usage(
+            f"--web.listen-address: cannot listen on {address[0]}:{address[1]}: "
+            f"{error.strerror or error}"
+        )
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -128,8 +149,10 @@ def _serve(config: Config, address: tuple[str, int], telemetry_path: str, *, dem
     url = f"http://{host}:{server.port}{telemetry_path}"
     if demo:
         print(f"Demo running against the built-in CI simulator; metrics at {url}", flush=True)
-    log.info("serving metrics", extra={"url": url, "targets": len(config.targets),
-                                       "poll_interval": config.poll_interval})
+    log.info(
+        "serving metrics",
+        extra={"url": url, "targets": len(config.targets), "poll_interval": config.poll_interval},
+    )
     poller.start()
     stop.wait()
     log.info("shutting down")

@@ -50,8 +50,13 @@ DEFAULT_FAILURE_CODE_LIMIT = 50
 DEFAULT_CLOCK_SKEW = 30.0
 MIN_POLL_INTERVAL = 1.0
 
-TOP_KEYS = ("poll_interval", "request_timeout", "failure_code_limit", "clock_skew_tolerance",
-            "targets")
+TOP_KEYS = (
+    "poll_interval",
+    "request_timeout",
+    "failure_code_limit",
+    "clock_skew_tolerance",
+    "targets",
+)
 TARGET_KEYS = ("bucket", "region", "endpoint", "credentials", "services")
 CREDENTIAL_KEYS = ("secret_id", "secret_key", "token")
 SERVICE_KEYS = ("tags",)
@@ -129,8 +134,9 @@ def parse_duration(value: object, path: str, minimum: float = 0.0) -> float:
     """A duration in seconds from a number or text such as "1m30s"; see the module doc."""
     seconds = _duration_seconds(value, path)
     if seconds < minimum:
-        raise ConfigError(path, f"{_show_seconds(seconds)} is too short "
-                                f"(minimum {_show_seconds(minimum)})")
+        raise ConfigError(
+            path, f"{_show_seconds(seconds)} is too short (minimum {_show_seconds(minimum)})"
+        )
     return seconds
 
 
@@ -178,11 +184,13 @@ def _parse_top(document: object, environ: Mapping[str, str]) -> Config:
     top = _mapping(document, "top level")
     _check_keys(top, "", TOP_KEYS, required=("targets",))
     # The settings before the targets: the order a reader meets them in the file.
-    poll_interval = _duration_key(top, "poll_interval", environ, DEFAULT_POLL_INTERVAL,
-                                  MIN_POLL_INTERVAL)
+    poll_interval = _duration_key(
+        top, "poll_interval", environ, DEFAULT_POLL_INTERVAL, MIN_POLL_INTERVAL
+    )
     request_timeout = _positive_duration(top, "request_timeout", environ)
-    failure_code_limit = _int_key(top, "failure_code_limit", environ,
-                                  DEFAULT_FAILURE_CODE_LIMIT, minimum=1)
+    failure_code_limit = _int_key(
+        top, "failure_code_limit", environ, DEFAULT_FAILURE_CODE_LIMIT, minimum=1
+    )
     clock_skew = _duration_key(top, "clock_skew_tolerance", environ, DEFAULT_CLOCK_SKEW, 0.0)
     return Config(
         targets=_parse_targets(top["targets"], environ),
@@ -204,8 +212,9 @@ def _parse_targets(value: object, environ: Mapping[str, str]) -> tuple[TargetCon
         target = _parse_target(item, path, environ)
         key = (target.bucket, target.region)
         if key in first_seen:
-            raise ConfigError(path, f"duplicate target: same bucket and region as "
-                                    f"targets[{first_seen[key]}]")
+            raise ConfigError(
+                path, f"duplicate target: same bucket and region as targets[{first_seen[key]}]"
+            )
         first_seen[key] = index
         targets.append(target)
     return tuple(targets)
@@ -239,19 +248,26 @@ _REGION_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 def _bucket(value: object, path: str, environ: Mapping[str, str]) -> str:
     bucket = _string(value, path, environ, nonempty=True)
     if not _APPID_RE.fullmatch(bucket):
-        raise ConfigError(path, f"{_quote(bucket)} has no -APPID suffix "
-                                "(expected BucketName-APPID)")
+        raise ConfigError(
+            path, f"{_quote(bucket)} has no -APPID suffix (expected BucketName-APPID)"
+        )
     if not _BUCKET_RE.fullmatch(bucket):
-        raise ConfigError(path, f"{_quote(bucket)} is not a valid bucket name "
-                                "(lowercase letters, digits and dashes, then -APPID)")
+        raise ConfigError(
+            path,
+            f"{_quote(bucket)} is not a valid bucket name "
+            "(lowercase letters, digits and dashes, then -APPID)",
+        )
     return bucket
 
 
 def _region(value: object, path: str, environ: Mapping[str, str]) -> str:
     region = _string(value, path, environ, nonempty=True)
     if not _REGION_RE.fullmatch(region):
-        raise ConfigError(path, f"{_quote(region)} is not a region "
-                                "(lowercase letters, digits and dashes, e.g. ap-guangzhou)")
+        raise ConfigError(
+            path,
+            f"{_quote(region)} is not a region "
+            "(lowercase letters, digits and dashes, e.g. ap-guangzhou)",
+        )
     return region
 
 
@@ -289,8 +305,11 @@ def _credentials(value: object, path: str, environ: Mapping[str, str]) -> Creden
     _check_keys(raw, path, CREDENTIAL_KEYS, required=())
     has_id, has_key = raw.get("secret_id") is not None, raw.get("secret_key") is not None
     if not has_id and not has_key:
-        raise ConfigError(path, "give secret_id and secret_key, or leave credentials out to "
-                                f"use {ENV_SECRET_ID} and {ENV_SECRET_KEY}")
+        raise ConfigError(
+            path,
+            "give secret_id and secret_key, or leave credentials out to "
+            f"use {ENV_SECRET_ID} and {ENV_SECRET_KEY}",
+        )
     if not has_key:
         raise ConfigError(f"{path}.secret_key", "required when secret_id is given")
     if not has_id:
@@ -309,12 +328,16 @@ def _environment_credentials(path: str, environ: Mapping[str, str]) -> Credentia
         return found
     has_id, has_key = bool(environ.get(ENV_SECRET_ID)), bool(environ.get(ENV_SECRET_KEY))
     if has_id != has_key:
-        given, missing = (ENV_SECRET_ID, ENV_SECRET_KEY) if has_id else (
-            ENV_SECRET_KEY, ENV_SECRET_ID)
+        given, missing = (
+            (ENV_SECRET_ID, ENV_SECRET_KEY) if has_id else (ENV_SECRET_KEY, ENV_SECRET_ID)
+        )
         raise ConfigError(path, f"no credentials: {given} is set but {missing} is not")
-    raise ConfigError(path, f"no credentials: set {ENV_SECRET_ID} and {ENV_SECRET_KEY} "
-                            f"(and {ENV_SESSION_TOKEN} for temporary keys) in the "
-                            "environment, or give secret_id and secret_key here")
+    raise ConfigError(
+        path,
+        f"no credentials: set {ENV_SECRET_ID} and {ENV_SECRET_KEY} "
+        f"(and {ENV_SESSION_TOKEN} for temporary keys) in the "
+        "environment, or give secret_id and secret_key here",
+    )
 
 
 def _services(value: object, path: str, environ: Mapping[str, str]) -> tuple[ServiceConfig, ...]:
@@ -325,8 +348,7 @@ def _services(value: object, path: str, environ: Mapping[str, str]) -> tuple[Ser
         raise ConfigError(path, "names no service (leave it out to watch every service)")
     for name in raw:
         if name not in SERVICES:
-            raise ConfigError(_join(path, name), "unknown service "
-                                                 f"(valid: {', '.join(SERVICES)})")
+            raise ConfigError(_join(path, name), f"unknown service (valid: {', '.join(SERVICES)})")
     # SERVICES order, whatever order the file lists them in.
     return tuple(_service(n, raw[n], _join(path, n), environ) for n in SERVICES if n in raw)
 
@@ -359,8 +381,9 @@ def _tags(value: object, path: str, environ: Mapping[str, str]) -> tuple[str, ..
 # --- typed values -------------------------------------------------------------------------
 
 
-def _duration_key(top: Mapping[Any, Any], key: str, environ: Mapping[str, str],
-                  default: float, minimum: float) -> float:
+def _duration_key(
+    top: Mapping[Any, Any], key: str, environ: Mapping[str, str], default: float, minimum: float
+) -> float:
     value = top.get(key)
     if value is None:
         return default
@@ -392,8 +415,10 @@ def _duration_seconds(value: object, path: str) -> float:
     else:
         seconds = float(value)
     if not math.isfinite(seconds) or seconds < 0:
-        raise ConfigError(path, f"bad duration {_quote(str(value))} (must be a finite amount "
-                                "of time, not negative)")
+        raise ConfigError(
+            path,
+            f"bad duration {_quote(str(value))} (must be a finite amount of time, not negative)",
+        )
     return seconds
 
 
@@ -409,8 +434,9 @@ def _duration_text(text: str) -> float | None:
     return total if position == len(text) and text else None
 
 
-def _int_key(top: Mapping[Any, Any], key: str, environ: Mapping[str, str], default: int,
-             minimum: int) -> int:
+def _int_key(
+    top: Mapping[Any, Any], key: str, environ: Mapping[str, str], default: int, minimum: int
+) -> int:
     value = top.get(key)
     if value is None:
         return default
@@ -448,8 +474,9 @@ def _list(value: object, path: str) -> list[Any]:
     return value
 
 
-def _check_keys(raw: Mapping[Any, Any], path: str, allowed: tuple[str, ...],
-                required: tuple[str, ...]) -> None:
+def _check_keys(
+    raw: Mapping[Any, Any], path: str, allowed: tuple[str, ...], required: tuple[str, ...]
+) -> None:
     for key in raw:
         if key not in allowed:
             raise ConfigError(_join(path, key), f"unknown key (allowed: {', '.join(allowed)})")
@@ -470,7 +497,7 @@ def _expand(text: str, path: str, environ: Mapping[str, str]) -> str:
     for match in _VAR_START_RE.finditer(text):
         if match.start() < position:
             continue  # inside a ${...} already replaced
-        out.append(text[position:match.start()])
+        out.append(text[position : match.start()])
         if match.group() == "$${":
             out.append("${")
             position = match.end()
@@ -478,7 +505,7 @@ def _expand(text: str, path: str, environ: Mapping[str, str]) -> str:
         close = text.find("}", match.end())
         if close < 0:
             raise ConfigError(path, "unterminated ${ (write $${ for a literal ${)")
-        out.append(_variable(text[match.end():close], path, environ))
+        out.append(_variable(text[match.end() : close], path, environ))
         position = close + 1
     out.append(text[position:])
     return "".join(out)
@@ -487,8 +514,11 @@ def _expand(text: str, path: str, environ: Mapping[str, str]) -> str:
 def _variable(body: str, path: str, environ: Mapping[str, str]) -> str:
     name, sep, default = body.partition(":-")
     if not _VAR_NAME_RE.fullmatch(name):
-        raise ConfigError(path, f"bad variable name {_quote(name)} in ${{...}} "
-                                "(letters, digits and _; write $${ for a literal ${)")
+        raise ConfigError(
+            path,
+            f"bad variable name {_quote(name)} in ${{...}} "
+            "(letters, digits and _; write $${ for a literal ${)",
+        )
     value = environ.get(name)
     if sep:
         return value if value else default

@@ -46,8 +46,13 @@ class TargetPoller:
     """One target (bucket): its queues, its stream trackers, its health."""
 
     def __init__(
-        self, target: TargetConfig, client: CIClient, *, codes: CodeLimiter,
-        clock_skew_tolerance: float, clock: Clock | None = None,
+        self,
+        target: TargetConfig,
+        client: CIClient,
+        *,
+        codes: CodeLimiter,
+        clock_skew_tolerance: float,
+        clock: Clock | None = None,
     ) -> None:
         self.target = target
         self.client = client
@@ -86,9 +91,9 @@ class TargetPoller:
         errors: list[str] = []
         try:
             queues = tuple(self.client.list_queues(service))
-        except CIError as error:
+        except CIError as listing_error:
             # Keep polling the queues we knew; the target is not up until the listing works.
-            errors.append(f"{service.name} queue listing: {error}")
+            errors.append(f"{service.name} queue listing: {listing_error}")
             queues = self.queues.get(service.name, ())
         else:
             self._replace_queues(service, queues)
@@ -124,12 +129,14 @@ class TargetPoller:
         began = self.clock()
         try:
             active = self.client.list_jobs(service, queue_id, tag, ACTIVE_STATES)
-            boundary = listing_boundary(
-                began, self.client.clock_offset, self.clock_skew_tolerance
-            )
+            boundary = listing_boundary(began, self.client.clock_offset, self.clock_skew_tolerance)
             finished = self.client.list_jobs(
-                service, queue_id, tag, FINISHED_STATES,
-                start_creation_time=tracker.finished_listing_start(boundary), order="Asc",
+                service,
+                queue_id,
+                tag,
+                FINISHED_STATES,
+                start_creation_time=tracker.finished_listing_start(boundary),
+                order="Asc",
             )
             missing = tracker.to_describe(active, finished)
             described = self.client.describe_jobs(service, missing) if missing else None
@@ -167,8 +174,9 @@ class TargetPoller:
             last_poll_duration=self.last_poll_duration,
             last_error=self.last_error,
             queues=queues,
-            streams=tuple(tracker.snapshot() for tracker in self.trackers.values()
-                          if tracker.counting),
+            streams=tuple(
+                tracker.snapshot() for tracker in self.trackers.values() if tracker.counting
+            ),
             tracked_jobs=sum(tracker.tracked_jobs for tracker in self.trackers.values()),
             recent_failures=tuple(reversed(failures)),
         )
@@ -194,7 +202,11 @@ class Poller:
     """Every target, each on its own thread and schedule; the latest snapshot for /metrics."""
 
     def __init__(
-        self, config: Config, stats: ApiStats, *, clock: Clock | None = None,
+        self,
+        config: Config,
+        stats: ApiStats,
+        *,
+        clock: Clock | None = None,
         client_factory: Callable[[TargetConfig, Config, ApiStats], CIClient] = build_client,
     ) -> None:
         self.config = config
@@ -203,8 +215,11 @@ class Poller:
         codes = CodeLimiter(config.failure_code_limit)
         self.targets = [
             TargetPoller(
-                target, client_factory(target, config, stats), codes=codes,
-                clock_skew_tolerance=config.clock_skew_tolerance, clock=clock,
+                target,
+                client_factory(target, config, stats),
+                codes=codes,
+                clock_skew_tolerance=config.clock_skew_tolerance,
+                clock=clock,
             )
             for target in config.targets
         ]

@@ -45,9 +45,14 @@ class FakeJob:
         state = self.state_at(t)
         assert state is not None
         return Job(
-            job_id=self.job_id, tag="Transcode", state=state, queue_id="q1",
+            job_id=self.job_id,
+            tag="Transcode",
+            state=state,
+            queue_id="q1",
             creation_time=float(self.created),
-            start_time=float(self.started) if self.started is not None and t >= self.started else None,
+            start_time=float(self.started)
+            if self.started is not None and t >= self.started
+            else None,
             end_time=float(self.ended) if state in FINISHED_STATES else None,
             code=self.code if state == "Failed" else "Success",
         )
@@ -70,7 +75,9 @@ class FakeCI:
             state = job.state_at(ci_now)
             if state not in states:
                 continue
-            if start is not None and (job.created < start if self.inclusive else job.created <= start):
+            if start is not None and (
+                job.created < start if self.inclusive else job.created <= start
+            ):
                 continue
             out.append(job.record(ci_now))
         return out
@@ -83,8 +90,13 @@ class FakeCI:
 
 
 def poll(
-    tracker: StreamTracker, ci: FakeCI, at: float, *, offset: float | None = None,
-    tolerance: float = 30.0, race: float = 0.0,
+    tracker: StreamTracker,
+    ci: FakeCI,
+    at: float,
+    *,
+    offset: float | None = None,
+    tolerance: float = 30.0,
+    race: float = 0.0,
 ) -> int:
     """One poll as the poller does it; returns how many describe-by-id ids it needed."""
     boundary = listing_boundary(at, offset, tolerance)
@@ -225,7 +237,14 @@ def test_deleted_job_is_dropped_not_counted() -> None:
 
 def test_failure_code_cap() -> None:
     codes = CodeLimiter(2)
-    assert [codes.label(c) for c in ["A", "B", "C", "A", "", "B"]] == ["A", "B", "other", "A", "other", "B"]
+    assert [codes.label(c) for c in ["A", "B", "C", "A", "", "B"]] == [
+        "A",
+        "B",
+        "other",
+        "A",
+        "other",
+        "B",
+    ]
 
 
 def test_histogram_accumulator_buckets() -> None:
@@ -301,8 +320,10 @@ def test_random_scenarios_count_exactly_once(seed: int) -> None:
 
 @settings(max_examples=60, derandomize=True, deadline=None)
 @given(
-    seed=st.integers(0, 2**32), inclusive=st.booleans(),
-    skew=st.floats(-30, 30), measured=st.booleans(),
+    seed=st.integers(0, 2**32),
+    inclusive=st.booleans(),
+    skew=st.floats(-30, 30),
+    measured=st.booleans(),
 )
 def test_exactly_once_property(seed: int, inclusive: bool, skew: float, measured: bool) -> None:
     run_random_scenario(seed, inclusive, skew, measured)

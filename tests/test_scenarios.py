@@ -13,10 +13,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.api_stats import ApiStats
+from exporter.ci.client import CIClient
 from exporter.ci.services import SERVICES
 from exporter.collector import CICollector
 from exporter.config import Config, ServiceConfig, TargetConfig
-from exporter.credentials import Credentials
+from exporter.credentials import Credentials, StaticCredentials
 from exporter.poller import Poller
 from exporter.simulator import Fault, Simulator
 from exporter.simulator.model import SimBucket
@@ -56,7 +57,9 @@ class World:
         assert len(found) <= 1, f"{name} {labels} matches {len(found)} series"
         return found[0] if found else None
 
-    def finished(self, state: str, queue: str | None = None, tag: str = "Transcode") -> float | None:
+    def finished(
+        self, state: str, queue: str | None = None, tag: str = "Transcode"
+    ) -> float | None:
         return self.value(
             "tencent_ci_jobs_finished_total", queue_id=queue or self.queue, tag=tag, state=state
         )
@@ -66,7 +69,11 @@ class World:
 
 
 def make_world(
-    frozen: Any, *, bounds: str = "exclusive", code_limit: int = 50, timeout: float = 2.0,
+    frozen: Any,
+    *,
+    bounds: str = "exclusive",
+    code_limit: int = 50,
+    timeout: float = 2.0,
     offset: float = 0.0,
 ) -> tuple[World, Simulator]:
     sim = Simulator({SECRET_ID: SECRET_KEY}, creation_bounds=bounds, seed=7)
@@ -76,7 +83,9 @@ def make_world(
     ai_queue = ci.add_queue("ai", name="ai-main")
     sim.start()
     target = TargetConfig(
-        bucket=BUCKET, region=REGION, endpoint=sim.endpoint(BUCKET),
+        bucket=BUCKET,
+        region=REGION,
+        endpoint=sim.endpoint(BUCKET),
         credentials=Credentials(SECRET_ID, SECRET_KEY),
         services=(
             ServiceConfig("media", ("Transcode", "VoiceSeparate")),
@@ -84,11 +93,26 @@ def make_world(
         ),
     )
     config = Config(
-        targets=(target,), poll_interval=INTERVAL, request_timeout=timeout,
+        targets=(target,),
+        poll_interval=INTERVAL,
+        request_timeout=timeout,
         failure_code_limit=code_limit,
     )
     stats = ApiStats()
-    poller = Poller(config, stats)
+
+    def small_pages(target: TargetConfig, config: Config, stats: ApiStats) -> CIClient:
+        # CI's own default page size, so that a dozen queues take two pages.
+        return CIClient(
+            bucket=target.bucket,
+            region=target.region,
+            endpoint=target.endpoint,
+            credentials=StaticCredentials(target.credentials),
+            timeout=config.request_timeout,
+            stats=stats,
+            queue_page_size=10,
+        )
+
+    poller = Poller(config, stats, client_factory=small_pages)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(CICollector(poller, stats, "test"))
     return World(sim, ci, poller, frozen, registry, queue, ai_queue), sim
@@ -212,7 +236,8 @@ def test_outage_of_several_polls_loses_nothing_and_counts_nothing_twice(frozen: 
         ci.finish_job(runner, "Success")
         expected["Success"] += 1
         errors = {
-            labels: v for (name, labels), v in w.metrics().items()
+            labels: v
+            for (name, labels), v in w.metrics().items()
             if name == "tencent_ci_api_errors_total"
         }
         kinds = {dict(labels)["error"] for labels in errors}
@@ -239,7 +264,8 @@ def test_failure_code_cap(frozen: Any) -> None:
             run_job(w.ci, w.queue, "Transcode", "Failed", code)
         w.poll()
         failures = {
-            dict(labels)["code"]: v for (name, labels), v in w.metrics().items()
+            dict(labels)["code"]: v
+            for (name, labels), v in w.metrics().items()
             if name == "tencent_ci_job_failures_total"
         }
         assert failures == {"A1": 2, "A2": 1, "other": 2}
@@ -270,16 +296,26 @@ def test_queue_created_after_start_counts_its_first_jobs(world: World) -> None:
 
 def test_pagination_of_many_jobs_and_queues(world: World) -> None:
     for i in range(11):
-        world.ci.add_queue("media", name=f"extra-{i}", category="SpeedTranscoding" if i % 2 else None)
+        world.ci.add_queue(
+            "media", name=f"extra-{i}", category="SpeedTranscoding" if i % 2 else None
+        )
     running = [world.ci.create_job(world.queue, "Transcode") for _ in range(130)]
     for job in running[:110]:
         world.ci.start_job(job)
     world.poller.poll_once()
-    assert world.value("tencent_ci_jobs", queue_id=world.queue, tag="Transcode", state="Running") == 110
-    assert world.value("tencent_ci_jobs", queue_id=world.queue, tag="Transcode", state="Submitted") == 20
+    assert (
+        world.value("tencent_ci_jobs", queue_id=world.queue, tag="Transcode", state="Running")
+        == 110
+    )
+    assert (
+        world.value("tencent_ci_jobs", queue_id=world.queue, tag="Transcode", state="Submitted")
+        == 20
+    )
     infos = [dict(ls) for (n, ls), _ in world.metrics().items() if n == "tencent_ci_queue_info"]
     assert len([i for i in infos if i["service"] == "media"]) == 12
     assert {"Transcoding", "SpeedTranscoding"} <= {i["category"] for i in infos}
+    queue_pages = [r for r in world.sim.requests if r.path == "/queue"]
+    assert [r.params.get("pageNumber") for r in queue_pages] == ["1", "2"]
     # 130 active jobs take two pages; then 150 jobs finish between polls: two pages more.
     for job in running:
         world.ci.finish_job(job, "Success")
@@ -304,25 +340,43 @@ def test_every_metric_family_is_served(world: World) -> None:
     world.poll()
     names = {name for name, _ in world.metrics()}
     for family in (
-        "tencent_ci_queue_info", "tencent_ci_queue_paused", "tencent_ci_queue_max_concurrent",
-        "tencent_ci_queue_max_size", "tencent_ci_queue_notify_enabled", "tencent_ci_jobs",
-        "tencent_ci_jobs_finished_total", "tencent_ci_job_failures_total",
-        "tencent_ci_job_run_duration_seconds_bucket", "tencent_ci_job_queue_wait_seconds_bucket",
-        "tencent_ci_oldest_job_timestamp_seconds", "tencent_ci_up",
-        "tencent_ci_last_successful_poll_timestamp_seconds", "tencent_ci_poll_duration_seconds",
-        "tencent_ci_api_requests_total", "tencent_ci_api_request_duration_seconds_bucket",
-        "tencent_ci_tracked_jobs", "tencent_ci_exporter_build_info",
+        "tencent_ci_queue_info",
+        "tencent_ci_queue_paused",
+        "tencent_ci_queue_max_concurrent",
+        "tencent_ci_queue_max_size",
+        "tencent_ci_queue_notify_enabled",
+        "tencent_ci_jobs",
+        "tencent_ci_jobs_finished_total",
+        "tencent_ci_job_failures_total",
+        "tencent_ci_job_run_duration_seconds_bucket",
+        "tencent_ci_job_queue_wait_seconds_bucket",
+        "tencent_ci_oldest_job_timestamp_seconds",
+        "tencent_ci_up",
+        "tencent_ci_last_successful_poll_timestamp_seconds",
+        "tencent_ci_poll_duration_seconds",
+        "tencent_ci_api_requests_total",
+        "tencent_ci_api_request_duration_seconds_bucket",
+        "tencent_ci_tracked_jobs",
+        "tencent_ci_exporter_build_info",
     ):
         assert family in names, family
     assert world.value("tencent_ci_queue_paused", queue_id=world.queue) == 0
-    assert world.value(
-        "tencent_ci_oldest_job_timestamp_seconds", queue_id=world.queue, tag="Transcode",
-        state="Submitted",
-    ) == world.ci.job(waiting).creation_time
+    assert (
+        world.value(
+            "tencent_ci_oldest_job_timestamp_seconds",
+            queue_id=world.queue,
+            tag="Transcode",
+            state="Submitted",
+        )
+        == world.ci.job(waiting).creation_time
+    )
     # The two active jobs; the failed one was created before the next window's edge, so no
     # later listing can return it and it is already forgotten.
     assert world.value("tencent_ci_tracked_jobs") == 2
-    services = {dict(ls)["service"] for (n, ls), _ in world.metrics().items()
-                if n == "tencent_ci_queue_info"}
+    services = {
+        dict(ls)["service"]
+        for (n, ls), _ in world.metrics().items()
+        if n == "tencent_ci_queue_info"
+    }
     assert services == {"media", "ai"}
     assert set(SERVICES) >= services

@@ -111,6 +111,7 @@ class CIClient:
         clock: Callable[[], float] | None = None,
         max_body_bytes: int = 32 * 1024 * 1024,
         signature_validity: int = DEFAULT_VALIDITY,
+        queue_page_size: int = QUEUE_PAGE_SIZE,
     ) -> None:
         parts = urlsplit(endpoint)
         host = parts.netloc.rpartition("@")[2]
@@ -133,11 +134,11 @@ class CIClient:
         self._max_body = max_body_bytes
         self._validity = signature_validity
         self._clock_offset: float | None = None
+        self._queue_page_size = queue_page_size
 
     def __repr__(self) -> str:
         return (
-            f"CIClient(bucket={self.bucket!r}, region={self.region!r}, "
-            f"endpoint={self.endpoint!r})"
+            f"CIClient(bucket={self.bucket!r}, region={self.region!r}, endpoint={self.endpoint!r})"
         )
 
     @property
@@ -166,7 +167,11 @@ class CIClient:
         family = endpoint_family(service.queue_path)
         queues: dict[str, Queue] = {}
         for number in range(1, MAX_QUEUE_PAGES + 1):
-            params = {"pageNumber": str(number), "pageSize": str(QUEUE_PAGE_SIZE), "state": "All"}
+            params = {
+                "pageNumber": str(number),
+                "pageSize": str(self._queue_page_size),
+                "state": "All",
+            }
             params.update(service.queue_params)
             page = self._request(service.queue_path, params, parse_queue_page)
             if not page.queues:
@@ -289,11 +294,21 @@ class CIClient:
             signed[TOKEN_HEADER] = credentials.token
         now = int(self._clock())
         auth = authorization(
-            credentials.secret_id, credentials.secret_key, "get", path, params, signed,
-            now - CLOCK_LEEWAY, now + self._validity,
+            credentials.secret_id,
+            credentials.secret_key,
+            "get",
+            path,
+            params,
+            signed,
+            now - CLOCK_LEEWAY,
+            now + self._validity,
         )
-        return {**signed, "Authorization": auth, "User-Agent": USER_AGENT,
-                "Accept": "application/xml"}
+        return {
+            **signed,
+            "Authorization": auth,
+            "User-Agent": USER_AGENT,
+            "Accept": "application/xml",
+        }
 
     def _open(self, url: str, headers: Mapping[str, str], family: str) -> requests.Response:
         try:

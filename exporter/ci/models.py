@@ -87,7 +87,9 @@ class CIAPIError(CIError):
 
     def __post_init__(self) -> None:
         rid = f" (RequestId {self.request_id})" if self.request_id else ""
-        super().__init__(f"HTTP {self.status} {self.code}: {self.message}{rid}", endpoint=self.endpoint)
+        super().__init__(
+            f"HTTP {self.status} {self.code}: {self.message}{rid}", endpoint=self.endpoint
+        )
 
     @property
     def kind(self) -> str:  # type: ignore[override]

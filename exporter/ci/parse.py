@@ -36,12 +36,10 @@ _SUMMARY_CHARS = 120  # how much of a non-XML error body goes into a message
 _SUMMARY_BYTES = 4096
 
 _JOB_FIELDS = frozenset(
-    ("JobId", "Tag", "State", "QueueId", "CreationTime", "StartTime", "EndTime", "Code",
-     "Message")
+    ("JobId", "Tag", "State", "QueueId", "CreationTime", "StartTime", "EndTime", "Code", "Message")
 )
 _QUEUE_FIELDS = frozenset(
-    ("QueueId", "Name", "State", "MaxSize", "MaxConcurrent", "Category", "CreateTime",
-     "UpdateTime")
+    ("QueueId", "Name", "State", "MaxSize", "MaxConcurrent", "Category", "CreateTime", "UpdateTime")
 )
 
 _TIME_RE = re.compile(
@@ -121,7 +119,12 @@ def _time_value(text: str) -> float | None:
         offset = (off_hours * 3600 + off_minutes * 60) * (-1 if sign == "-" else 1)
     try:
         moment = datetime(
-            int(year), int(month), int(day), int(hour), int(minute), int(second),
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second),
             tzinfo=timezone.utc,
         )
     except ValueError:

@@ -17,17 +17,34 @@ class Service:
 
 
 MEDIA_TAGS: tuple[str, ...] = (
-    "Transcode", "Animation", "Snapshot", "SmartCover", "Concat", "VoiceSeparate",
-    "VideoMontage", "SDRtoHDR", "VideoProcess", "SuperResolution", "Segment",
-    "DigitalWatermark", "ExtractDigitalWatermark", "VideoTag", "MediaInfo",
-    "StreamExtract", "QualityEstimate", "Tts", "NoiseReduction",
+    "Transcode",
+    "Animation",
+    "Snapshot",
+    "SmartCover",
+    "Concat",
+    "VoiceSeparate",
+    "VideoMontage",
+    "SDRtoHDR",
+    "VideoProcess",
+    "SuperResolution",
+    "Segment",
+    "DigitalWatermark",
+    "ExtractDigitalWatermark",
+    "VideoTag",
+    "MediaInfo",
+    "StreamExtract",
+    "QualityEstimate",
+    "Tts",
+    "NoiseReduction",
 )
 
 SERVICES: dict[str, Service] = {
     s.name: s
     for s in (
         Service("media", "/queue", "/jobs", MEDIA_TAGS, (("category", "CateAll"),)),
-        Service("ai", "/ai_queue", "/jobs", ("Translation", "SpeechRecognition", "WordsGeneralize")),
+        Service(
+            "ai", "/ai_queue", "/jobs", ("Translation", "SpeechRecognition", "WordsGeneralize")
+        ),
         Service("speech", "/asrqueue", "/asr_jobs", ("SpeechRecognition",)),
         Service("pic", "/picqueue", "/pic_jobs", ("PicProcess", "PosterProduction")),
         Service("doc", "/docqueue", "/doc_jobs", ("DocProcess",)),

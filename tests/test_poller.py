@@ -1,0 +1,106 @@
+"""The poller's own duties: health per target, logging once per change, readiness, the
+background schedule and a clean stop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from exporter.api_stats import ApiStats
+from exporter.config import Config, ServiceConfig, TargetConfig
+from exporter.credentials import Credentials
+from exporter.poller import Poller
+from exporter.simulator import Fault, Simulator
+
+SECRET_ID, SECRET_KEY = "AKIDpoller00000000000000000000000000", "poller-key-000000000000000000000"
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    simulator = Simulator({SECRET_ID: SECRET_KEY})
+    for name in ("good-1250000000", "bad-1250000001"):
+        bucket = simulator.add_bucket(name, "ap-beijing")
+        bucket.add_queue("speech", name="asr")
+    with simulator.start():
+        yield simulator
+
+
+def make_poller(sim: Simulator, interval: float = 60.0) -> Poller:
+    targets = tuple(
+        TargetConfig(
+            name,
+            "ap-beijing",
+            sim.endpoint(name),
+            Credentials(SECRET_ID, SECRET_KEY),
+            (ServiceConfig("speech", ("SpeechRecognition",)),),
+        )
+        for name in sim.buckets
+    )
+    return Poller(Config(targets=targets, poll_interval=interval, request_timeout=2), ApiStats())
+
+
+def test_a_failing_target_logs_once_per_change_of_state(
+    sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    poller = make_poller(sim)
+    caplog.set_level(logging.INFO, logger="exporter.poller")
+    poller.poll_once()
+    assert [r.getMessage() for r in caplog.records].count("target polled successfully") == 2
+    caplog.clear()
+    sim.faults.add(Fault("http_503", bucket="bad-1250000001"))
+    for _ in range(4):
+        poller.poll_once()
+    failures = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(failures) == 1
+    assert failures[0].target == "bad-1250000001/ap-beijing"
+    assert "SlowDown" in failures[0].error
+    # Another kind of failure is news, and is logged once too.
+    sim.faults.clear()
+    sim.faults.add(Fault("http_500", bucket="bad-1250000001"))
+    poller.poll_once()
+    poller.poll_once()
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 2
+    sim.faults.clear()
+    caplog.clear()
+    poller.poll_once()
+    poller.poll_once()
+    assert [r.getMessage() for r in caplog.records] == ["target polled successfully"]
+
+
+def test_health_of_each_target_is_its_own(sim: Simulator) -> None:
+    poller = make_poller(sim)
+    assert not poller.ready()
+    sim.faults.add(Fault("http_500", bucket="bad-1250000001"))
+    poller.poll_once()
+    assert poller.ready()  # polled, even if one failed
+    good, bad = poller.snapshot().targets
+    assert good.up and not bad.up
+    assert good.last_success_time is not None and bad.last_success_time is None
+    assert "InternalError" in bad.last_error
+    assert bad.last_poll_duration is not None
+
+
+def test_background_schedule_and_stop(sim: Simulator) -> None:
+    poller = make_poller(sim, interval=0.05)
+    polled = threading.Event()
+    counts = []
+
+    original = poller._publish
+
+    def publish(index: int) -> None:
+        original(index)
+        counts.append(index)
+        if counts.count(0) >= 3:
+            polled.set()
+
+    poller._publish = publish  # type: ignore[method-assign]
+    poller.start()
+    assert polled.wait(10), "three polls of the first target did not happen"
+    began = time.monotonic()
+    poller.stop(timeout=1.0)
+    assert time.monotonic() - began < 1.5
+    assert poller.ready() and all(t.up for t in poller.snapshot().targets)
