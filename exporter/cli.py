@@ -8,7 +8,6 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from types import FrameType
 
 from prometheus_client import CollectorRegistry
@@ -79,14 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@dataclass
-class _Demo:
-    """The simulator the demo runs, so it can be stopped with the exporter."""
-
-    config: Config
-    stop: threading.Event
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
@@ -145,7 +136,9 @@ def _serve(config: Config, address: tuple[str, int], telemetry_path: str, *, dem
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    host = address[0] or "localhost"
+    host = "localhost" if address[0] in ("", "0.0.0.0", "::") else address[0]
+    if ":" in host:
+        host = f"[{host}]"
     url = f"http://{host}:{server.port}{telemetry_path}"
     if demo:
         print(f"Demo running against the built-in CI simulator; metrics at {url}", flush=True)

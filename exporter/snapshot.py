@@ -38,6 +38,7 @@ class StreamSnapshot:
     queue_wait: Histogram
     oldest: Mapping[str, float]  # "Submitted" -> CreationTime, "Running" -> StartTime
     last_failed_job: str = ""  # JobId of the latest failure, for exemplars
+    last_failed_code: str = ""  # its code as counted in `failures` (capped), for the exemplar
 
 
 @dataclass(frozen=True, slots=True)

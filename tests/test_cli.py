@@ -1,0 +1,166 @@
+"""The command a user runs, as a real process: flags, one-line errors, the demo, signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.demo import DEMO_POLL_INTERVAL
+
+FAMILIES = (
+    "tencent_ci_queue_info",
+    "tencent_ci_queue_paused",
+    "tencent_ci_queue_max_concurrent",
+    "tencent_ci_queue_max_size",
+    "tencent_ci_queue_notify_enabled",
+    "tencent_ci_jobs",
+    "tencent_ci_jobs_finished",
+    "tencent_ci_job_failures",
+    "tencent_ci_job_run_duration_seconds",
+    "tencent_ci_job_queue_wait_seconds",
+    "tencent_ci_oldest_job_timestamp_seconds",
+    "tencent_ci_up",
+    "tencent_ci_last_successful_poll_timestamp_seconds",
+    "tencent_ci_poll_duration_seconds",
+    "tencent_ci_api_requests",
+    "tencent_ci_api_errors",
+    "tencent_ci_api_request_duration_seconds",
+    "tencent_ci_tracked_jobs",
+    "tencent_ci_exporter_build_info",
+)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_no_config_says_what_to_do() -> None:
+    line = one_line_error(run_cli())
+    assert "--config.file" in line and "--demo" in line
+
+
+def test_bad_config_is_one_line_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text("targets:\n  - bucket: nobucketid\n    region: ap-beijing\n")
+    line = one_line_error(run_cli("--config.file", str(config)))
+    assert "targets[0].bucket" in line and str(config) in line
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    line = one_line_error(run_cli("--config.file", str(tmp_path / "absent.yml")))
+    assert "absent.yml" in line
+
+
+def test_check_config_validates_and_exits(tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "poll_interval: 30s\ntargets:\n  - bucket: examplebucket-1250000000\n"
+        "    region: ap-chongqing\n    services:\n      speech: {}\n"
+    )
+    env = {"TENCENTCLOUD_SECRET_ID": "AKIDcheck", "TENCENTCLOUD_SECRET_KEY": "s3cr3t-check"}
+    result = run_cli("--config.file", str(config), "--check-config", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout and "s3cr3t-check" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--web.listen-address", "nonsense"], "--web.listen-address"),
+        (["--web.telemetry-path", "metrics"], "--web.telemetry-path"),
+        (["--log.level", "loud"], "--log.level"),
+        (["--log.format", "xml"], "--log.format"),
+    ],
+)
+def test_bad_flags_are_one_line(flags: list[str], named: str) -> None:
+    assert named in one_line_error(run_cli("--demo", *flags))
+
+
+@pytest.fixture
+def demo() -> Iterator[tuple[subprocess.Popen[str], str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "--demo", "--web.listen-address", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert "http://" in line, line + (process.stderr.read() if process.poll() else "")
+        url = line[line.index("http://") :].split()[0]
+        yield process, url
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(5)
+
+
+def nonzero_families(text: str) -> set[str]:
+    found = set()
+    for family in text_string_to_metric_families(text):
+        if any(sample.value > 0 for sample in family.samples):
+            found.add(family.name)
+    return found
+
+
+def test_demo_serves_every_family_with_values_within_two_poll_intervals(
+    demo: tuple[subprocess.Popen[str], str],
+) -> None:
+    process, url = demo
+    started = time.monotonic()
+    # Two poll intervals, plus the process's own start-up (imports, first listings).
+    deadline = started + 2 * DEMO_POLL_INTERVAL + 5
+    missing: set[str] = set(FAMILIES)
+    while time.monotonic() < deadline:
+        body = requests.get(url, timeout=5).text
+        missing = set(FAMILIES) - nonzero_families(body)
+        if not missing:
+            break
+        time.sleep(0.5)
+    assert not missing, f"families still zero or absent: {sorted(missing)}"
+    base = url.rsplit("/", 1)[0]
+    assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
+    assert requests.get(f"{base}/readyz", timeout=5).status_code == 200
+    landing = requests.get(f"{base}/", timeout=5).text
+    assert "demo-1250000000" in landing
+
+    process.send_signal(signal.SIGTERM)
+    began = time.monotonic()
+    assert process.wait(5) == 0
+    assert time.monotonic() - began < 2.0
+    assert process.stderr is not None
+    assert "Traceback" not in process.stderr.read()
+
+
+def test_sigint_stops_the_demo_within_two_seconds(
+    demo: tuple[subprocess.Popen[str], str],
+) -> None:
+    process, _ = demo
+    process.send_signal(signal.SIGINT)
+    began = time.monotonic()
+    assert process.wait(5) == 0
+    assert time.monotonic() - began < 2.0
