@@ -13,7 +13,7 @@ what prometheus_client needs to expose the same samples from pre-built families.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
 from typing import Protocol
 
@@ -155,14 +155,19 @@ class _LazySamples:
 
 def _queue_samples(targets: Targets) -> dict[str, list[Sample]]:
     families: dict[str, list[Sample]] = {
-        QUEUE_INFO: [], QUEUE_PAUSED: [], QUEUE_MAX_CONCURRENT: [], QUEUE_MAX_SIZE: [],
+        QUEUE_INFO: [],
+        QUEUE_PAUSED: [],
+        QUEUE_MAX_CONCURRENT: [],
+        QUEUE_MAX_SIZE: [],
         QUEUE_NOTIFY: [],
     }
     for target in targets:
         for item in target.queues:
             queue = item.queue
             labels = {
-                "bucket": target.bucket, "region": target.region, "service": item.service,
+                "bucket": target.bucket,
+                "region": target.region,
+                "service": item.service,
                 "queue_id": queue.queue_id,
             }
             info_labels = labels.copy()
@@ -174,9 +179,7 @@ def _queue_samples(targets: Targets) -> dict[str, list[Sample]]:
                 _sample(QUEUE_MAX_CONCURRENT, labels, queue.max_concurrent)
             )
             families[QUEUE_MAX_SIZE].append(_sample(QUEUE_MAX_SIZE, labels, queue.max_size))
-            families[QUEUE_NOTIFY].append(
-                _sample(QUEUE_NOTIFY, labels, int(queue.notify_enabled))
-            )
+            families[QUEUE_NOTIFY].append(_sample(QUEUE_NOTIFY, labels, int(queue.notify_enabled)))
     return families
 
 
@@ -185,22 +188,29 @@ def _queue_metrics(targets: Targets) -> Iterator[Metric]:
     yield _family(
         QUEUE_INFO,
         "Descriptive fields of a CI queue (name, category); always 1." + _POLL,
-        "gauge", samples[QUEUE_INFO],
+        "gauge",
+        samples[QUEUE_INFO],
     )
     yield _family(
-        QUEUE_PAUSED, "1 when the queue's State is Paused, else 0." + _POLL,
-        "gauge", samples[QUEUE_PAUSED],
+        QUEUE_PAUSED,
+        "1 when the queue's State is Paused, else 0." + _POLL,
+        "gauge",
+        samples[QUEUE_PAUSED],
     )
     yield _family(
-        QUEUE_MAX_CONCURRENT, "The queue's MaxConcurrent setting." + _POLL,
-        "gauge", samples[QUEUE_MAX_CONCURRENT],
+        QUEUE_MAX_CONCURRENT,
+        "The queue's MaxConcurrent setting." + _POLL,
+        "gauge",
+        samples[QUEUE_MAX_CONCURRENT],
     )
     yield _family(
         QUEUE_MAX_SIZE, "The queue's MaxSize setting." + _POLL, "gauge", samples[QUEUE_MAX_SIZE]
     )
     yield _family(
-        QUEUE_NOTIFY, "1 when the queue's NotifyConfig State is On, else 0." + _POLL,
-        "gauge", samples[QUEUE_NOTIFY],
+        QUEUE_NOTIFY,
+        "1 when the queue's NotifyConfig State is On, else 0." + _POLL,
+        "gauge",
+        samples[QUEUE_NOTIFY],
     )
 
 
@@ -209,21 +219,49 @@ def _streams(targets: Targets) -> Iterator[tuple[StreamSnapshot, dict[str, str]]
     for target in targets:
         bucket, region = target.bucket, target.region
         for stream in target.streams:
-            yield stream, {
-                "bucket": bucket, "region": region, "service": stream.service,
-                "queue_id": stream.queue_id, "tag": stream.tag,
-            }
+            yield (
+                stream,
+                {
+                    "bucket": bucket,
+                    "region": region,
+                    "service": stream.service,
+                    "queue_id": stream.queue_id,
+                    "tag": stream.tag,
+                },
+            )
+
+
+def _per_state(
+    name: str,
+    states: tuple[str, ...],
+    values: Callable[[StreamSnapshot], Mapping[str, int]],
+    targets: Targets,
+) -> Iterator[Sample]:
+    """One sample for every state of every stream, 0 when absent: series known to exist are
+    exported before their first event, so rate() and alerts work from the start."""
+    for stream, labels in _streams(targets):
+        template = _template(labels, "state")
+        counts = values(stream)
+        for state in states:
+            state_labels = template.copy()
+            state_labels["state"] = state
+            yield _new(Sample, (name, state_labels, counts.get(state, 0), None, None, None))
 
 
 def _jobs(targets: Targets) -> Iterator[Sample]:
-    """Every active state, 0 when absent, so alerts work before the first job."""
-    for stream, labels in _streams(targets):
-        template = _template(labels, "state")
-        active = stream.active
-        for state in ACTIVE_STATES:
-            state_labels = template.copy()
-            state_labels["state"] = state
-            yield _new(Sample, (JOBS, state_labels, active.get(state, 0), None, None, None))
+    return _per_state(JOBS, ACTIVE_STATES, _active_of, targets)
+
+
+def _finished(targets: Targets) -> Iterator[Sample]:
+    return _per_state(JOBS_FINISHED + "_total", FINISHED_STATES, _finished_of, targets)
+
+
+def _active_of(stream: StreamSnapshot) -> Mapping[str, int]:
+    return stream.active
+
+
+def _finished_of(stream: StreamSnapshot) -> Mapping[str, int]:
+    return stream.finished
 
 
 def _oldest(targets: Targets) -> Iterator[Sample]:
@@ -237,18 +275,6 @@ def _oldest(targets: Targets) -> Iterator[Sample]:
             yield _new(Sample, (OLDEST, state_labels, timestamp, None, None, None))
 
 
-def _finished(targets: Targets) -> Iterator[Sample]:
-    """Every finished state, 0 when nothing finished yet, so rate() works from the start."""
-    name = JOBS_FINISHED + "_total"
-    for stream, labels in _streams(targets):
-        template = _template(labels, "state")
-        finished = stream.finished
-        for state in FINISHED_STATES:
-            state_labels = template.copy()
-            state_labels["state"] = state
-            yield _new(Sample, (name, state_labels, finished.get(state, 0), None, None, None))
-
-
 def _failures(targets: Targets) -> Iterator[Sample]:
     name = JOB_FAILURES + "_total"
     for stream, labels in _streams(targets):
@@ -260,8 +286,7 @@ def _failures(targets: Targets) -> Iterator[Sample]:
             code_labels = template.copy()
             code_labels["code"] = code
             exemplar = (
-                Exemplar({"job_id": stream.last_failed_job}, 1.0)
-                if code == exemplar_code else None
+                Exemplar({"job_id": stream.last_failed_job}, 1.0) if code == exemplar_code else None
             )
             yield _new(Sample, (name, code_labels, total, None, exemplar, None))
 
@@ -289,34 +314,42 @@ def _queue_wait(targets: Targets) -> Iterator[Sample]:
 
 def _stream_metrics(targets: Targets) -> Iterator[Metric]:
     yield _family(
-        JOBS, "Jobs now in each active state (Submitted, Running, Pause)." + _POLL,
-        "gauge", _LazySamples(_jobs, targets),
+        JOBS,
+        "Jobs now in each active state (Submitted, Running, Pause)." + _POLL,
+        "gauge",
+        _LazySamples(_jobs, targets),
     )
     yield _family(
         JOBS_FINISHED,
-        "Jobs that reached a finished state (Success, Failed, Cancel), each counted once."
-        + _POLL,
-        "counter", _LazySamples(_finished, targets),
+        "Jobs that reached a finished state (Success, Failed, Cancel), each counted once." + _POLL,
+        "counter",
+        _LazySamples(_finished, targets),
     )
     yield _family(
         JOB_FAILURES,
         "Failed jobs by failure Code (rare codes grouped as other); the exemplar carries the"
         " latest failed JobId." + _POLL,
-        "counter", _LazySamples(_failures, targets),
+        "counter",
+        _LazySamples(_failures, targets),
     )
     yield _family(
-        RUN_DURATION, "StartTime to EndTime of finished jobs, by finished state." + _POLL,
-        "histogram", _LazySamples(_run_duration, targets),
+        RUN_DURATION,
+        "StartTime to EndTime of finished jobs, by finished state." + _POLL,
+        "histogram",
+        _LazySamples(_run_duration, targets),
     )
     yield _family(
-        QUEUE_WAIT, "CreationTime to StartTime of jobs." + _POLL,
-        "histogram", _LazySamples(_queue_wait, targets),
+        QUEUE_WAIT,
+        "CreationTime to StartTime of jobs." + _POLL,
+        "histogram",
+        _LazySamples(_queue_wait, targets),
     )
     yield _family(
         OLDEST,
         "Unix time of the oldest job in a state (CreationTime for Submitted, StartTime for"
         " Running); absent when there is none." + _POLL,
-        "gauge", _LazySamples(_oldest, targets),
+        "gauge",
+        _LazySamples(_oldest, targets),
     )
 
 
@@ -334,14 +367,17 @@ def _target_metrics(targets: Targets) -> Iterator[Metric]:
             poll_duration.append(_sample(POLL_DURATION, labels, target.last_poll_duration))
         tracked.append(_sample(TRACKED_JOBS, labels, target.tracked_jobs))
     yield _family(
-        UP, "1 when the target's last poll of the CI API succeeded completely, else 0.",
-        "gauge", up,
+        UP,
+        "1 when the target's last poll of the CI API succeeded completely, else 0.",
+        "gauge",
+        up,
     )
     yield _family(
         LAST_SUCCESS,
         "Unix time the last poll of the CI API that succeeded completely finished; absent"
         " before the first success.",
-        "gauge", last_success,
+        "gauge",
+        last_success,
     )
     yield _family(
         POLL_DURATION, "How long the last poll of the CI API took.", "gauge", poll_duration
@@ -349,21 +385,36 @@ def _target_metrics(targets: Targets) -> Iterator[Metric]:
     yield _family(
         TRACKED_JOBS,
         "Jobs held in memory for accounting (active or recently finished)." + _POLL,
-        "gauge", tracked,
+        "gauge",
+        tracked,
     )
 
 
 def _api_metrics(api: ApiSnapshot) -> Iterator[Metric]:
     requests = [
-        _sample(API_REQUESTS + "_total", {
-            "bucket": bucket, "region": region, "endpoint": endpoint, "status": status,
-        }, total)
+        _sample(
+            API_REQUESTS + "_total",
+            {
+                "bucket": bucket,
+                "region": region,
+                "endpoint": endpoint,
+                "status": status,
+            },
+            total,
+        )
         for (bucket, region, endpoint, status), total in sorted(api.requests.items())
     ]
     errors = [
-        _sample(API_ERRORS + "_total", {
-            "bucket": bucket, "region": region, "endpoint": endpoint, "error": error,
-        }, total)
+        _sample(
+            API_ERRORS + "_total",
+            {
+                "bucket": bucket,
+                "region": region,
+                "endpoint": endpoint,
+                "error": error,
+            },
+            total,
+        )
         for (bucket, region, endpoint, error), total in sorted(api.errors.items())
     ]
     durations: list[Sample] = []
@@ -371,13 +422,16 @@ def _api_metrics(api: ApiSnapshot) -> Iterator[Metric]:
         labels = {"endpoint": endpoint}
         durations.extend(_histogram(API_DURATION, labels, _template(labels, "le"), hist))
     yield _family(
-        API_REQUESTS, "Calls made to the CI API, by endpoint and HTTP status (or error).",
-        "counter", requests,
+        API_REQUESTS,
+        "Calls made to the CI API, by endpoint and HTTP status (or error).",
+        "counter",
+        requests,
     )
     yield _family(
         API_ERRORS,
         "Failed calls to the CI API, by endpoint and error (CI Code or failure kind).",
-        "counter", errors,
+        "counter",
+        errors,
     )
     yield _family(
         API_DURATION, "Duration of calls to the CI API, by endpoint.", "histogram", durations
@@ -405,6 +459,8 @@ class CICollector(Collector):
         # ApiStats, not the snapshot's copy: calls are counted as they happen, mid-poll too.
         yield from _api_metrics(self._stats.snapshot())
         yield _family(
-            BUILD_INFO, "Build information of the exporter; always 1.", "gauge",
+            BUILD_INFO,
+            "Build information of the exporter; always 1.",
+            "gauge",
             [_sample(BUILD_INFO, {"version": self._version}, 1)],
         )

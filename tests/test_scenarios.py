@@ -12,6 +12,7 @@ from freezegun import freeze_time
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.accounting import MEASURED_CLOCK_MARGIN, StreamKey
 from exporter.api_stats import ApiStats
 from exporter.ci.client import CIClient
 from exporter.ci.services import SERVICES
@@ -156,11 +157,21 @@ def test_scripted_scenario_counts_every_job_exactly_once(frozen: Any, bounds: st
         ci.start_job(long_runner)
         waiting = ci.create_job(q, "Transcode")
         frozen.tick(30)
+        # Created in the very second the next window will start from (the baseline listing's
+        # start less the margin): one finished before the exporter started, one still running.
+        edge = int(sim.now()) - MEASURED_CLOCK_MARGIN
+        edge_done = ci.create_job(q, "Transcode", at=edge)
+        ci.start_job(edge_done, at=edge)
+        ci.finish_job(edge_done, "Success", at=edge + 1)
+        edge_running = ci.create_job(q, "Transcode", at=edge)
+        ci.start_job(edge_running, at=edge)
         w.poller.poll_once()
+        stream = w.poller.targets[0].trackers[StreamKey("media", q, "Transcode")]
+        assert stream.window_start == edge
         assert w.up() == 1
         for state in ("Success", "Failed", "Cancel"):
             assert w.finished(state) == 0
-        assert w.value("tencent_ci_jobs", queue_id=q, tag="Transcode", state="Running") == 1
+        assert w.value("tencent_ci_jobs", queue_id=q, tag="Transcode", state="Running") == 2
         assert w.value("tencent_ci_jobs", queue_id=q, tag="Transcode", state="Submitted") == 1
         assert w.value("tencent_ci_jobs", queue_id=q, tag="Transcode", state="Pause") == 0
 
@@ -169,12 +180,13 @@ def test_scripted_scenario_counts_every_job_exactly_once(frozen: Any, bounds: st
         edge_job = run_job(ci, q, "Transcode", "Failed", "E_EDGE")
         frozen.tick(20)
         ci.finish_job(long_runner, "Success")
+        ci.finish_job(edge_running, "Success")
         ci.start_job(waiting)
         ci.finish_job(waiting, "Cancel")
         run_job(ci, q, "Transcode")
         run_job(ci, w.ai_queue, "Translation", "Failed", "TranslateError")
         w.poll(39)
-        assert (w.finished("Success"), w.finished("Failed"), w.finished("Cancel")) == (2, 1, 1)
+        assert (w.finished("Success"), w.finished("Failed"), w.finished("Cancel")) == (3, 1, 1)
         assert w.finished("Failed", w.ai_queue, "Translation") == 1
         assert w.value("tencent_ci_job_failures_total", queue_id=q, code="E_EDGE") == 1
         assert w.value("tencent_ci_job_failures_total", code="E_OLD") is None
@@ -183,7 +195,7 @@ def test_scripted_scenario_counts_every_job_exactly_once(frozen: Any, bounds: st
         # Nothing new: counters hold still, however often we poll.
         for _ in range(3):
             w.poll()
-        assert (w.finished("Success"), w.finished("Failed"), w.finished("Cancel")) == (2, 1, 1)
+        assert (w.finished("Success"), w.finished("Failed"), w.finished("Cancel")) == (3, 1, 1)
         assert ci.job(edge_job).state == "Failed"
     finally:
         w.poller.stop()
