@@ -126,6 +126,7 @@ class StreamTracker:
     failures: Counter[str] = field(default_factory=Counter)
     run_duration: dict[str, HistogramAccumulator] = field(default_factory=dict)
     queue_wait: HistogramAccumulator = field(default_factory=HistogramAccumulator)
+    # Usually shared by every stream of a target, so the newest failures of all are at hand.
     recent_failures: deque[FailedJob] = field(default_factory=lambda: deque(maxlen=RECENT_FAILURES))
     last_failed_job: str = ""
     last_failed_code: str = ""

@@ -36,7 +36,7 @@ from exporter.snapshot import (
 
 class SnapshotSource(Protocol):
     def snapshot(self) -> Snapshot:
-        """The latest poll's picture (its ApiSnapshot may be stale; the collector uses ApiStats)."""
+        """The latest poll's picture; API self-metrics come from ApiStats, live."""
         ...
 
     def ready(self) -> bool:

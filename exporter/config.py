@@ -319,13 +319,40 @@ def _credentials(value: object, path: str, environ: Mapping[str, str]) -> Creden
     token = raw.get("token")
     token_text = None if token is None else _string(token, f"{path}.token", environ)
     # An empty token (e.g. `${TENCENTCLOUD_SESSION_TOKEN:-}`) means permanent keys.
-    return Credentials(secret_id, secret_key, token_text or None)
+    return _checked(
+        Credentials(secret_id, secret_key, token_text or None),
+        path,
+        {
+            "secret_id": f"{path}.secret_id",
+            "secret_key": f"{path}.secret_key",
+            "token": f"{path}.token",
+        },
+    )
+
+
+def _checked(credentials: Credentials, path: str, names: Mapping[str, str]) -> Credentials:
+    """Keys travel in HTTP headers: anything but printable ASCII would fail every request."""
+    for field_name, where in names.items():
+        value = getattr(credentials, field_name)
+        if value is not None and not (value.isascii() and value.isprintable() and " " not in value):
+            raise ConfigError(
+                where, "must be printable ASCII without spaces (the value is not shown)"
+            )
+    return credentials
 
 
 def _environment_credentials(path: str, environ: Mapping[str, str]) -> Credentials:
     found = from_environment(environ)
     if found is not None:
-        return found
+        return _checked(
+            found,
+            path,
+            {
+                "secret_id": f"{path} (from {ENV_SECRET_ID})",
+                "secret_key": f"{path} (from {ENV_SECRET_KEY})",
+                "token": f"{path} (from {ENV_SESSION_TOKEN})",
+            },
+        )
     has_id, has_key = bool(environ.get(ENV_SECRET_ID)), bool(environ.get(ENV_SECRET_KEY))
     if has_id != has_key:
         given, missing = (

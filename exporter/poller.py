@@ -6,10 +6,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from exporter.accounting import (
+    RECENT_FAILURES,
     CodeLimiter,
     StreamKey,
     StreamListings,
@@ -22,11 +24,10 @@ from exporter.ci.models import ACTIVE_STATES, FINISHED_STATES, CIError, Queue
 from exporter.ci.services import SERVICES, Service
 from exporter.config import Config, TargetConfig
 from exporter.credentials import StaticCredentials
-from exporter.snapshot import QueueSnapshot, Snapshot, TargetSnapshot
+from exporter.snapshot import FailedJob, QueueSnapshot, Snapshot, TargetSnapshot
 
 log = logging.getLogger(__name__)
 
-RECENT_FAILURES = 50
 
 Clock = Callable[[], float]
 
@@ -61,6 +62,8 @@ class TargetPoller:
         self.clock = clock or wall_clock
         self.queues: dict[str, tuple[Queue, ...]] = {}
         self.trackers: dict[StreamKey, StreamTracker] = {}
+        # Every stream's failures in one list, newest last: the landing page shows these.
+        self.recent_failures: deque[FailedJob] = deque(maxlen=RECENT_FAILURES)
         # Per service: where counting began, for streams of queues created after the start.
         self.first_boundary: dict[str, int] = {}
         self.last_poll_time: float | None = None
@@ -114,7 +117,7 @@ class TargetPoller:
     def _tracker(self, key: StreamKey) -> StreamTracker:
         tracker = self.trackers.get(key)
         if tracker is None:
-            tracker = StreamTracker(key, self.codes)
+            tracker = StreamTracker(key, self.codes, recent_failures=self.recent_failures)
             first = self.first_boundary.get(key.service)
             if first is not None:
                 # A queue (or tag) that appeared after counting began: everything it holds was
@@ -160,10 +163,6 @@ class TargetPoller:
             for service, listed in self.queues.items()
             for queue in listed
         )
-        failures = sorted(
-            (f for tracker in self.trackers.values() for f in tracker.recent_failures),
-            key=lambda f: f.time,
-        )[-RECENT_FAILURES:]
         return TargetSnapshot(
             bucket=self.target.bucket,
             region=self.target.region,
@@ -178,7 +177,7 @@ class TargetPoller:
                 tracker.snapshot() for tracker in self.trackers.values() if tracker.counting
             ),
             tracked_jobs=sum(tracker.tracked_jobs for tracker in self.trackers.values()),
-            recent_failures=tuple(reversed(failures)),
+            recent_failures=tuple(reversed(self.recent_failures)),
         )
 
 
@@ -236,7 +235,6 @@ class Poller:
     def _build(self) -> Snapshot:
         return Snapshot(
             targets=tuple(self._snapshots[i] for i in range(len(self.targets))),
-            api=self.stats.snapshot(),
         )
 
     def _publish(self, index: int) -> None:

@@ -4,13 +4,28 @@ the collector only reads. Aggregates only: its size does not grow with the numbe
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from exporter.ci.models import Queue
 
 # StartTime to EndTime of finished jobs, and CreationTime to StartTime: 1 s to 12 h.
 DURATION_BUCKETS: tuple[float, ...] = (
-    1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 43200,
+    1,
+    2,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+    1200,
+    1800,
+    3600,
+    7200,
+    14400,
+    28800,
+    43200,
 )
 
 
@@ -86,4 +101,3 @@ class ApiSnapshot:
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     targets: tuple[TargetSnapshot, ...] = ()
-    api: ApiSnapshot = field(default_factory=lambda: ApiSnapshot({}, {}, {}))

@@ -18,7 +18,6 @@ from exporter.ci.models import Queue
 from exporter.collector import CICollector
 from exporter.snapshot import (
     DURATION_BUCKETS,
-    ApiSnapshot,
     FailedJob,
     Histogram,
     QueueSnapshot,
@@ -111,8 +110,13 @@ def queue(queue_id: str = "q1", *, state: str = "Active", notify: bool = True) -
     return QueueSnapshot(
         "media",
         Queue(
-            queue_id=queue_id, name=f"name-{queue_id}", state=state, max_size=10000,
-            max_concurrent=8, category="CateAll", notify_enabled=notify,
+            queue_id=queue_id,
+            name=f"name-{queue_id}",
+            state=state,
+            max_size=10000,
+            max_concurrent=8,
+            category="CateAll",
+            notify_enabled=notify,
         ),
     )
 
@@ -127,10 +131,17 @@ def target(
     last_poll_duration: float | None = 1.5,
 ) -> TargetSnapshot:
     return TargetSnapshot(
-        bucket=BUCKET, region=REGION, up=up, polled=polled,
+        bucket=BUCKET,
+        region=REGION,
+        up=up,
+        polled=polled,
         last_poll_time=1_700_000_010.0 if polled else None,
-        last_success_time=last_success_time, last_poll_duration=last_poll_duration,
-        last_error="" if up else "timeout", queues=queues, streams=streams, tracked_jobs=7,
+        last_success_time=last_success_time,
+        last_poll_duration=last_poll_duration,
+        last_error="" if up else "timeout",
+        queues=queues,
+        streams=streams,
+        tracked_jobs=7,
         recent_failures=(FailedJob(1.0, "media", "q1", "Transcode", "j1", "E", "m"),),
     )
 
@@ -165,9 +176,7 @@ LabelKey = tuple[tuple[str, str], ...]
 def series(family: Metric, sample_name: str | None = None) -> dict[LabelKey, float]:
     """{sorted label items: value} of one sample name (the family's own name by default)."""
     wanted = sample_name or family.name
-    return {
-        tuple(sorted(s.labels.items())): s.value for s in family.samples if s.name == wanted
-    }
+    return {tuple(sorted(s.labels.items())): s.value for s in family.samples if s.name == wanted}
 
 
 def key(**labels: str) -> LabelKey:
@@ -231,8 +240,14 @@ def test_queue_gauges_follow_the_queue_record() -> None:
     assert series(families["tencent_ci_queue_max_size"]) == {qkey("q1"): 10000, qkey("q2"): 10000}
     info = series(families["tencent_ci_queue_info"])
     assert info == {
-        key(bucket=BUCKET, region=REGION, service="media", queue_id=q, name=f"name-{q}",
-            category="CateAll"): 1
+        key(
+            bucket=BUCKET,
+            region=REGION,
+            service="media",
+            queue_id=q,
+            name=f"name-{q}",
+            category="CateAll",
+        ): 1
         for q in ("q1", "q2")
     }
 
@@ -241,17 +256,20 @@ def test_job_counts_and_failures() -> None:
     families = scrape(registry_for(FakeSource(full_snapshot())))
 
     assert series(families["tencent_ci_jobs"]) == {
-        stream_key(state="Submitted"): 4, stream_key(state="Running"): 2,
+        stream_key(state="Submitted"): 4,
+        stream_key(state="Running"): 2,
         stream_key(state="Pause"): 1,
     }
     finished = families["tencent_ci_jobs_finished"]
     assert series(finished, "tencent_ci_jobs_finished_total") == {
-        stream_key(state="Success"): 10, stream_key(state="Failed"): 3,
+        stream_key(state="Success"): 10,
+        stream_key(state="Failed"): 3,
         stream_key(state="Cancel"): 1,
     }
     failures = families["tencent_ci_job_failures"]
     assert series(failures, "tencent_ci_job_failures_total") == {
-        stream_key(code="InternalError"): 2, stream_key(code="other"): 1,
+        stream_key(code="InternalError"): 2,
+        stream_key(code="other"): 1,
     }
     assert series(families["tencent_ci_oldest_job_timestamp_seconds"]) == {
         stream_key(state="Submitted"): 1_699_999_000.0,
@@ -291,25 +309,31 @@ def test_histogram_buckets_are_cumulative_with_inf_count_and_sum() -> None:
     run = families["tencent_ci_job_run_duration_seconds"]
 
     buckets = [
-        (s.labels["le"], s.value) for s in run.samples
+        (s.labels["le"], s.value)
+        for s in run.samples
         if s.name.endswith("_bucket") and s.labels["state"] == "Success"
     ]
     assert buckets == [("1.0", 2), ("5.0", 7), ("+Inf", 10)]
-    assert series(run, "tencent_ci_job_run_duration_seconds_count")[
-        stream_key(state="Success")
-    ] == 10
-    assert series(run, "tencent_ci_job_run_duration_seconds_sum")[
-        stream_key(state="Success")
-    ] == 70.0
+    assert (
+        series(run, "tencent_ci_job_run_duration_seconds_count")[stream_key(state="Success")] == 10
+    )
+    assert (
+        series(run, "tencent_ci_job_run_duration_seconds_sum")[stream_key(state="Success")] == 70.0
+    )
     # States without observations get the full empty layout, still ending in +Inf.
     failed = [
-        s.labels["le"] for s in run.samples
+        s.labels["le"]
+        for s in run.samples
         if s.name.endswith("_bucket") and s.labels["state"] == "Failed"
     ]
     assert failed == [*(str(float(b)) for b in DURATION_BUCKETS), "+Inf"]
     wait = families["tencent_ci_job_queue_wait_seconds"]
     assert [(s.labels.get("le"), s.value) for s in wait.samples] == [
-        ("1.0", 1), ("5.0", 1), ("+Inf", 1), (None, 1), (None, 0.5),
+        ("1.0", 1),
+        ("5.0", 1),
+        ("+Inf", 1),
+        (None, 1),
+        (None, 0.5),
     ]
 
 
@@ -329,9 +353,9 @@ def test_vanished_queue_vanishes_from_the_next_scrape() -> None:
 
 
 def test_target_health_before_first_poll() -> None:
-    snapshot = Snapshot((
-        target(up=False, polled=False, last_success_time=None, last_poll_duration=None),
-    ))
+    snapshot = Snapshot(
+        (target(up=False, polled=False, last_success_time=None, last_poll_duration=None),)
+    )
 
     families = scrape(registry_for(FakeSource(snapshot)))
 
@@ -353,9 +377,8 @@ def test_target_health_after_success() -> None:
     assert series(families["tencent_ci_exporter_build_info"]) == {key(version="1.2.3"): 1}
 
 
-def test_api_metrics_come_from_stats_not_the_snapshot() -> None:
-    stale = ApiSnapshot({("old", "r", "media_jobs", "200"): 99}, {}, {})
-    source = FakeSource(Snapshot((target(),), stale))
+def test_api_metrics_come_from_stats() -> None:
+    source = FakeSource(Snapshot((target(),)))
     stats = ApiStats()
     stats.record(BUCKET, REGION, "media_queues", "200", None, 0.02)
     stats.record(BUCKET, REGION, "media_queues", "403", "AccessDenied", 0.3)
@@ -385,9 +408,7 @@ def test_exemplar_marks_the_latest_failure_in_openmetrics_only() -> None:
     text = render_openmetrics(registry).decode("utf-8")
 
     families = {f.name: f for f in parse_openmetrics(text)}
-    failures = {
-        s.labels["code"]: s.exemplar for s in families["tencent_ci_job_failures"].samples
-    }
+    failures = {s.labels["code"]: s.exemplar for s in families["tencent_ci_job_failures"].samples}
     assert failures["other"] is None
     exemplar = failures["InternalError"]
     assert exemplar is not None
@@ -436,14 +457,24 @@ def test_families_can_be_iterated_again() -> None:
 
 @pytest.mark.parametrize("targets", [0, 3])
 def test_output_is_valid_openmetrics(targets: int) -> None:
-    snapshot = Snapshot(tuple(
-        TargetSnapshot(
-            bucket=f"b{i}", region=REGION, up=True, polled=True, last_poll_time=1.0,
-            last_success_time=1.0, last_poll_duration=0.1, last_error="",
-            queues=(queue(),), streams=full_snapshot().targets[0].streams, tracked_jobs=0,
+    snapshot = Snapshot(
+        tuple(
+            TargetSnapshot(
+                bucket=f"b{i}",
+                region=REGION,
+                up=True,
+                polled=True,
+                last_poll_time=1.0,
+                last_success_time=1.0,
+                last_poll_duration=0.1,
+                last_error="",
+                queues=(queue(),),
+                streams=full_snapshot().targets[0].streams,
+                tracked_jobs=0,
+            )
+            for i in range(targets)
         )
-        for i in range(targets)
-    ))
+    )
     registry = registry_for(FakeSource(snapshot))
 
     text = render_openmetrics(registry).decode("utf-8")

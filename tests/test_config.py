@@ -112,8 +112,9 @@ def test_explicit_credentials_win_over_the_environment() -> None:
 
 
 def test_an_empty_token_means_permanent_keys() -> None:
-    text = with_target("credentials:\n  secret_id: a\n  secret_key: b\n"
-                       "  token: ${TENCENTCLOUD_SESSION_TOKEN:-}")
+    text = with_target(
+        "credentials:\n  secret_id: a\n  secret_key: b\n  token: ${TENCENTCLOUD_SESSION_TOKEN:-}"
+    )
     assert parse(text).targets[0].credentials.token is None
 
 
@@ -128,8 +129,15 @@ targets:
     services:
       media: {tags: ["$${NOT_A_VAR}", "Tag${SUFFIX}", "$$ and $x"]}
 """
-    env = {**ENV, "LIMIT": "7", "POLL": "90", "NAME": "logs", "APPID": "1250000000",
-           "HOST": "127.0.0.1", "SUFFIX": "X"}
+    env = {
+        **ENV,
+        "LIMIT": "7",
+        "POLL": "90",
+        "NAME": "logs",
+        "APPID": "1250000000",
+        "HOST": "127.0.0.1",
+        "SUFFIX": "X",
+    }
     config = parse(text, env)
     target = config.targets[0]
     assert (config.failure_code_limit, config.poll_interval) == (7, 90.0)
@@ -138,11 +146,23 @@ targets:
     assert target.services[0].tags == ("${NOT_A_VAR}", "TagX", "$$ and $x")
 
 
-@pytest.mark.parametrize(("written", "seconds"), [
-    ("30s", 30.0), ("2m", 120.0), ("1h", 3600.0), ("1m30s", 90.0), ("90", 90.0),
-    ("'90'", 90.0), ("1.5s", 1.5), ("1500ms", 1.5), ("1h2m3s", 3723.0), ("' 45s '", 45.0),
-    ("1", 1.0), ("2.5", 2.5),
-])
+@pytest.mark.parametrize(
+    ("written", "seconds"),
+    [
+        ("30s", 30.0),
+        ("2m", 120.0),
+        ("1h", 3600.0),
+        ("1m30s", 90.0),
+        ("90", 90.0),
+        ("'90'", 90.0),
+        ("1.5s", 1.5),
+        ("1500ms", 1.5),
+        ("1h2m3s", 3723.0),
+        ("' 45s '", 45.0),
+        ("1", 1.0),
+        ("2.5", 2.5),
+    ],
+)
 def test_poll_interval_forms(written: str, seconds: float) -> None:
     assert parse(f"poll_interval: {written}\n{TARGET}").poll_interval == seconds
 
@@ -165,8 +185,9 @@ def test_parse_duration_is_usable_without_a_file() -> None:
 
 
 def test_unknown_tags_are_allowed_and_tags_null_means_defaults() -> None:
-    text = with_target("services:\n  media: {tags: [Transcode, NotDocumentedYet]}\n"
-                       "  pic: {tags: null}")
+    text = with_target(
+        "services:\n  media: {tags: [Transcode, NotDocumentedYet]}\n  pic: {tags: null}"
+    )
     assert parse(text).targets[0].services == (
         ServiceConfig("media", ("Transcode", "NotDocumentedYet")),
         ServiceConfig("pic", SERVICES["pic"].tags),
@@ -175,9 +196,11 @@ def test_unknown_tags_are_allowed_and_tags_null_means_defaults() -> None:
 
 def test_endpoint_trailing_slash_is_dropped_and_ipv6_kept() -> None:
     assert parse(with_target("endpoint: https://ci.example:9443/")).targets[0].endpoint == (
-        "https://ci.example:9443")
+        "https://ci.example:9443"
+    )
     assert parse(with_target("endpoint: 'http://[::1]:8080'")).targets[0].endpoint == (
-        "http://[::1]:8080")
+        "http://[::1]:8080"
+    )
 
 
 def test_same_bucket_in_two_regions_is_two_targets() -> None:
@@ -199,9 +222,9 @@ def test_load_config_reads_the_file_and_os_environ(
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
     assert load_config(str(path)).poll_interval == 120.0
-    assert load_config(str(path), {"TENCENTCLOUD_SECRET_ID": "i",
-                                   "TENCENTCLOUD_SECRET_KEY": "k"}).targets[0].credentials == (
-        Credentials("i", "k"))
+    assert load_config(
+        str(path), {"TENCENTCLOUD_SECRET_ID": "i", "TENCENTCLOUD_SECRET_KEY": "k"}
+    ).targets[0].credentials == (Credentials("i", "k"))
 
 
 # --- files --------------------------------------------------------------------------------
@@ -239,163 +262,395 @@ def test_errors_name_the_file(tmp_path: Path) -> None:
 
 BAD = [
     # YAML itself
-    ("yaml_syntax", "poll_interval: 60s\n  targets: x\n", None,
-     "config.yml: line 2, column 10: YAML syntax error: mapping values are not allowed here"),
-    ("yaml_unclosed", "targets:\n  - bucket: [a\n", None,
-     "config.yml: line 3, column 1: YAML syntax error: expected ',' or ']', but got "
-     "'<stream end>'"),
-    ("yaml_duplicate_key", with_target("bucket: c-1250000000"), None,
-     'config.yml: line 4: duplicate key "bucket"'),
+    (
+        "yaml_syntax",
+        "poll_interval: 60s\n  targets: x\n",
+        None,
+        "config.yml: line 2, column 10: YAML syntax error: mapping values are not allowed here",
+    ),
+    (
+        "yaml_unclosed",
+        "targets:\n  - bucket: [a\n",
+        None,
+        "config.yml: line 3, column 1: YAML syntax error: expected ',' or ']', but got "
+        "'<stream end>'",
+    ),
+    (
+        "yaml_duplicate_key",
+        with_target("bucket: c-1250000000"),
+        None,
+        'config.yml: line 4: duplicate key "bucket"',
+    ),
     ("top_is_list", "- a\n", None, "config.yml: top level: expected a mapping, got list"),
     ("top_is_scalar", "hello\n", None, "config.yml: top level: expected a mapping, got string"),
-    ("empty_document", "# nothing\n", None,
-     "config.yml: top level: expected a mapping, got an empty document"),
+    (
+        "empty_document",
+        "# nothing\n",
+        None,
+        "config.yml: top level: expected a mapping, got an empty document",
+    ),
     # keys
-    ("unknown_top_key", "pol_interval: 60s\n" + TARGET, None,
-     f"config.yml: pol_interval: unknown key (allowed: {TOP_ALLOWED})"),
-    ("unknown_target_key", with_target("regoin: x"), None,
-     f"config.yml: targets[0].regoin: unknown key (allowed: {TARGET_ALLOWED})"),
-    ("unknown_credentials_key", with_target("credentials: {secret_id: a, secretkey: b}"), None,
-     "config.yml: targets[0].credentials.secretkey: unknown key "
-     "(allowed: secret_id, secret_key, token)"),
-    ("unknown_service_key", with_target("services: {media: {tag: [Transcode]}}"), None,
-     "config.yml: targets[0].services.media.tag: unknown key (allowed: tags)"),
-    ("newline_in_key", '"a\\nb": 1\n' + TARGET, None,
-     f"config.yml: a b: unknown key (allowed: {TOP_ALLOWED})"),
-    ("missing_targets", "poll_interval: 60s\n", None,
-     "config.yml: targets: required key is missing"),
-    ("missing_bucket", "targets:\n  - region: ap-chongqing\n", None,
-     "config.yml: targets[0].bucket: required key is missing"),
-    ("missing_region", "targets:\n  - bucket: b-1250000000\n", None,
-     "config.yml: targets[0].region: required key is missing"),
+    (
+        "unknown_top_key",
+        "pol_interval: 60s\n" + TARGET,
+        None,
+        f"config.yml: pol_interval: unknown key (allowed: {TOP_ALLOWED})",
+    ),
+    (
+        "unknown_target_key",
+        with_target("regoin: x"),
+        None,
+        f"config.yml: targets[0].regoin: unknown key (allowed: {TARGET_ALLOWED})",
+    ),
+    (
+        "unknown_credentials_key",
+        with_target("credentials: {secret_id: a, secretkey: b}"),
+        None,
+        "config.yml: targets[0].credentials.secretkey: unknown key "
+        "(allowed: secret_id, secret_key, token)",
+    ),
+    (
+        "unknown_service_key",
+        with_target("services: {media: {tag: [Transcode]}}"),
+        None,
+        "config.yml: targets[0].services.media.tag: unknown key (allowed: tags)",
+    ),
+    (
+        "newline_in_key",
+        '"a\\nb": 1\n' + TARGET,
+        None,
+        f"config.yml: a b: unknown key (allowed: {TOP_ALLOWED})",
+    ),
+    (
+        "missing_targets",
+        "poll_interval: 60s\n",
+        None,
+        "config.yml: targets: required key is missing",
+    ),
+    (
+        "missing_bucket",
+        "targets:\n  - region: ap-chongqing\n",
+        None,
+        "config.yml: targets[0].bucket: required key is missing",
+    ),
+    (
+        "missing_region",
+        "targets:\n  - bucket: b-1250000000\n",
+        None,
+        "config.yml: targets[0].region: required key is missing",
+    ),
     # targets
-    ("empty_targets", "targets: []\n", None,
-     "config.yml: targets: must list at least one target"),
+    ("empty_targets", "targets: []\n", None, "config.yml: targets: must list at least one target"),
     ("null_targets", "targets:\n", None, "config.yml: targets: must list at least one target"),
-    ("targets_is_mapping", "targets: {bucket: b-1250000000}\n", None,
-     "config.yml: targets: expected a list, got mapping"),
-    ("target_is_string", "targets: [b-1250000000]\n", None,
-     "config.yml: targets[0]: expected a mapping, got string"),
-    ("duplicate_target", TARGET + "  - bucket: b-1250000000\n    region: ap-chongqing\n", None,
-     "config.yml: targets[1]: duplicate target: same bucket and region as targets[0]"),
+    (
+        "targets_is_mapping",
+        "targets: {bucket: b-1250000000}\n",
+        None,
+        "config.yml: targets: expected a list, got mapping",
+    ),
+    (
+        "target_is_string",
+        "targets: [b-1250000000]\n",
+        None,
+        "config.yml: targets[0]: expected a mapping, got string",
+    ),
+    (
+        "duplicate_target",
+        TARGET + "  - bucket: b-1250000000\n    region: ap-chongqing\n",
+        None,
+        "config.yml: targets[1]: duplicate target: same bucket and region as targets[0]",
+    ),
     # bucket, region, endpoint
-    ("bucket_without_appid", "targets:\n  - bucket: foo\n    region: ap-chongqing\n", None,
-     'config.yml: targets[0].bucket: "foo" has no -APPID suffix (expected BucketName-APPID)'),
-    ("bucket_appid_not_digits", "targets:\n  - bucket: foo-12a\n    region: ap-chongqing\n",
-     None, 'config.yml: targets[0].bucket: "foo-12a" has no -APPID suffix '
-     "(expected BucketName-APPID)"),
-    ("bucket_uppercase", "targets:\n  - bucket: Foo-1250000000\n    region: ap-chongqing\n",
-     None, 'config.yml: targets[0].bucket: "Foo-1250000000" is not a valid bucket name '
-     "(lowercase letters, digits and dashes, then -APPID)"),
-    ("bucket_is_number", "targets:\n  - bucket: 1250000000\n    region: ap-chongqing\n", None,
-     "config.yml: targets[0].bucket: expected a string, got integer"),
-    ("bucket_empty", "targets:\n  - bucket: ''\n    region: ap-chongqing\n", None,
-     "config.yml: targets[0].bucket: must not be empty"),
-    ("region_bad", "targets:\n  - bucket: b-1250000000\n    region: AP_Chongqing\n", None,
-     'config.yml: targets[0].region: "AP_Chongqing" is not a region '
-     "(lowercase letters, digits and dashes, e.g. ap-guangzhou)"),
-    ("endpoint_scheme", with_target("endpoint: ftp://host"), None,
-     f'config.yml: targets[0].endpoint: "ftp://host" must start with http:// or https:// '
-     f"{ENDPOINT_FORM}"),
-    ("endpoint_path", with_target("endpoint: http://127.0.0.1:8080/ci"), None,
-     f'config.yml: targets[0].endpoint: "http://127.0.0.1:8080/ci" must not have a path, '
-     f"query or fragment {ENDPOINT_FORM}"),
-    ("endpoint_port", with_target("endpoint: http://127.0.0.1:99999"), None,
-     f'config.yml: targets[0].endpoint: "http://127.0.0.1:99999" has a bad port '
-     f"{ENDPOINT_FORM}"),
-    ("endpoint_no_host", with_target("endpoint: 'http://:8080'"), None,
-     f'config.yml: targets[0].endpoint: "http://:8080" has no host {ENDPOINT_FORM}'),
-    ("endpoint_user_info", with_target("endpoint: http://u:hunter2@host"), None,
-     f"config.yml: targets[0].endpoint: must not contain user info {ENDPOINT_FORM}"),
+    (
+        "bucket_without_appid",
+        "targets:\n  - bucket: foo\n    region: ap-chongqing\n",
+        None,
+        'config.yml: targets[0].bucket: "foo" has no -APPID suffix (expected BucketName-APPID)',
+    ),
+    (
+        "bucket_appid_not_digits",
+        "targets:\n  - bucket: foo-12a\n    region: ap-chongqing\n",
+        None,
+        'config.yml: targets[0].bucket: "foo-12a" has no -APPID suffix (expected BucketName-APPID)',
+    ),
+    (
+        "bucket_uppercase",
+        "targets:\n  - bucket: Foo-1250000000\n    region: ap-chongqing\n",
+        None,
+        'config.yml: targets[0].bucket: "Foo-1250000000" is not a valid bucket name '
+        "(lowercase letters, digits and dashes, then -APPID)",
+    ),
+    (
+        "bucket_is_number",
+        "targets:\n  - bucket: 1250000000\n    region: ap-chongqing\n",
+        None,
+        "config.yml: targets[0].bucket: expected a string, got integer",
+    ),
+    (
+        "bucket_empty",
+        "targets:\n  - bucket: ''\n    region: ap-chongqing\n",
+        None,
+        "config.yml: targets[0].bucket: must not be empty",
+    ),
+    (
+        "region_bad",
+        "targets:\n  - bucket: b-1250000000\n    region: AP_Chongqing\n",
+        None,
+        'config.yml: targets[0].region: "AP_Chongqing" is not a region '
+        "(lowercase letters, digits and dashes, e.g. ap-guangzhou)",
+    ),
+    (
+        "endpoint_scheme",
+        with_target("endpoint: ftp://host"),
+        None,
+        f'config.yml: targets[0].endpoint: "ftp://host" must start with http:// or https:// '
+        f"{ENDPOINT_FORM}",
+    ),
+    (
+        "endpoint_path",
+        with_target("endpoint: http://127.0.0.1:8080/ci"),
+        None,
+        f'config.yml: targets[0].endpoint: "http://127.0.0.1:8080/ci" must not have a path, '
+        f"query or fragment {ENDPOINT_FORM}",
+    ),
+    (
+        "endpoint_port",
+        with_target("endpoint: http://127.0.0.1:99999"),
+        None,
+        f'config.yml: targets[0].endpoint: "http://127.0.0.1:99999" has a bad port {ENDPOINT_FORM}',
+    ),
+    (
+        "endpoint_no_host",
+        with_target("endpoint: 'http://:8080'"),
+        None,
+        f'config.yml: targets[0].endpoint: "http://:8080" has no host {ENDPOINT_FORM}',
+    ),
+    (
+        "endpoint_user_info",
+        with_target("endpoint: http://u:hunter2@host"),
+        None,
+        f"config.yml: targets[0].endpoint: must not contain user info {ENDPOINT_FORM}",
+    ),
     # durations and numbers
-    ("bad_duration", "poll_interval: 5x\n" + TARGET, None,
-     f'config.yml: poll_interval: bad duration "5x" ({HINT})'),
-    ("duration_without_unit_at_end", "poll_interval: 1m30\n" + TARGET, None,
-     f'config.yml: poll_interval: bad duration "1m30" ({HINT})'),
-    ("negative_duration", "clock_skew_tolerance: -5\n" + TARGET, None,
-     'config.yml: clock_skew_tolerance: bad duration "-5" '
-     "(must be a finite amount of time, not negative)"),
-    ("duration_is_list", "request_timeout: [10s]\n" + TARGET, None,
-     f"config.yml: request_timeout: expected a duration, got list ({HINT})"),
-    ("poll_interval_too_short", "poll_interval: 0.5s\n" + TARGET, None,
-     "config.yml: poll_interval: 0.5s is too short (minimum 1s)"),
-    ("poll_interval_zero", "poll_interval: 0\n" + TARGET, None,
-     "config.yml: poll_interval: 0s is too short (minimum 1s)"),
-    ("request_timeout_zero", "request_timeout: 0s\n" + TARGET, None,
-     "config.yml: request_timeout: must be more than 0s"),
-    ("failure_code_limit_zero", "failure_code_limit: 0\n" + TARGET, None,
-     "config.yml: failure_code_limit: must be at least 1, got 0"),
-    ("failure_code_limit_float", "failure_code_limit: 1.5\n" + TARGET, None,
-     "config.yml: failure_code_limit: expected an integer, got number"),
-    ("failure_code_limit_text", "failure_code_limit: many\n" + TARGET, None,
-     'config.yml: failure_code_limit: expected an integer, got string "many"'),
-    ("failure_code_limit_bool", "failure_code_limit: true\n" + TARGET, None,
-     "config.yml: failure_code_limit: expected an integer, got boolean"),
+    (
+        "bad_duration",
+        "poll_interval: 5x\n" + TARGET,
+        None,
+        f'config.yml: poll_interval: bad duration "5x" ({HINT})',
+    ),
+    (
+        "duration_without_unit_at_end",
+        "poll_interval: 1m30\n" + TARGET,
+        None,
+        f'config.yml: poll_interval: bad duration "1m30" ({HINT})',
+    ),
+    (
+        "negative_duration",
+        "clock_skew_tolerance: -5\n" + TARGET,
+        None,
+        'config.yml: clock_skew_tolerance: bad duration "-5" '
+        "(must be a finite amount of time, not negative)",
+    ),
+    (
+        "duration_is_list",
+        "request_timeout: [10s]\n" + TARGET,
+        None,
+        f"config.yml: request_timeout: expected a duration, got list ({HINT})",
+    ),
+    (
+        "poll_interval_too_short",
+        "poll_interval: 0.5s\n" + TARGET,
+        None,
+        "config.yml: poll_interval: 0.5s is too short (minimum 1s)",
+    ),
+    (
+        "poll_interval_zero",
+        "poll_interval: 0\n" + TARGET,
+        None,
+        "config.yml: poll_interval: 0s is too short (minimum 1s)",
+    ),
+    (
+        "request_timeout_zero",
+        "request_timeout: 0s\n" + TARGET,
+        None,
+        "config.yml: request_timeout: must be more than 0s",
+    ),
+    (
+        "failure_code_limit_zero",
+        "failure_code_limit: 0\n" + TARGET,
+        None,
+        "config.yml: failure_code_limit: must be at least 1, got 0",
+    ),
+    (
+        "failure_code_limit_float",
+        "failure_code_limit: 1.5\n" + TARGET,
+        None,
+        "config.yml: failure_code_limit: expected an integer, got number",
+    ),
+    (
+        "failure_code_limit_text",
+        "failure_code_limit: many\n" + TARGET,
+        None,
+        'config.yml: failure_code_limit: expected an integer, got string "many"',
+    ),
+    (
+        "failure_code_limit_bool",
+        "failure_code_limit: true\n" + TARGET,
+        None,
+        "config.yml: failure_code_limit: expected an integer, got boolean",
+    ),
     # services and tags
-    ("unknown_service", with_target("services: {media: {}, video: {}}"), None,
-     "config.yml: targets[0].services.video: unknown service "
-     "(valid: media, ai, speech, pic, doc)"),
-    ("services_is_list", with_target("services: [media]"), None,
-     "config.yml: targets[0].services: expected a mapping, got list"),
-    ("services_empty", with_target("services: {}"), None,
-     "config.yml: targets[0].services: names no service "
-     "(leave it out to watch every service)"),
-    ("service_is_list", with_target("services: {media: [Transcode]}"), None,
-     "config.yml: targets[0].services.media: expected a mapping, got list"),
-    ("tags_is_string", with_target("services: {media: {tags: Transcode}}"), None,
-     "config.yml: targets[0].services.media.tags: expected a list, got string"),
-    ("tags_empty", with_target("services: {media: {tags: []}}"), None,
-     "config.yml: targets[0].services.media.tags: is empty "
-     "(leave tags out for the service's documented tags)"),
-    ("tag_empty_string", with_target("services: {media: {tags: [Transcode, '']}}"), None,
-     "config.yml: targets[0].services.media.tags[1]: must not be empty"),
-    ("tag_not_string", with_target("services: {media: {tags: [Transcode, 7]}}"), None,
-     "config.yml: targets[0].services.media.tags[1]: expected a string, got integer"),
-    ("tag_duplicate", with_target("services: {speech: {tags: [A, B, A]}}"), None,
-     'config.yml: targets[0].services.speech.tags[2]: duplicate tag "A"'),
+    (
+        "unknown_service",
+        with_target("services: {media: {}, video: {}}"),
+        None,
+        "config.yml: targets[0].services.video: unknown service "
+        "(valid: media, ai, speech, pic, doc)",
+    ),
+    (
+        "services_is_list",
+        with_target("services: [media]"),
+        None,
+        "config.yml: targets[0].services: expected a mapping, got list",
+    ),
+    (
+        "services_empty",
+        with_target("services: {}"),
+        None,
+        "config.yml: targets[0].services: names no service (leave it out to watch every service)",
+    ),
+    (
+        "service_is_list",
+        with_target("services: {media: [Transcode]}"),
+        None,
+        "config.yml: targets[0].services.media: expected a mapping, got list",
+    ),
+    (
+        "tags_is_string",
+        with_target("services: {media: {tags: Transcode}}"),
+        None,
+        "config.yml: targets[0].services.media.tags: expected a list, got string",
+    ),
+    (
+        "tags_empty",
+        with_target("services: {media: {tags: []}}"),
+        None,
+        "config.yml: targets[0].services.media.tags: is empty "
+        "(leave tags out for the service's documented tags)",
+    ),
+    (
+        "tag_empty_string",
+        with_target("services: {media: {tags: [Transcode, '']}}"),
+        None,
+        "config.yml: targets[0].services.media.tags[1]: must not be empty",
+    ),
+    (
+        "tag_not_string",
+        with_target("services: {media: {tags: [Transcode, 7]}}"),
+        None,
+        "config.yml: targets[0].services.media.tags[1]: expected a string, got integer",
+    ),
+    (
+        "tag_duplicate",
+        with_target("services: {speech: {tags: [A, B, A]}}"),
+        None,
+        'config.yml: targets[0].services.speech.tags[2]: duplicate tag "A"',
+    ),
     # credentials
-    ("no_credentials", TARGET, {},
-     "config.yml: targets[0].credentials: no credentials: set TENCENTCLOUD_SECRET_ID and "
-     "TENCENTCLOUD_SECRET_KEY (and TENCENTCLOUD_SESSION_TOKEN for temporary keys) in the "
-     "environment, or give secret_id and secret_key here"),
-    ("env_secret_id_only", TARGET, {"TENCENTCLOUD_SECRET_ID": "AKID"},
-     "config.yml: targets[0].credentials: no credentials: TENCENTCLOUD_SECRET_ID is set but "
-     "TENCENTCLOUD_SECRET_KEY is not"),
-    ("secret_id_without_secret_key", with_target("credentials: {secret_id: AKID}"), None,
-     "config.yml: targets[0].credentials.secret_key: required when secret_id is given"),
-    ("secret_key_without_secret_id", with_target("credentials: {secret_key: k}"), None,
-     "config.yml: targets[0].credentials.secret_id: required when secret_key is given"),
-    ("credentials_token_only", with_target("credentials: {token: t}"), None,
-     "config.yml: targets[0].credentials: give secret_id and secret_key, or leave credentials "
-     "out to use TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY"),
-    ("credentials_is_string", with_target("credentials: AKID:key"), None,
-     "config.yml: targets[0].credentials: expected a mapping, got string"),
-    ("secret_key_wrong_type",
-     with_target(f"credentials: {{secret_id: a, secret_key: [{SECRET_KEY}]}}"), None,
-     "config.yml: targets[0].credentials.secret_key: expected a string, got list"),
-    ("secret_key_number", with_target("credentials: {secret_id: a, secret_key: 31415926535}"),
-     None, "config.yml: targets[0].credentials.secret_key: expected a string, got integer"),
-    ("secret_key_empty_variable",
-     with_target("credentials: {secret_id: a, secret_key: '${EMPTY}'}"), {**ENV, "EMPTY": ""},
-     "config.yml: targets[0].credentials.secret_key: must not be empty"),
+    (
+        "no_credentials",
+        TARGET,
+        {},
+        "config.yml: targets[0].credentials: no credentials: set TENCENTCLOUD_SECRET_ID and "
+        "TENCENTCLOUD_SECRET_KEY (and TENCENTCLOUD_SESSION_TOKEN for temporary keys) in the "
+        "environment, or give secret_id and secret_key here",
+    ),
+    (
+        "env_secret_id_only",
+        TARGET,
+        {"TENCENTCLOUD_SECRET_ID": "AKID"},
+        "config.yml: targets[0].credentials: no credentials: TENCENTCLOUD_SECRET_ID is set but "
+        "TENCENTCLOUD_SECRET_KEY is not",
+    ),
+    (
+        "secret_id_without_secret_key",
+        with_target("credentials: {secret_id: AKID}"),
+        None,
+        "config.yml: targets[0].credentials.secret_key: required when secret_id is given",
+    ),
+    (
+        "secret_key_without_secret_id",
+        with_target("credentials: {secret_key: k}"),
+        None,
+        "config.yml: targets[0].credentials.secret_id: required when secret_key is given",
+    ),
+    (
+        "credentials_token_only",
+        with_target("credentials: {token: t}"),
+        None,
+        "config.yml: targets[0].credentials: give secret_id and secret_key, or leave credentials "
+        "out to use TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY",
+    ),
+    (
+        "credentials_is_string",
+        with_target("credentials: AKID:key"),
+        None,
+        "config.yml: targets[0].credentials: expected a mapping, got string",
+    ),
+    (
+        "secret_key_wrong_type",
+        with_target(f"credentials: {{secret_id: a, secret_key: [{SECRET_KEY}]}}"),
+        None,
+        "config.yml: targets[0].credentials.secret_key: expected a string, got list",
+    ),
+    (
+        "secret_key_number",
+        with_target("credentials: {secret_id: a, secret_key: 31415926535}"),
+        None,
+        "config.yml: targets[0].credentials.secret_key: expected a string, got integer",
+    ),
+    (
+        "secret_key_empty_variable",
+        with_target("credentials: {secret_id: a, secret_key: '${EMPTY}'}"),
+        {**ENV, "EMPTY": ""},
+        "config.yml: targets[0].credentials.secret_key: must not be empty",
+    ),
     # ${VAR}
-    ("missing_variable", with_target("credentials: {secret_id: a, secret_key: '${MY_KEY}'}"),
-     None, "config.yml: targets[0].credentials.secret_key: environment variable MY_KEY "
-     "is not set"),
-    ("missing_variable_embedded", "targets:\n  - bucket: b-${APPID}\n    region: x\n", None,
-     "config.yml: targets[0].bucket: environment variable APPID is not set"),
-    ("missing_variable_top", "poll_interval: ${POLL}\n" + TARGET, None,
-     "config.yml: poll_interval: environment variable POLL is not set"),
-    ("unterminated_variable", "targets:\n  - bucket: b-${APPID\n    region: x\n", None,
-     "config.yml: targets[0].bucket: unterminated ${ (write $${ for a literal ${)"),
-    ("bad_variable_name", "targets:\n  - bucket: b-${1X}\n    region: x\n", None,
-     'config.yml: targets[0].bucket: bad variable name "1X" in ${...} '
-     "(letters, digits and _; write $${ for a literal ${)"),
+    (
+        "missing_variable",
+        with_target("credentials: {secret_id: a, secret_key: '${MY_KEY}'}"),
+        None,
+        "config.yml: targets[0].credentials.secret_key: environment variable MY_KEY is not set",
+    ),
+    (
+        "missing_variable_embedded",
+        "targets:\n  - bucket: b-${APPID}\n    region: x\n",
+        None,
+        "config.yml: targets[0].bucket: environment variable APPID is not set",
+    ),
+    (
+        "missing_variable_top",
+        "poll_interval: ${POLL}\n" + TARGET,
+        None,
+        "config.yml: poll_interval: environment variable POLL is not set",
+    ),
+    (
+        "unterminated_variable",
+        "targets:\n  - bucket: b-${APPID\n    region: x\n",
+        None,
+        "config.yml: targets[0].bucket: unterminated ${ (write $${ for a literal ${)",
+    ),
+    (
+        "bad_variable_name",
+        "targets:\n  - bucket: b-${1X}\n    region: x\n",
+        None,
+        'config.yml: targets[0].bucket: bad variable name "1X" in ${...} '
+        "(letters, digits and _; write $${ for a literal ${)",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("text", "env", "expected"), [c[1:] for c in BAD],
-                         ids=[c[0] for c in BAD])
+@pytest.mark.parametrize(("text", "env", "expected"), [c[1:] for c in BAD], ids=[c[0] for c in BAD])
 def test_bad_config_gives_one_exact_line(
     text: str, env: dict[str, str] | None, expected: str
 ) -> None:
@@ -417,3 +672,33 @@ def test_no_error_shows_a_secret() -> None:
     for text in texts:
         message = error_of(text, env)
         assert SECRET_KEY not in message and TOKEN not in message, message
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [
+        (
+            with_target("credentials: {secret_id: a, secret_key: 'has space'}"),
+            None,
+            "config.yml: targets[0].credentials.secret_key: must be printable ASCII without "
+            "spaces (the value is not shown)",
+        ),
+        (
+            with_target("credentials: {secret_id: a, secret_key: b, token: 't\u00f6ken'}"),
+            None,
+            "config.yml: targets[0].credentials.token: must be printable ASCII without spaces "
+            "(the value is not shown)",
+        ),
+        (
+            TARGET,
+            {**ENV, "TENCENTCLOUD_SECRET_KEY": "key\twith\ttabs"},
+            "config.yml: targets[0].credentials (from TENCENTCLOUD_SECRET_KEY): must be "
+            "printable ASCII without spaces (the value is not shown)",
+        ),
+    ],
+    ids=["space-in-key", "non-ascii-token", "tab-in-env-key"],
+)
+def test_credentials_that_cannot_travel_in_a_header(
+    text: str, env: dict[str, str] | None, expected: str
+) -> None:
+    assert error_of(text, env) == expected

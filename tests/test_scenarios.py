@@ -346,6 +346,8 @@ def test_every_metric_family_is_served(world: World) -> None:
     world.ci.add_queue("media", name="paused", paused=True)
     world.poller.poll_once()
     run_job(world.ci, world.queue, "Transcode", "Failed", "E1")
+    world.frozen.tick(1)
+    newest = run_job(world.ci, world.ai_queue, "Translation", "Failed", "E2")
     waiting = world.ci.create_job(world.queue, "Transcode")
     started = world.ci.create_job(world.queue, "Transcode")
     world.ci.start_job(started)
@@ -373,6 +375,9 @@ def test_every_metric_family_is_served(world: World) -> None:
     ):
         assert family in names, family
     assert world.value("tencent_ci_queue_paused", queue_id=world.queue) == 0
+    recent = world.poller.snapshot().targets[0].recent_failures
+    assert [(f.job_id, f.code, f.tag) for f in recent][:1] == [(newest, "E2", "Translation")]
+    assert [f.code for f in recent] == ["E2", "E1"]
     assert (
         world.value(
             "tencent_ci_oldest_job_timestamp_seconds",
