@@ -646,3 +646,24 @@ def test_clock_offset_from_error_answers_too(stub: StubCI) -> None:
         with pytest.raises(CIAPIError):
             client.list_queues(AI)
         assert client.clock_offset == pytest.approx(-30.0)
+
+
+def test_a_slow_answer_does_not_replace_a_good_clock_measure(stub: StubCI) -> None:
+    now = [NOW]
+
+    def answer(rtt: float, ahead: float) -> Callable[[Received], Reply]:
+        def handle(r: Received) -> Reply:
+            now[0] += rtt
+            date = formatdate(NOW + rtt / 2 + ahead, usegmt=True)
+            return Reply(body=xml(""), headers={"Date": date})
+
+        return handle
+
+    with make_client(stub, clock=lambda: now[0]) as client:
+        stub.handler = answer(0, 20)
+        client.list_queues(AI)
+        assert client.clock_offset == pytest.approx(20.0)
+        now[0] = NOW
+        stub.handler = answer(8, 50)  # 8 s round trip: the Date could be 4 s either way
+        client.list_queues(AI)
+        assert client.clock_offset == pytest.approx(20.0)

@@ -42,6 +42,8 @@ from exporter.signing import CLOCK_LEEWAY, DEFAULT_VALIDITY, TOKEN_HEADER, autho
 
 USER_AGENT = f"tencent-ci-exporter/{__version__}"
 QUEUE_PAGE_SIZE = 100
+# Answers slower than this do not update the measure of CI's clock (see _measure_clock).
+MAX_CLOCK_SAMPLE_RTT = 2.0
 JOB_PAGE_SIZE = 100  # the documented maximum of `size`
 DESCRIBE_CHUNK = 10  # the documented maximum of ids per describe call
 # Listings end long before these; they only stop a server that never says "last page".
@@ -364,6 +366,10 @@ class CIClient:
             return
         if server.tzinfo is None:  # an HTTP date is always GMT
             server = server.replace(tzinfo=timezone.utc)
+        # The Date was written somewhere between sending and receiving: a slow answer says
+        # little about CI's clock, so keep the last good measure instead.
+        if received_at - sent_at > MAX_CLOCK_SAMPLE_RTT and self._clock_offset is not None:
+            return
         self._clock_offset = server.timestamp() - (sent_at + received_at) / 2
 
 
