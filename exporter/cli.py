@@ -141,7 +141,11 @@ def _serve(config: Config, address: tuple[str, int], telemetry_path: str, *, dem
         host = f"[{host}]"
     url = f"http://{host}:{server.port}{telemetry_path}"
     if demo:
-        print(f"Demo running against the built-in CI simulator; metrics at {url}", flush=True)
+        print(
+            f"Demo running against the built-in CI simulator; metrics at {url}\n"
+            "(one demo bucket is throttled now and then, to show the error metrics)",
+            flush=True,
+        )
     log.info(
         "serving metrics",
         extra={"url": url, "targets": len(config.targets), "poll_interval": config.poll_interval},

@@ -150,7 +150,7 @@ class ExporterServer:
             daemon=True,
         )
         self._thread.start()
-        logger.info("serving on %s port %d", self._httpd.server_name or "all interfaces", self.port)
+        logger.debug("serving on %s port %d", self._httpd.server_name or "all interfaces", self.port)
 
     def stop(self) -> None:
         """Stops accepting requests and closes the socket; requests in flight are abandoned."""
