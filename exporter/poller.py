@@ -8,7 +8,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from exporter.accounting import (
     RECENT_FAILURES,
@@ -31,16 +30,13 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
+# How long the accounting of a queue that left CI's listing is kept, should it come back.
+RETIRED_FOR = 3600.0
+
 
 def wall_clock() -> float:
     # Looked up at each call, not bound at import, so that freezegun can move it in tests.
     return time.time()
-
-
-@dataclass(frozen=True, slots=True)
-class PollOutcome:
-    ok: bool
-    error: str = ""
 
 
 class TargetPoller:
@@ -62,9 +58,10 @@ class TargetPoller:
         self.clock = clock or wall_clock
         self.queues: dict[str, tuple[Queue, ...]] = {}
         self.trackers: dict[StreamKey, StreamTracker] = {}
+        self.retired: dict[StreamKey, tuple[float, StreamTracker]] = {}
         # Every stream's failures in one list, newest last: the landing page shows these.
         self.recent_failures: deque[FailedJob] = deque(maxlen=RECENT_FAILURES)
-        # Per service: where counting began, for streams of queues created after the start.
+        # Per service: where counting began, for the streams of queues created later.
         self.first_boundary: dict[str, int] = {}
         self.last_poll_time: float | None = None
         self.last_success_time: float | None = None
@@ -92,6 +89,7 @@ class TargetPoller:
 
     def _poll_service(self, service: Service, tags: Iterable[str]) -> list[str]:
         errors: list[str] = []
+        listing_began = self.clock()
         try:
             queues = tuple(self.client.list_queues(service))
         except CIError as listing_error:
@@ -105,23 +103,34 @@ class TargetPoller:
                 error = self._poll_stream(service, queue.queue_id, tag)
                 if error:
                     errors.append(error)
+        if service.name not in self.first_boundary and service.name in self.queues:
+            # Queues listed from now on were created after this listing began: their streams
+            # count from their first poll, with nothing in them taken as baseline.
+            self.first_boundary[service.name] = listing_boundary(
+                listing_began, self.client.clock_offset, self.clock_skew_tolerance
+            )
         return errors
 
     def _replace_queues(self, service: Service, queues: tuple[Queue, ...]) -> None:
         present = {queue.queue_id for queue in queues}
+        now = self.clock()
         for key in [k for k in self.trackers if k.service == service.name]:
             if key.queue_id not in present:
-                del self.trackers[key]
+                # Off /metrics at once; kept a while in case the queue comes back (a listing
+                # glitch), so that its jobs are neither counted again nor lost.
+                self.retired[key] = (now, self.trackers.pop(key))
+        for key in [k for k, (since, _) in self.retired.items() if now - since > RETIRED_FOR]:
+            del self.retired[key]
         self.queues[service.name] = queues
 
     def _tracker(self, key: StreamKey) -> StreamTracker:
         tracker = self.trackers.get(key)
+        if tracker is None and key in self.retired:
+            tracker = self.trackers[key] = self.retired.pop(key)[1]
         if tracker is None:
             tracker = StreamTracker(key, self.codes, recent_failures=self.recent_failures)
             first = self.first_boundary.get(key.service)
             if first is not None:
-                # A queue (or tag) that appeared after counting began: everything it holds was
-                # created after that, so nothing in it is baseline.
                 tracker.window_start, tracker.counting = first, True
             self.trackers[key] = tracker
         return tracker
@@ -146,7 +155,6 @@ class TargetPoller:
         except CIError as error:
             return f"{service.name} queue {queue_id} tag {tag}: {error}"
         tracker.commit(StreamListings(active, finished, described), boundary, self.clock())
-        self.first_boundary.setdefault(service.name, boundary)
         return ""
 
     def _set_health(self, up: bool, error: str) -> None:

@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 
 def parse_listen_address(text: str) -> tuple[str, int]:
-    """"host:port", ":port" (all IPv4 interfaces) or "[ipv6]:port" -> (host, port)."""
+    """ "host:port", ":port" (all IPv4 interfaces) or "[ipv6]:port" -> (host, port)."""
     value = text.strip()
     if value.startswith("["):
         host, port_text = _split_bracketed(value, text)
@@ -150,7 +150,9 @@ class ExporterServer:
             daemon=True,
         )
         self._thread.start()
-        logger.debug("serving on %s port %d", self._httpd.server_name or "all interfaces", self.port)
+        logger.debug(
+            "serving on %s port %d", self._httpd.server_name or "all interfaces", self.port
+        )
 
     def stop(self) -> None:
         """Stops accepting requests and closes the socket; requests in flight are abandoned."""
@@ -233,7 +235,10 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _send(
-        self, status: int, content_type: str, body: bytes,
+        self,
+        status: int,
+        content_type: str,
+        body: bytes,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.send_response(status)
@@ -324,11 +329,11 @@ def render_landing_page(snapshot: Snapshot, telemetry_path: str, version: str) -
     if not sections:
         sections = "<p>No targets configured.</p>\n"
     return (
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
         "<title>Tencent CI exporter</title>"
         "<style>table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;"
         "text-align:left}</style></head>\n<body>\n"
         f"<h1>Tencent CI exporter {html.escape(version)}</h1>\n"
-        f"<p>Metrics: <a href=\"{path}\">{path}</a></p>\n"
+        f'<p>Metrics: <a href="{path}">{path}</a></p>\n'
         f"{sections}</body></html>\n"
     )

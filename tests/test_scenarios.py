@@ -14,8 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.accounting import MEASURED_CLOCK_MARGIN, StreamKey
 from exporter.api_stats import ApiStats
-from exporter.ci.client import CIClient
-from exporter.ci.services import SERVICES
+from exporter.ci.client import CIClient, format_creation_time
+from exporter.ci.models import Queue
+from exporter.ci.services import SERVICES, Service
 from exporter.collector import CICollector
 from exporter.config import Config, ServiceConfig, TargetConfig
 from exporter.credentials import Credentials, StaticCredentials
@@ -165,6 +166,9 @@ def test_scripted_scenario_counts_every_job_exactly_once(frozen: Any, bounds: st
         ci.finish_job(edge_done, "Success", at=edge + 1)
         edge_running = ci.create_job(q, "Transcode", at=edge)
         ci.start_job(edge_running, at=edge)
+        # Finished just before the start, in the queue's second stream: baseline there too.
+        late = ci.create_job(q, "VoiceSeparate", at=edge + 2)
+        ci.finish_job(late, "Failed", code="E_BASELINE", at=edge + 3)
         w.poller.poll_once()
         stream = w.poller.targets[0].trackers[StreamKey("media", q, "Transcode")]
         assert stream.window_start == edge
@@ -188,6 +192,7 @@ def test_scripted_scenario_counts_every_job_exactly_once(frozen: Any, bounds: st
         w.poll(39)
         assert (w.finished("Success"), w.finished("Failed"), w.finished("Cancel")) == (3, 1, 1)
         assert w.finished("Failed", w.ai_queue, "Translation") == 1
+        assert w.finished("Failed", q, "VoiceSeparate") == 0
         assert w.value("tencent_ci_job_failures_total", queue_id=q, code="E_EDGE") == 1
         assert w.value("tencent_ci_job_failures_total", code="E_OLD") is None
         assert w.value("tencent_ci_jobs", queue_id=q, tag="Transcode", state="Running") == 0
@@ -397,3 +402,33 @@ def test_every_metric_family_is_served(world: World) -> None:
     }
     assert services == {"media", "ai"}
     assert set(SERVICES) >= services
+
+
+def test_queue_missing_from_one_listing_is_neither_recounted_nor_lost(world: World) -> None:
+    flaky = world.ci.add_queue("media", name="flaky")
+    world.poller.poll_once()
+    first_job_created = world.ci.job(run_job(world.ci, flaky, "Transcode")).creation_time
+    world.poll()
+    assert world.finished("Success", flaky) == 1
+    target = world.poller.targets[0]
+    real_listing = target.client.list_queues
+
+    def glitch(service: Service) -> list[Queue]:
+        return [q for q in real_listing(service) if q.queue_id != flaky]
+
+    target.client.list_queues = glitch  # type: ignore[method-assign]
+    run_job(world.ci, flaky, "Transcode")  # finishes while the queue is out of sight
+    world.poll()
+    assert world.value("tencent_ci_queue_info", queue_id=flaky) is None
+    target.client.list_queues = real_listing  # type: ignore[method-assign]
+    world.sim.reset_requests()
+    world.poll()
+    world.poll()
+    assert world.finished("Success", flaky) == 2
+    # It went on from its own window: the history since the start was not listed again.
+    starts = [
+        r.params["startCreationTime"]
+        for r in world.sim.requests
+        if r.params.get("queueId") == flaky and "startCreationTime" in r.params
+    ]
+    assert starts and min(starts) > format_creation_time(first_job_created)
