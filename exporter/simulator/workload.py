@@ -238,7 +238,7 @@ _DEMO: dict[tuple[str, str], list[_QueueSpec]] = {
         ),
         ("speech", "asr-default", None, 3, False, False, [("SpeechRecognition", 0.04, 20.0)]),
         # Text-to-speech jobs that often fail: failures show up within seconds of starting.
-        ("media", "tts-flaky", "Transcoding", 6, False, False, [("Tts", 0.4, 1.5)]),
+        ("media", "tts-flaky", "Transcoding", 6, False, False, [("Tts", 1.0, 1.5)]),
         (
             "pic",
             "pic-default",
