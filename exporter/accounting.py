@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import threading
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -76,14 +77,16 @@ class CodeLimiter:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._admitted: set[str] = set()
+        self._lock = threading.Lock()  # targets poll on threads of their own
 
     def label(self, code: str) -> str:
         code = code or "unknown"
-        if code in self._admitted:
-            return code
-        if len(self._admitted) < self.limit:
-            self._admitted.add(code)
-            return code
+        with self._lock:
+            if code in self._admitted:
+                return code
+            if len(self._admitted) < self.limit:
+                self._admitted.add(code)
+                return code
         return OTHER_CODE
 
 
@@ -116,8 +119,11 @@ class StreamTracker:
     key: StreamKey
     codes: CodeLimiter
     # CI-clock creation time from which the next finished listing must start; None until the
-    # stream's first successful poll, which is a baseline: what finished before is not counted.
+    # stream's first poll begins.
     window_start: int | None = None
+    # CI-clock time the stream's first poll began: jobs that finished before are the baseline
+    # and are not counted. The first successful poll sets `counting`.
+    baseline_time: float | None = None
     counting: bool = False
     active: dict[str, ActiveJob] = field(default_factory=dict)
     # JobId -> creation time of finished jobs a future window listing can still return.
@@ -138,6 +144,14 @@ class StreamTracker:
 
     # -- planning -------------------------------------------------------------------------
 
+    def begin(self, boundary: int, ci_now: float) -> None:
+        """A poll of the stream begins. The first one fixes the baseline, even if it fails: a
+        later first success still counts what finished after this."""
+        if self.window_start is None:
+            self.window_start = boundary
+        if self.baseline_time is None:
+            self.baseline_time = ci_now
+
     def finished_listing_start(self, boundary: int) -> int:
         """The startCreationTime of this poll's finished listing. `boundary` is where the window
         would begin for a stream seen for the first time."""
@@ -147,10 +161,19 @@ class StreamTracker:
         return start - 1
 
     def to_describe(self, active: Iterable[Job], finished: Iterable[Job]) -> list[str]:
-        """Jobs active at the last poll that neither listing returned now."""
-        listed = {job.job_id for job in active}
+        """Jobs active at the last poll that neither listing returned as active or finished."""
+        listed = {job.job_id for job in active if job.state in ACTIVE_STATES}
         listed.update(job.job_id for job in finished)
         return [job_id for job_id in self.active if job_id not in listed]
+
+    def oldest_creation(self, job_ids: Iterable[str]) -> float | None:
+        """The earliest creation time among these tracked active jobs."""
+        times = [
+            t
+            for t in (self.active[i].creation_time for i in job_ids if i in self.active)
+            if t is not None
+        ]
+        return min(times) if times else None
 
     # -- commit ---------------------------------------------------------------------------
 
@@ -163,16 +186,28 @@ class StreamTracker:
         for job in listings.active:
             if job.state in ACTIVE_STATES and job.job_id not in self.seen:
                 self._track_active(job, previous.get(job.job_id))
-        for job in listings.finished:
+        # A finished job in the active listing (CI's index lagging) is as good as listed finished.
+        late = [job for job in listings.active if job.state in FINISHED_STATES]
+        for job in (*listings.finished, *late):
             if job.state in FINISHED_STATES:
-                was_active = job.job_id in previous or job.job_id in self.active
-                self._finish(job, previous, count=not baseline or was_active, now=now)
+                count = not baseline or self._after_baseline(job, previous)
+                self._finish(job, previous, count=count, now=now)
         if listings.described is not None:
             self._apply_described(listings.described, previous, now)
         new_start = boundary if self.window_start is None else max(self.window_start, boundary)
         self.window_start = new_start
         self.counting = True
         self._forget_before(new_start - 1)
+
+    def _after_baseline(self, job: Job, previous: dict[str, ActiveJob]) -> bool:
+        """In the baseline poll: seen active, or finished after the first poll began."""
+        if job.job_id in previous or job.job_id in self.active:
+            return True
+        return (
+            self.baseline_time is not None
+            and job.end_time is not None
+            and job.end_time > self.baseline_time
+        )
 
     def _track_active(self, job: Job, before: ActiveJob | None) -> None:
         observed = before.wait_observed if before is not None else False

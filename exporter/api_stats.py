@@ -8,9 +8,23 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
+from exporter.ci.models import CIConnectionError, CIError, CIInvalidResponse, CITimeout
 from exporter.snapshot import ApiSnapshot, Histogram
 
 REQUEST_BUCKETS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+DEFAULT_ERROR_LABEL_LIMIT = 50
+OTHER_ERROR = "other"
+# The failure kinds the client itself names: a fixed few, so they never count against the
+# limit and never turn into "other" (a burst of junk codes must not hide a timeout).
+FIXED_ERROR_LABELS = frozenset(
+    (
+        CIError.kind,
+        CIInvalidResponse.kind,
+        CITimeout.kind,
+        CIConnectionError.kind,
+        OTHER_ERROR,
+    )
+)
 
 
 @dataclass
@@ -21,7 +35,17 @@ class _Hist:
 
 
 class ApiStats:
-    def __init__(self) -> None:
+    """Thread-safe counters of API calls.
+
+    The `error` label comes from CI's answers (its Code), so its values are capped: the first
+    `error_label_limit` distinct values keep their label, later new ones count as "other".
+    """
+
+    def __init__(self, error_label_limit: int = DEFAULT_ERROR_LABEL_LIMIT) -> None:
+        if error_label_limit < 0:
+            raise ValueError(f"error_label_limit must be >= 0, got {error_label_limit}")
+        self._error_label_limit = error_label_limit
+        self._error_labels: set[str] = set()
         self._lock = threading.Lock()
         self._requests: Counter[tuple[str, str, str, str]] = Counter()
         self._errors: Counter[tuple[str, str, str, str]] = Counter()
@@ -40,13 +64,22 @@ class ApiStats:
         with self._lock:
             self._requests[(bucket, region, endpoint, status)] += 1
             if error:
-                self._errors[(bucket, region, endpoint, error)] += 1
+                self._errors[(bucket, region, endpoint, self._error_label(error))] += 1
             hist = self._durations.setdefault(endpoint, _Hist())
             index = bisect.bisect_left(REQUEST_BUCKETS, duration)
             if index < len(REQUEST_BUCKETS):
                 hist.buckets[index] += 1
             hist.total += duration
             hist.count += 1
+
+    def _error_label(self, error: str) -> str:
+        # Called with the lock held, so the first N are the first N recorded.
+        if error in FIXED_ERROR_LABELS or error in self._error_labels:
+            return error
+        if len(self._error_labels) < self._error_label_limit:
+            self._error_labels.add(error)
+            return error
+        return OTHER_ERROR
 
     def total_requests(self) -> int:
         with self._lock:

@@ -88,6 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         return _usage(f"--web.listen-address: {error}")
 
+    if args.check_config and not args.config_file:
+        return _usage("--check-config needs --config.file")
+
     simulator = None
     if args.demo:
         from exporter.demo import start_demo
@@ -121,14 +124,13 @@ def _serve(config: Config, address: tuple[str, int], telemetry_path: str, *, dem
     poller = Poller(config, stats)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(CICollector(poller, stats, __version__))
-    server = ExporterServer(address, poller, registry, telemetry_path, version=__version__)
     try:
+        # The constructor binds: a port in use fails here, not in start().
+        server = ExporterServer(address, poller, registry, telemetry_path, version=__version__)
         server.start()
     except OSError as error:
-        return _usage(
-            f"--web.listen-address: cannot listen on {address[0]}:{address[1]}: "
-            f"{error.strerror or error}"
-        )
+        # ExporterServer's message already says "cannot listen on host:port: reason".
+        return _usage(f"--web.listen-address: {error}")
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:

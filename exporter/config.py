@@ -173,6 +173,10 @@ def _load_yaml(text: str) -> object:
         raise ConfigError(where, f"YAML syntax error: {problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError("", f"YAML syntax error: {exc}") from None
+    except RecursionError:
+        # PyYAML composes and constructs nodes recursively: `[[[[...` thousands deep runs out
+        # of stack. No real configuration nests more than a few levels.
+        raise ConfigError("", "YAML nested too deeply") from None
 
 
 # --- the schema ---------------------------------------------------------------------------

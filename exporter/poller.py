@@ -3,11 +3,14 @@ swap in a new snapshot. Runs in the background; /metrics only ever reads the las
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from exporter.accounting import (
     RECENT_FAILURES,
@@ -19,7 +22,14 @@ from exporter.accounting import (
 )
 from exporter.api_stats import ApiStats
 from exporter.ci.client import CIClient
-from exporter.ci.models import ACTIVE_STATES, FINISHED_STATES, CIError, Queue
+from exporter.ci.models import (
+    ACTIVE_STATES,
+    FINISHED_STATES,
+    CIError,
+    DescribeResult,
+    Job,
+    Queue,
+)
 from exporter.ci.services import SERVICES, Service
 from exporter.config import Config, TargetConfig
 from exporter.credentials import StaticCredentials
@@ -32,6 +42,20 @@ Clock = Callable[[], float]
 
 # How long the accounting of a queue that left CI's listing is kept, should it come back.
 RETIRED_FOR = 3600.0
+DESCRIBE_CHUNK = 10  # ids per describe-by-id call
+
+
+@dataclass(frozen=True, slots=True)
+class PollError:
+    """Why a poll of a target failed. A change of `kind` (a CI Code, timeout, ...) is news worth
+    a log line; the same kind again on another stream is not."""
+
+    kind: str
+    message: str
+
+
+class _Stopped(Exception):
+    """Raised inside a poll when the exporter is shutting down."""
 
 
 def wall_clock() -> float:
@@ -50,8 +74,10 @@ class TargetPoller:
         codes: CodeLimiter,
         clock_skew_tolerance: float,
         clock: Clock | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.target = target
+        self.stopping = stopping if stopping is not None else threading.Event()
         self.client = client
         self.codes = codes
         self.clock_skew_tolerance = clock_skew_tolerance
@@ -67,6 +93,7 @@ class TargetPoller:
         self.last_success_time: float | None = None
         self.last_poll_duration: float | None = None
         self.last_error = ""
+        self.last_error_kind = ""
         self.up = False
         self.polled = False
 
@@ -76,32 +103,39 @@ class TargetPoller:
 
     def poll(self) -> None:
         started = self.clock()
-        errors: list[str] = []
-        for service_config in self.target.services:
-            service = SERVICES[service_config.name]
-            errors.extend(self._poll_service(service, service_config.tags))
+        errors: list[PollError] = []
+        try:
+            for service_config in self.target.services:
+                service = SERVICES[service_config.name]
+                errors.extend(self._poll_service(service, service_config.tags))
+        except _Stopped:
+            return  # shutting down: what was cut short says nothing about the target
         finished = self.clock()
         self.last_poll_time, self.last_poll_duration = finished, finished - started
         self.polled = True
-        self._set_health(not errors, errors[0] if errors else "")
+        self._set_health(errors[0] if errors else None)
         if not errors:
             self.last_success_time = finished
 
-    def _poll_service(self, service: Service, tags: Iterable[str]) -> list[str]:
-        errors: list[str] = []
+    def _poll_service(self, service: Service, tags: Iterable[str]) -> list[PollError]:
+        errors: list[PollError] = []
         listing_began = self.clock()
         try:
             queues = tuple(self.client.list_queues(service))
         except CIError as listing_error:
             # Keep polling the queues we knew; the target is not up until the listing works.
-            errors.append(f"{service.name} queue listing: {listing_error}")
+            errors.append(
+                PollError(listing_error.kind, f"{service.name} queue listing: {listing_error}")
+            )
             queues = self.queues.get(service.name, ())
         else:
             self._replace_queues(service, queues)
         for queue in queues:
             for tag in tags:
+                if self.stopping.is_set():
+                    raise _Stopped
                 error = self._poll_stream(service, queue.queue_id, tag)
-                if error:
+                if error is not None:
                     errors.append(error)
         if service.name not in self.first_boundary and service.name in self.queues:
             # Queues listed from now on were created after this listing began: their streams
@@ -135,13 +169,17 @@ class TargetPoller:
             self.trackers[key] = tracker
         return tracker
 
-    def _poll_stream(self, service: Service, queue_id: str, tag: str) -> str:
+    def _poll_stream(self, service: Service, queue_id: str, tag: str) -> PollError | None:
         key = StreamKey(service.name, queue_id, tag)
         tracker = self._tracker(key)
         began = self.clock()
+        offset = self.client.clock_offset
+        boundary = listing_boundary(began, offset, self.clock_skew_tolerance)
+        # Not knowing CI's clock, take it as far ahead as it may be: a job is then counted as
+        # finished after the start only when it surely did.
+        tracker.begin(boundary, began + (self.clock_skew_tolerance if offset is None else offset))
         try:
             active = self.client.list_jobs(service, queue_id, tag, ACTIVE_STATES)
-            boundary = listing_boundary(began, self.client.clock_offset, self.clock_skew_tolerance)
             finished = self.client.list_jobs(
                 service,
                 queue_id,
@@ -151,19 +189,70 @@ class TargetPoller:
                 order="Asc",
             )
             missing = tracker.to_describe(active, finished)
-            described = self.client.describe_jobs(service, missing) if missing else None
+            described = self._find_missing(service, queue_id, tag, tracker, missing)
         except CIError as error:
-            return f"{service.name} queue {queue_id} tag {tag}: {error}"
+            return PollError(error.kind, f"{service.name} queue {queue_id} tag {tag}: {error}")
+        except Exception as error:  # a bug must cost one stream, not the whole target
+            log.debug("unexpected error polling a stream", exc_info=True)
+            return PollError(
+                "internal",
+                f"{service.name} queue {queue_id} tag {tag}: internal error: "
+                f"{type(error).__name__}: {error}",
+            )
         tracker.commit(StreamListings(active, finished, described), boundary, self.clock())
-        return ""
+        return None
 
-    def _set_health(self, up: bool, error: str) -> None:
-        if up != self.up or (not up and _kind(error) != _kind(self.last_error)):
-            if up:
+    def _find_missing(
+        self,
+        service: Service,
+        queue_id: str,
+        tag: str,
+        tracker: StreamTracker,
+        missing: list[str],
+    ) -> DescribeResult | None:
+        """What became of jobs active at the last poll that neither listing returned.
+
+        Describe-by-id takes 10 ids a call. When many are missing (a backlog drained in
+        creation order), a listing of finished jobs from the oldest of them, 100 a page, is
+        cheaper: it is tried for at most half the calls describing would take, and whatever
+        it did not find is described.
+        """
+        if not missing:
+            return None
+        wanted = set(missing)
+        found: list[Job] = []
+        oldest = tracker.oldest_creation(missing)
+        budget = math.ceil(len(missing) / DESCRIBE_CHUNK) // 2
+        if oldest is not None and budget > 0:
+            pages = self.client.iter_job_pages(
+                service,
+                queue_id,
+                tag,
+                FINISHED_STATES,
+                start_creation_time=math.floor(oldest) - 1,
+                order="Asc",
+            )
+            for page in itertools.islice(pages, budget):
+                found.extend(job for job in page if job.job_id in wanted)
+                wanted.difference_update(job.job_id for job in page)
+                if not wanted:
+                    break
+        rest = [job_id for job_id in missing if job_id in wanted]
+        described = self.client.describe_jobs(service, rest) if rest else DescribeResult(())
+        return DescribeResult((*found, *described.jobs), described.non_exist_ids)
+
+    def _set_health(self, error: PollError | None) -> None:
+        up = error is None
+        kind = "" if error is None else error.kind
+        if up != self.up or kind != self.last_error_kind:
+            if error is None:
                 log.info("target polled successfully", extra={"target": self.name})
             else:
-                log.warning("target poll failed", extra={"target": self.name, "error": error})
-        self.up, self.last_error = up, error
+                log.warning(
+                    "target poll failed", extra={"target": self.name, "error": error.message}
+                )
+        self.up, self.last_error_kind = up, kind
+        self.last_error = "" if error is None else error.message
 
     def snapshot(self) -> TargetSnapshot:
         queues = tuple(
@@ -187,11 +276,6 @@ class TargetPoller:
             tracked_jobs=sum(tracker.tracked_jobs for tracker in self.trackers.values()),
             recent_failures=tuple(reversed(self.recent_failures)),
         )
-
-
-def _kind(error: str) -> str:
-    """An error message without its request id, to tell a new failure from the same one."""
-    return error.split(" (RequestId", 1)[0]
 
 
 def build_client(target: TargetConfig, config: Config, stats: ApiStats) -> CIClient:
@@ -220,6 +304,7 @@ class Poller:
         self.stats = stats
         self.clock = clock or wall_clock
         codes = CodeLimiter(config.failure_code_limit)
+        self._stop = threading.Event()
         self.targets = [
             TargetPoller(
                 target,
@@ -227,6 +312,7 @@ class Poller:
                 codes=codes,
                 clock_skew_tolerance=config.clock_skew_tolerance,
                 clock=clock,
+                stopping=self._stop,
             )
             for target in config.targets
         ]
@@ -235,7 +321,6 @@ class Poller:
             i: t.snapshot() for i, t in enumerate(self.targets)
         }
         self._current = self._build()
-        self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
     # -- the snapshot ---------------------------------------------------------------------
@@ -270,7 +355,7 @@ class Poller:
             target.poll()
         except Exception:  # a bug must not kill the poller thread; keep serving
             log.exception("unexpected error polling target", extra={"target": target.name})
-            target._set_health(False, "internal error (see log)")
+            target._set_health(PollError("internal", "internal error (see the debug log)"))
         self._publish(index)
 
     def start(self) -> None:

@@ -100,6 +100,7 @@ def poll(
 ) -> int:
     """One poll as the poller does it; returns how many describe-by-id ids it needed."""
     boundary = listing_boundary(at, offset, tolerance)
+    tracker.begin(boundary, at + (tolerance if offset is None else offset))
     active = ci.list(ACTIVE_STATES, at)
     finished = ci.list(FINISHED_STATES, at + race, tracker.finished_listing_start(boundary))
     missing = tracker.to_describe(active, finished)
@@ -327,3 +328,33 @@ def test_random_scenarios_count_exactly_once(seed: int) -> None:
 )
 def test_exactly_once_property(seed: int, inclusive: bool, skew: float, measured: bool) -> None:
     run_random_scenario(seed, inclusive, skew, measured)
+
+
+@pytest.mark.parametrize("measured", [True, False])
+def test_first_poll_failing_still_counts_what_finished_after_it(measured: bool) -> None:
+    ci = FakeCI(inclusive=False)
+    ci.add(FakeJob("before", T0 - 20, T0 - 15, T0 - 2))
+    tracker = new_tracker()
+    offset = 0.0 if measured else None
+    tracker.begin(listing_boundary(T0, offset, 30), T0 + (0 if measured else 30))  # then failed
+    ci.add(FakeJob("after", T0 + 40, T0 + 41, T0 + 50, "Failed", "E1"))
+    poll(tracker, ci, T0 + 60, offset=offset)
+    poll(tracker, ci, T0 + 120, offset=offset)
+    assert tracker.finished == {"Failed": 1}
+
+
+def test_a_finished_job_in_the_active_listing_is_counted() -> None:
+    ci = FakeCI(inclusive=False)
+    job = ci.add(FakeJob("lagging", T0 - 4000, T0 - 3900))
+    tracker = new_tracker()
+    poll(tracker, ci, T0)
+    job.ended = T0 + 10
+    # CI's active listing still returns it, already reading Success.
+    ended = job.record(T0 + 60)
+    boundary = listing_boundary(T0 + 60, None, 30)
+    tracker.begin(boundary, T0 + 60)
+    missing = tracker.to_describe([ended], [])
+    assert missing == ["lagging"]
+    tracker.commit(StreamListings([ended], []), boundary, T0 + 60)
+    poll(tracker, ci, T0 + 120)
+    assert tracker.finished == {"Success": 1}

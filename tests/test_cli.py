@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -86,6 +87,33 @@ def test_check_config_validates_and_exits(tmp_path: Path) -> None:
     assert "OK" in result.stdout and "s3cr3t-check" not in result.stdout + result.stderr
 
 
+def test_deeply_nested_config_is_one_line_even_when_only_checked(tmp_path: Path) -> None:
+    config = tmp_path / "deep.yml"
+    config.write_text("[" * 20000)
+    for extra in ([], ["--check-config"]):
+        line = one_line_error(run_cli("--config.file", str(config), *extra))
+        assert line == f"tencent-ci-exporter: {config}: YAML nested too deeply"
+
+
+@pytest.mark.parametrize("flags", [["--check-config"], ["--demo", "--check-config"]])
+def test_check_config_without_a_file_is_a_usage_error(flags: list[str]) -> None:
+    line = one_line_error(run_cli(*flags))
+    assert line == "tencent-ci-exporter: --check-config needs --config.file"
+
+
+def test_port_in_use_is_one_line() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = run_cli("--demo", "--web.listen-address", f"127.0.0.1:{port}")
+    line = one_line_error(result)
+    assert line.startswith(
+        f"tencent-ci-exporter: --web.listen-address: cannot listen on 127.0.0.1:{port}: "
+    )
+    assert "in use" in line
+
+
 @pytest.mark.parametrize(
     "flags, named",
     [
@@ -110,7 +138,8 @@ def demo() -> Iterator[tuple[subprocess.Popen[str], str]]:
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
-        assert "http://" in line, line + (process.stderr.read() if process.poll() else "")
+        failed = process.stderr.read() if process.poll() and process.stderr else ""
+        assert "http://" in line, line + failed
         url = line[line.index("http://") :].split()[0]
         yield process, url
     finally:

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from exporter import __version__
 from exporter.api_stats import ApiStats
-from exporter.ci.client import CIClient, format_creation_time
+from exporter.ci.client import CIClient, error_label, format_creation_time
 from exporter.ci.models import (
     CIAPIError,
     CIConnectionError,
@@ -417,6 +417,37 @@ def test_jobs_without_tag_or_queue_get_the_ones_asked_for(stub: StubCI, client: 
     assert [(j.tag, j.queue_id) for j in jobs] == [("Translation", "q1"), ("X", "q9")]
 
 
+def test_job_pages_are_requested_one_per_next(stub: StubCI, client: CIClient) -> None:
+    stub.handler = token_job_server(250)
+    pages = client.iter_job_pages(MEDIA, "q1", "Transcode", ["Running"])
+    assert stub.received == []  # nothing until the first page is asked for
+    first = next(pages)
+    assert [j.job_id for j in first] == [f"j{i:04d}" for i in range(100)]
+    assert len(stub.received) == 1
+    del pages  # the caller has seen enough: no other page is fetched
+    assert len(stub.received) == 1
+    assert [len(p) for p in client.iter_job_pages(MEDIA, "q1", "Transcode", ["Running"])] == [
+        100, 100, 50]
+    assert len(stub.received) == 4
+
+
+def test_job_pages_fill_tag_and_queue_like_the_listing(stub: StubCI, client: CIClient) -> None:
+    stub.handler = lambda r: Reply(body=xml(job_xml("j1")))
+    (page,) = client.iter_job_pages(AI, "q1", "Translation", ["Running"])
+    assert [(j.job_id, j.tag, j.queue_id) for j in page] == [("j1", "Translation", "q1")]
+
+
+def test_a_repeated_next_token_stops_the_pages_before_the_looping_one(
+    stub: StubCI, client: CIClient
+) -> None:
+    stub.handler = lambda r: Reply(body=xml(job_xml("j1") + "<NextToken>same</NextToken>"))
+    pages = client.iter_job_pages(MEDIA, "q1", "Transcode", ["Running"])
+    assert [j.job_id for j in next(pages)] == ["j1"]
+    with pytest.raises(CIInvalidResponse, match="NextToken 'same' repeated"):
+        next(pages)
+    assert len(stub.received) == 2
+
+
 def test_a_repeated_next_token_is_an_error(stub: StubCI, client: CIClient) -> None:
     stub.handler = lambda r: Reply(body=xml(job_xml("j1") + "<NextToken>same</NextToken>"))
     with pytest.raises(CIInvalidResponse) as info:
@@ -476,9 +507,20 @@ def test_describe_nothing_makes_no_call(stub: StubCI, client: CIClient) -> None:
     assert stub.received == []
 
 
-def test_describe_refuses_ids_that_would_change_the_path(client: CIClient) -> None:
-    with pytest.raises(ValueError, match="not a job id"):
-        client.describe_jobs(MEDIA, ["a,b"])
+@pytest.mark.parametrize(
+    ("job_id", "shown"),
+    [("a,b", "'a,b'"), ("a/b", "'a/b'"), ("..", "'..'"), ("a b", "'a b'"), ("", "''"),
+     ("x/" * 100, ("'" + "x/" * 100)[:77] + "...")],  # truncated to 80 characters
+    ids=["comma", "slash", "dots", "space", "empty", "long"],
+)
+def test_describe_refuses_ids_that_would_change_the_path(
+    stub: StubCI, client: CIClient, stats: RecordingStats, job_id: str, shown: str
+) -> None:
+    with pytest.raises(CIInvalidResponse) as info:
+        client.describe_jobs(MEDIA, ["ok1", job_id])
+    assert str(info.value) == f"GET /jobs: not a job id: {shown}"
+    assert info.value.endpoint == "/jobs"
+    assert stub.received == [] and stats.calls == []  # refused before any request
 
 
 # Errors, each with its self-metric
@@ -610,6 +652,34 @@ def test_streamed_oversized_body_stops_early(stub: StubCI, stats: RecordingStats
     assert stats.calls[0][2:] == ("/jobs", "200", "invalid_response")
 
 
+@pytest.mark.parametrize(
+    ("code", "label"),
+    [
+        ("InvalidParameter.JobIdInvalid", "InvalidParameter.JobIdInvalid"),
+        ("Bad Code!", "other"),
+        ("<script>", "other"),
+        ("Код", "other"),
+        ("", "http_400"),
+    ],
+)
+def test_error_label_is_ci_code_when_it_looks_like_one(
+    stub: StubCI, client: CIClient, stats: RecordingStats, code: str, label: str
+) -> None:
+    body = f"<Error><Code>{code.replace('<', '&lt;')}</Code></Error>".encode()
+    err = call_failing(client, stub, Reply(400, body))
+    assert isinstance(err, CIAPIError)
+    assert stats.calls[0][3:] == ("400", label)
+
+
+@pytest.mark.parametrize(
+    ("kind", "label"),
+    [("SlowDown", "SlowDown"), ("a" * 64, "a" * 64), ("a" * 65, "other"), ("a\nb", "other"),
+     ("a/b", "other"), ("", "other"), ("http_503", "http_503"), ("timeout", "timeout")],
+)
+def test_error_label(kind: str, label: str) -> None:
+    assert error_label(kind) == label
+
+
 def test_session_survives_errors(stub: StubCI, client: CIClient, stats: RecordingStats) -> None:
     call_failing(client, stub, Reply(action="reset"))
     stub.handler = lambda r: Reply(body=xml(job_xml("a")))
@@ -623,8 +693,8 @@ def test_clock_offset_from_date_against_the_middle_of_the_request(stub: StubCI) 
     now = [NOW]
 
     def handle(r: Received) -> Reply:
-        now[0] += 10  # the round trip takes 10 s of our clock
-        date = formatdate(NOW + 5 + 100, usegmt=True)  # CI is 100 s ahead
+        now[0] += 2  # the round trip takes 2 s of our clock, the most a sample may take
+        date = formatdate(NOW + 1 + 100, usegmt=True)  # CI is 100 s ahead
         return Reply(body=xml(""), headers={"Date": date})
 
     with make_client(stub, clock=lambda: now[0]) as client:
@@ -638,6 +708,24 @@ def test_clock_offset_from_date_against_the_middle_of_the_request(stub: StubCI) 
         stub.handler = lambda r: Reply(body=xml(""), headers={"Date": "garbage"})
         client.list_queues(AI)
         assert client.clock_offset == pytest.approx(100.0)  # the last one measured
+
+
+def test_a_slow_first_answer_leaves_the_clock_unmeasured(stub: StubCI) -> None:
+    now = [NOW]
+
+    def handle(r: Received) -> Reply:
+        now[0] += 2.5  # just over MAX_CLOCK_SAMPLE_RTT
+        return Reply(body=xml(""), headers={"Date": formatdate(NOW + 100, usegmt=True)})
+
+    with make_client(stub, clock=lambda: now[0]) as client:
+        stub.handler = handle
+        client.list_queues(AI)
+        client.list_queues(AI)
+        assert client.clock_offset is None
+        stub.handler = lambda r: Reply(body=xml(""), headers={"Date": formatdate(now[0] + 7,
+                                                                                 usegmt=True)})
+        client.list_queues(AI)
+        assert client.clock_offset == pytest.approx(7.0)  # the first fast answer
 
 
 def test_clock_offset_from_error_answers_too(stub: StubCI) -> None:

@@ -258,6 +258,13 @@ def test_errors_name_the_file(tmp_path: Path) -> None:
     assert _load_error(path) == f"{path}: targets: must list at least one target"
 
 
+@pytest.mark.parametrize("opening", ["[", "{a: ", "- "])
+def test_deep_nesting_is_one_line_naming_the_file(tmp_path: Path, opening: str) -> None:
+    path = tmp_path / "deep.yml"
+    path.write_text(opening * 20000, encoding="utf-8")
+    assert _load_error(path) == f"{path}: YAML nested too deeply"
+
+
 # --- bad configs: one exact line each -----------------------------------------------------
 
 BAD = [

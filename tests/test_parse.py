@@ -231,6 +231,40 @@ def test_one_bad_job_rejects_the_page(jobs: list[str], message: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("job_id", "shown"),
+    [
+        ("a,b", "'a,b'"),
+        ("a/b", "'a/b'"),
+        ("../queue", "'../queue'"),
+        ("..", "'..'"),
+        ("a b", "'a b'"),
+        ("a\tb", "'a\\tb'"),
+        ("a\u3000b", "'a\\u3000b'"),  # an ideographic space
+    ],
+)
+@pytest.mark.parametrize("parse", [parse_job_page, parse_describe])
+def test_a_job_id_that_cannot_go_in_a_path_rejects_the_page(
+    job_id: str, shown: str, parse: Callable[[bytes], object]
+) -> None:
+    with pytest.raises(CIInvalidResponse) as info:
+        parse(page(job_xml("j1"), job_xml("j2"), job_xml(job_id)))
+    assert str(info.value) == f"JobsDetail[3]: JobId: not a job id: {shown}"
+
+
+def test_a_long_bad_job_id_is_truncated_in_one_line() -> None:
+    with pytest.raises(CIInvalidResponse) as info:
+        parse_job_page(page(job_xml("x,\n" * 500)))
+    message = str(info.value)
+    assert message.startswith("JobsDetail[1]: JobId: not a job id: 'x,\\nx,")
+    assert message.endswith("...") and "\n" not in message and len(message) < 150
+
+
+def test_job_ids_with_other_punctuation_are_kept() -> None:
+    ids = ["j8d9b5b8a13d211ed9b6c525400d9b8d9", "a.b-c_d~e:f", "...x", "任务1"]
+    assert [j.job_id for j in parse_job_page(page(*map(job_xml, ids))).jobs] == ids
+
+
+@pytest.mark.parametrize(
     ("body", "message"),
     [
         (b"", "body is empty"),

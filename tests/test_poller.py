@@ -3,6 +3,7 @@ background schedule and a clean stop."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -104,3 +105,33 @@ def test_background_schedule_and_stop(sim: Simulator) -> None:
     poller.stop(timeout=1.0)
     assert time.monotonic() - began < 1.5
     assert poller.ready() and all(t.up for t in poller.snapshot().targets)
+
+
+def test_random_throttling_across_streams_logs_once(
+    sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A target throttled on a different stream each poll is the same failure: one line."""
+    for bucket in sim.buckets.values():
+        for n in range(4):
+            bucket.add_queue("speech", name=f"more-{n}")
+    poller = make_poller(sim)
+    poller.poll_once()
+    caplog.set_level(logging.INFO, logger="exporter.poller")
+    sim.faults.add(Fault("http_503", path="/asr_jobs", bucket="bad-1250000001", probability=0.3))
+    ups = [True]
+    for _ in range(12):
+        poller.poll_once()
+        ups.append(poller.snapshot().targets[1].up)
+    assert ups.count(False) >= 5
+    went_down = sum(1 for before, now in itertools.pairwise(ups) if before and not now)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == went_down
+
+
+def test_stop_during_a_poll_leaves_health_untouched(sim: Simulator) -> None:
+    poller = make_poller(sim)
+    poller.poll_once()
+    poller._stop.set()
+    sim.faults.add(Fault("http_500"))
+    poller.poll_once()
+    assert all(t.up for t in poller.snapshot().targets)

@@ -432,3 +432,28 @@ def test_queue_missing_from_one_listing_is_neither_recounted_nor_lost(world: Wor
         if r.params.get("queueId") == flaky and "startCreationTime" in r.params
     ]
     assert starts and min(starts) > format_creation_time(first_job_created)
+
+
+def test_a_drained_backlog_costs_pages_not_describes(world: World) -> None:
+    """1000 queued jobs, the oldest 300 finish between polls: all created long before the
+    window, so none is in the finished listing. Describing them would take 30 calls; a
+    listing of finished jobs from the oldest of them takes 3 pages."""
+    backlog = [world.ci.create_job(world.queue, "Transcode") for _ in range(1000)]
+    world.frozen.tick(600)
+    world.poller.poll_once()
+    for job in backlog[:300]:
+        world.ci.start_job(job)
+        world.ci.finish_job(job, "Success")
+    world.sim.reset_requests()
+    world.poll()
+    assert world.finished("Success") == 300
+    transcode = [
+        r
+        for r in world.sim.requests
+        if r.params.get("queueId") == world.queue and r.params.get("tag") == "Transcode"
+    ]
+    describes = [r for r in world.sim.requests if r.path.startswith("/jobs/")]
+    # 7 pages of the 700 still active, 1 of newly created finished jobs, 3 (+1) catching up.
+    assert len(transcode) <= 12 and not describes
+    world.poll()
+    assert world.finished("Success") == 300

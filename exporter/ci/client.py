@@ -9,6 +9,7 @@ one line, names the endpoint family, and never carries a key, a token or the sig
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -19,7 +20,7 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from exporter import __version__
-from exporter.api_stats import ApiStats
+from exporter.api_stats import OTHER_ERROR, ApiStats
 from exporter.ci.models import (
     CIConnectionError,
     CIError,
@@ -30,6 +31,7 @@ from exporter.ci.models import (
     Queue,
 )
 from exporter.ci.parse import (
+    is_job_id,
     one_line,
     parse_describe,
     parse_error,
@@ -52,6 +54,10 @@ MAX_JOB_PAGES = 100_000
 CHINA_STANDARD_TIME = timezone(timedelta(hours=8), "CST")
 _READ_CHUNK = 64 * 1024
 _SAFE = "-_.~"  # what the signature leaves unencoded; the URL uses the same encoding
+# The `error` label of the self-metrics: CI's Code when it looks like one, else "other", so a
+# proxy answering junk cannot put arbitrary text (or unbounded variety) into a label.
+MAX_ERROR_LABEL = 64
+_ERROR_LABEL_RE = re.compile(rf"[A-Za-z0-9_.-]{{1,{MAX_ERROR_LABEL}}}")
 
 T = TypeVar("T")
 
@@ -64,6 +70,15 @@ def format_creation_time(epoch: float) -> str:
 
 def _query(params: Mapping[str, str]) -> str:
     return "&".join(f"{quote(k, safe=_SAFE)}={quote(v, safe=_SAFE)}" for k, v in params.items())
+
+
+def error_label(kind: str) -> str:
+    """`kind` when it is a plausible code (<= 64 of [A-Za-z0-9_.-]), else "other".
+
+    Junk is replaced rather than cleaned up: a cleaned-up junk value would still be junk, and
+    still one more label value.
+    """
+    return kind if _ERROR_LABEL_RE.fullmatch(kind) else OTHER_ERROR
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -145,7 +160,8 @@ class CIClient:
 
     @property
     def clock_offset(self) -> float | None:
-        """CI's clock minus ours in seconds, from the last answer's Date header (None: none yet).
+        """CI's clock minus ours in seconds, from the Date header of the last answer whose round
+        trip was within MAX_CLOCK_SAMPLE_RTT (None: no such answer yet).
 
         Measured against the middle of the request, so it is good to about a second (Date's
         resolution) plus half the round trip.
@@ -210,6 +226,33 @@ class CIClient:
         An empty `queue_id` leaves the queueId parameter out; no `states` means all.
         Jobs that come back without Tag or QueueId get the ones asked for.
         """
+        pages = self.iter_job_pages(
+            service,
+            queue_id,
+            tag,
+            states,
+            start_creation_time=start_creation_time,
+            end_creation_time=end_creation_time,
+            order=order,
+        )
+        return [job for page in pages for job in page]
+
+    def iter_job_pages(
+        self,
+        service: Service,
+        queue_id: str,
+        tag: str,
+        states: Sequence[str],
+        *,
+        start_creation_time: int | None = None,
+        end_creation_time: int | None = None,
+        order: str = "Desc",
+    ) -> Iterator[list[Job]]:
+        """The pages of `list_jobs`, each requested only when asked for (one request per next()).
+
+        A caller that has seen enough stops iterating and no further page is fetched. A page
+        whose NextToken was already followed raises before it is yielded.
+        """
         family = endpoint_family(service.job_path)
         params = {"tag": tag, "size": str(JOB_PAGE_SIZE), "orderByTime": order}
         if queue_id:
@@ -220,19 +263,18 @@ class CIClient:
             params["startCreationTime"] = format_creation_time(start_creation_time)
         if end_creation_time is not None:
             params["endCreationTime"] = format_creation_time(end_creation_time)
-        jobs: list[Job] = []
         followed: set[str] = set()
         for _ in range(MAX_JOB_PAGES):
             page = self._request(service.job_path, dict(params), parse_job_page)
-            jobs.extend(_fill(job, tag, queue_id) for job in page.jobs)
             token = page.next_token
-            if not token:
-                return jobs
             if token in followed:
                 raise CIInvalidResponse(
                     f"GET {family}: NextToken {one_line(repr(token), 80)} repeated in one listing",
                     endpoint=family,
                 )
+            yield [_fill(job, tag, queue_id) for job in page.jobs]
+            if not token:
+                return
             followed.add(token)
             params["nextToken"] = token
         raise CIInvalidResponse(
@@ -242,9 +284,13 @@ class CIClient:
     def describe_jobs(self, service: Service, job_ids: Sequence[str]) -> DescribeResult:
         """Jobs by id, at most 10 per call; the answers merged in the order asked."""
         ids = list(dict.fromkeys(job_ids))
+        family = endpoint_family(service.job_path)
         for job_id in ids:
-            if not job_id or "," in job_id or "/" in job_id:
-                raise ValueError(f"not a job id: {job_id!r}")
+            if not is_job_id(job_id):
+                # Refused before any request: sent, it would ask for other jobs or another path.
+                raise CIInvalidResponse(
+                    f"GET {family}: not a job id: {one_line(repr(job_id), 80)}", endpoint=family
+                )
         jobs: list[Job] = []
         missing: list[str] = []
         for start in range(0, len(ids), DESCRIBE_CHUNK):
@@ -280,7 +326,7 @@ class CIClient:
             except CIInvalidResponse as exc:
                 raise CIInvalidResponse(f"GET {family}: {exc}", endpoint=family) from None
         except CIError as exc:
-            error = exc.kind
+            error = error_label(exc.kind)
             raise
         finally:
             if self._stats is not None:
@@ -367,8 +413,9 @@ class CIClient:
         if server.tzinfo is None:  # an HTTP date is always GMT
             server = server.replace(tzinfo=timezone.utc)
         # The Date was written somewhere between sending and receiving: a slow answer says
-        # little about CI's clock, so keep the last good measure instead.
-        if received_at - sent_at > MAX_CLOCK_SAMPLE_RTT and self._clock_offset is not None:
+        # little about CI's clock, so it never counts, even with no measure yet (None makes
+        # callers fall back to the configured tolerance, which a bad measure would not).
+        if received_at - sent_at > MAX_CLOCK_SAMPLE_RTT:
             return
         self._clock_offset = server.timestamp() - (sent_at + received_at) / 2
 

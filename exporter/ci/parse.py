@@ -159,6 +159,22 @@ def _count(text: str | None, where: str) -> int:
     return int(text)
 
 
+def is_job_id(text: str) -> bool:
+    """Whether `text` can be a job id.
+
+    Describe puts ids in the URL path, comma-separated: a comma, a slash, a dot-only segment or
+    whitespace would ask for other jobs or another path, so such an id is refused wherever it
+    comes from rather than sent.
+    """
+    return (
+        bool(text.strip("."))
+        and text.isprintable()
+        and " " not in text
+        and "," not in text
+        and "/" not in text
+    )
+
+
 def _fields(element: etree._Element, wanted: frozenset[str]) -> dict[str, str]:
     fields: dict[str, str] = {}
     for child in element:
@@ -173,6 +189,8 @@ def _job(element: etree._Element, where: str) -> Job:
     job_id = fields.get("JobId")
     if not job_id:
         raise CIInvalidResponse(f"{where}: missing JobId")
+    if not is_job_id(job_id):
+        raise CIInvalidResponse(f"{where}: JobId: not a job id: {one_line(repr(job_id), 80)}")
     state = fields.get("State")
     if not state:
         raise CIInvalidResponse(f"{where}: missing State")
