@@ -288,14 +288,14 @@ def _cell(value: object) -> str:
     return f"<td>{html.escape(str(value))}</td>"
 
 
-def _failure_rows(failures: tuple[FailedJob, ...]) -> str:
+def _failure_rows(failures: tuple[FailedJob, ...], queue_names: dict[str, str]) -> str:
     latest = sorted(failures, key=lambda job: job.time, reverse=True)[:RECENT_FAILURES_SHOWN]
     if not latest:
         return "<p>No failed jobs seen since start.</p>"
     rows = "".join(
         "<tr>"
         + _cell(_iso(job.time))
-        + _cell(f"{job.service}/{job.queue_id}")
+        + _cell(_queue_label(job, queue_names))
         + _cell(job.tag)
         + _cell(job.job_id)
         + _cell(job.code)
@@ -307,6 +307,13 @@ def _failure_rows(failures: tuple[FailedJob, ...]) -> str:
         "<table><tr><th>Time (UTC)</th><th>Queue</th><th>Tag</th><th>JobId</th><th>Code</th>"
         f"<th>Message</th></tr>\n{rows}</table>"
     )
+
+
+def _queue_label(job: FailedJob, queue_names: dict[str, str]) -> str:
+    """The queue's name where it is known, so a runbook reader need not look the id up."""
+    name = queue_names.get(job.queue_id)
+    where = f"{job.service}/{job.queue_id}"
+    return f"{name} ({where})" if name else where
 
 
 def _target_section(target: TargetSnapshot) -> str:
@@ -321,7 +328,8 @@ def _target_section(target: TargetSnapshot) -> str:
         f"<tr><th>Last error</th>{_cell(target.last_error or '-')}</tr>"
         "</table>"
     )
-    failures = _failure_rows(target.recent_failures)
+    names = {q.queue.queue_id: q.queue.name for q in target.queues}
+    failures = _failure_rows(target.recent_failures, names)
     return f"<h2>{name}</h2>\n{summary}\n<h3>Recent failed jobs</h3>\n{failures}\n"
 
 

@@ -214,7 +214,7 @@ def test_landing_page_lists_targets_and_escapes_messages(url: str) -> None:
     assert '<a href="/metrics">/metrics</a>' in page
     for text in ("alpha-1250000000", "ap-guangzhou", "beta-1250000000", "ap-shanghai",
                  "<td>up</td>", "<td>not polled yet</td>", "2023-11-14T22:15:00+00:00",
-                 "media/q1", "Transcode", "InternalError"):
+                 "<td>queue one (media/q1)</td>", "Transcode", "InternalError"):
         assert text in page, text
 
 
