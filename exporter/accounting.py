@@ -186,8 +186,13 @@ class StreamTracker:
         for job in listings.active:
             if job.state in ACTIVE_STATES and job.job_id not in self.seen:
                 self._track_active(job, previous.get(job.job_id))
-        # A finished job in the active listing (CI's index lagging) is as good as listed finished.
-        late = [job for job in listings.active if job.state in FINISHED_STATES]
+        # A tracked job that the active listing returns finished (CI's index lagging) is as good
+        # as listed finished; once counted it is no longer tracked, so a repeat is ignored.
+        late = [
+            job
+            for job in listings.active
+            if job.state in FINISHED_STATES and job.job_id in previous
+        ]
         for job in (*listings.finished, *late):
             if job.state in FINISHED_STATES:
                 count = not baseline or self._after_baseline(job, previous)
