@@ -28,9 +28,7 @@ from exporter.ci.models import ACTIVE_STATES, FINISHED_STATES, DescribeResult, J
 from exporter.snapshot import DURATION_BUCKETS, FailedJob, Histogram, StreamSnapshot
 
 OTHER_CODE = "other"
-# With CI's clock measured from its Date header (one-second resolution, plus the time the
-# answer took), the estimate of when a listing began on CI's clock is off by a second or two.
-MEASURED_CLOCK_MARGIN = 5
+
 # The age of the backlog is told by when its oldest job was created; of the running jobs, by
 # when the longest-running one started.
 _OLDEST_BY = {"Submitted": "creation_time", "Running": "start_time"}
@@ -38,11 +36,11 @@ RECENT_FAILURES = 50
 
 
 def listing_boundary(local_time: float, clock_offset: float | None, skew_tolerance: float) -> int:
-    """When a listing that began at `local_time` began on CI's clock, less what that estimate
-    may be off by: measured from CI's Date header when known, else the configured tolerance."""
-    if clock_offset is None:
-        return math.floor(local_time - skew_tolerance) - 1
-    return math.floor(local_time + clock_offset) - MEASURED_CLOCK_MARGIN
+    """When a listing that began at `local_time` began on the clock that stamps CI's jobs, less
+    what that estimate may be off by. CI's Date header (`clock_offset`) only centres the
+    estimate: it comes from CI's front end, and nothing says the job clock agrees with it, so
+    the whole tolerance is always taken off (and a second for CI's one-second times)."""
+    return math.floor(local_time + (clock_offset or 0.0) - skew_tolerance) - 1
 
 
 class HistogramAccumulator:
@@ -124,6 +122,7 @@ class StreamTracker:
     # CI-clock time the stream's first poll began: jobs that finished before are the baseline
     # and are not counted. The first successful poll sets `counting`.
     baseline_time: float | None = None
+    baseline_fixed: bool = False  # set from a stream's own past (a queue that came back)
     counting: bool = False
     active: dict[str, ActiveJob] = field(default_factory=dict)
     # JobId -> creation time of finished jobs a future window listing can still return.
@@ -144,13 +143,14 @@ class StreamTracker:
 
     # -- planning -------------------------------------------------------------------------
 
-    def begin(self, boundary: int, ci_now: float) -> None:
-        """A poll of the stream begins. The first one fixes the baseline, even if it fails: a
-        later first success still counts what finished after this."""
-        if self.window_start is None:
-            self.window_start = boundary
-        if self.baseline_time is None:
-            self.baseline_time = ci_now
+    def begin(self, boundary: int, ci_start: float) -> None:
+        """Until the stream's first successful poll, its baseline is where polling of it began
+        (`ci_start`, and the window from `boundary`), taken on the best estimate of CI's clock
+        so far. What finishes after that is counted at the first success, even if the polls
+        in between failed."""
+        if self.counting or self.baseline_fixed:
+            return
+        self.window_start, self.baseline_time = boundary, ci_start
 
     def finished_listing_start(self, boundary: int) -> int:
         """The startCreationTime of this poll's finished listing. `boundary` is where the window

@@ -101,8 +101,8 @@ class Config:
     poll_interval: float = DEFAULT_POLL_INTERVAL
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     failure_code_limit: int = DEFAULT_FAILURE_CODE_LIMIT
-    # How far CI's clock may be from ours; creation-time windows overlap by this much when
-    # CI's answers carry no Date header to measure the offset from.
+    # How far the clock stamping CI's jobs may be from our estimate of it (ours, centred by
+    # CI's Date header); creation-time windows overlap by this much.
     clock_skew_tolerance: float = DEFAULT_CLOCK_SKEW
 
 

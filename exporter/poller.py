@@ -87,8 +87,11 @@ class TargetPoller:
         self.retired: dict[StreamKey, tuple[float, StreamTracker]] = {}
         # Every stream's failures in one list, newest last: the landing page shows these.
         self.recent_failures: deque[FailedJob] = deque(maxlen=RECENT_FAILURES)
-        # Per service: where counting began, for the streams of queues created later.
-        self.first_boundary: dict[str, int] = {}
+        # Per service: the local time its polling began, the baseline of its streams.
+        self.service_started: dict[str, float] = {}
+        # Where streams of queues gone for longer than RETIRED_FOR would take up again:
+        # (window start, CI time they were retired).
+        self.resume_at: dict[StreamKey, tuple[int, float]] = {}
         self.last_poll_time: float | None = None
         self.last_success_time: float | None = None
         self.last_poll_duration: float | None = None
@@ -119,7 +122,10 @@ class TargetPoller:
 
     def _poll_service(self, service: Service, tags: Iterable[str]) -> list[PollError]:
         errors: list[PollError] = []
-        listing_began = self.clock()
+        self.service_started.setdefault(service.name, self.clock())
+        # Queues that show up once a service has been listed are new: nothing in them is
+        # baseline. Those of the first listing (even if it came after failures) are not.
+        listed_before = service.name in self.queues
         try:
             queues = tuple(self.client.list_queues(service))
         except CIError as listing_error:
@@ -134,15 +140,9 @@ class TargetPoller:
             for tag in tags:
                 if self.stopping.is_set():
                     raise _Stopped
-                error = self._poll_stream(service, queue.queue_id, tag)
+                error = self._poll_stream(service, queue.queue_id, tag, listed_before)
                 if error is not None:
                     errors.append(error)
-        if service.name not in self.first_boundary and service.name in self.queues:
-            # Queues listed from now on were created after this listing began: their streams
-            # count from their first poll, with nothing in them taken as baseline.
-            self.first_boundary[service.name] = listing_boundary(
-                listing_began, self.client.clock_offset, self.clock_skew_tolerance
-            )
         return errors
 
     def _replace_queues(self, service: Service, queues: tuple[Queue, ...]) -> None:
@@ -154,30 +154,49 @@ class TargetPoller:
                 # glitch), so that its jobs are neither counted again nor lost.
                 self.retired[key] = (now, self.trackers.pop(key))
         for key in [k for k, (since, _) in self.retired.items() if now - since > RETIRED_FOR]:
-            del self.retired[key]
+            since, tracker = self.retired.pop(key)
+            if tracker.window_start is not None:
+                self.resume_at[key] = (tracker.window_start, self._ci_time(since))
         self.queues[service.name] = queues
 
-    def _tracker(self, key: StreamKey) -> StreamTracker:
+    def _tracker(self, key: StreamKey, *, new_queue: bool) -> StreamTracker:
         tracker = self.trackers.get(key)
         if tracker is None and key in self.retired:
             tracker = self.trackers[key] = self.retired.pop(key)[1]
         if tracker is None:
             tracker = StreamTracker(key, self.codes, recent_failures=self.recent_failures)
-            first = self.first_boundary.get(key.service)
-            if first is not None:
-                tracker.window_start, tracker.counting = first, True
+            if new_queue and key not in self.resume_at:
+                started = self.service_started[key.service]
+                offset = self.client.clock_offset
+                tracker.window_start = listing_boundary(started, offset, self.clock_skew_tolerance)
+                tracker.counting = True
+            elif key in self.resume_at:
+                # Back after long: what finished while it was away counts, what it had counted
+                # does not, and the history before its last window is not listed again.
+                tracker.window_start, tracker.baseline_time = self.resume_at.pop(key)
+                tracker.baseline_fixed = True
             self.trackers[key] = tracker
         return tracker
 
-    def _poll_stream(self, service: Service, queue_id: str, tag: str) -> PollError | None:
+    def _ci_time(self, local_time: float) -> float:
+        """A local time on CI's clock, as far as it is known."""
+        return local_time + (self.client.clock_offset or 0.0)
+
+    def _poll_stream(
+        self, service: Service, queue_id: str, tag: str, listed_before: bool
+    ) -> PollError | None:
         key = StreamKey(service.name, queue_id, tag)
-        tracker = self._tracker(key)
+        tracker = self._tracker(key, new_queue=listed_before)
         began = self.clock()
         offset = self.client.clock_offset
         boundary = listing_boundary(began, offset, self.clock_skew_tolerance)
-        # Not knowing CI's clock, take it as far ahead as it may be: a job is then counted as
-        # finished after the start only when it surely did.
-        tracker.begin(boundary, began + (self.clock_skew_tolerance if offset is None else offset))
+        started = self.service_started[service.name]
+        # A job counts as finished after the start only when it surely did: CI's job clock may
+        # be as far ahead as the tolerance.
+        tracker.begin(
+            listing_boundary(started, offset, self.clock_skew_tolerance),
+            self._ci_time(started) + self.clock_skew_tolerance,
+        )
         try:
             active = self.client.list_jobs(service, queue_id, tag, ACTIVE_STATES)
             finished = self.client.list_jobs(

@@ -89,6 +89,9 @@ class FakeCI:
         return DescribeResult(tuple(found), tuple(i for i in ids if i not in by_id))
 
 
+STARTED: dict[int, float] = {}  # id(tracker) -> when its first poll began
+
+
 def poll(
     tracker: StreamTracker,
     ci: FakeCI,
@@ -100,7 +103,9 @@ def poll(
 ) -> int:
     """One poll as the poller does it; returns how many describe-by-id ids it needed."""
     boundary = listing_boundary(at, offset, tolerance)
-    tracker.begin(boundary, at + (tolerance if offset is None else offset))
+    # As the poller does: the baseline is where polling of the stream began.
+    started = STARTED.setdefault(id(tracker), at)
+    tracker.begin(listing_boundary(started, offset, tolerance), started + (offset or 0) + tolerance)
     active = ci.list(ACTIVE_STATES, at)
     finished = ci.list(FINISHED_STATES, at + race, tracker.finished_listing_start(boundary))
     missing = tracker.to_describe(active, finished)
@@ -110,7 +115,9 @@ def poll(
 
 
 def new_tracker(limit: int = 50) -> StreamTracker:
-    return StreamTracker(StreamKey("media", "q1", "Transcode"), CodeLimiter(limit))
+    tracker = StreamTracker(StreamKey("media", "q1", "Transcode"), CodeLimiter(limit))
+    STARTED.pop(id(tracker), None)  # an id of a tracker gone before
+    return tracker
 
 
 def total(tracker: StreamTracker) -> int:
@@ -336,7 +343,7 @@ def test_first_poll_failing_still_counts_what_finished_after_it(measured: bool) 
     ci.add(FakeJob("before", T0 - 20, T0 - 15, T0 - 2))
     tracker = new_tracker()
     offset = 0.0 if measured else None
-    tracker.begin(listing_boundary(T0, offset, 30), T0 + (0 if measured else 30))  # then failed
+    STARTED[id(tracker)] = T0  # the first poll, at T0, failed
     ci.add(FakeJob("after", T0 + 40, T0 + 41, T0 + 50, "Failed", "E1"))
     poll(tracker, ci, T0 + 60, offset=offset)
     poll(tracker, ci, T0 + 120, offset=offset)

@@ -12,7 +12,7 @@ from freezegun import freeze_time
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.accounting import MEASURED_CLOCK_MARGIN, StreamKey
+from exporter.accounting import StreamKey, listing_boundary
 from exporter.api_stats import ApiStats
 from exporter.ci.client import CIClient, format_creation_time
 from exporter.ci.models import Queue
@@ -20,9 +20,9 @@ from exporter.ci.services import SERVICES, Service
 from exporter.collector import CICollector
 from exporter.config import Config, ServiceConfig, TargetConfig
 from exporter.credentials import Credentials, StaticCredentials
-from exporter.poller import Poller
+from exporter.poller import RETIRED_FOR, Poller
 from exporter.simulator import Fault, Simulator
-from exporter.simulator.model import SimBucket
+from exporter.simulator.model import Clock, SimBucket
 
 SECRET_ID = "AKIDscenario000000000000000000000000"
 SECRET_KEY = "scenario-secret-key-0000000000000000"
@@ -160,7 +160,7 @@ def test_scripted_scenario_counts_every_job_exactly_once(frozen: Any, bounds: st
         frozen.tick(30)
         # Created in the very second the next window will start from (the baseline listing's
         # start less the margin): one finished before the exporter started, one still running.
-        edge = int(sim.now()) - MEASURED_CLOCK_MARGIN
+        edge = listing_boundary(sim.now(), 0.0, 30.0)
         edge_done = ci.create_job(q, "Transcode", at=edge)
         ci.start_job(edge_done, at=edge)
         ci.finish_job(edge_done, "Success", at=edge + 1)
@@ -457,3 +457,61 @@ def test_a_drained_backlog_costs_pages_not_describes(world: World) -> None:
     assert len(transcode) <= 12 and not describes
     world.poll()
     assert world.finished("Success") == 300
+
+
+def test_first_queue_listing_failing_loses_nothing_that_finishes_after_the_start(
+    world: World,
+) -> None:
+    world.sim.faults.add(Fault("http_503", path="/queue", times=1))
+    world.poller.poll_once()
+    assert world.up() == 0
+    world.frozen.tick(45)  # beyond the clock tolerance: these surely finished after the start
+    for _ in range(4):
+        run_job(world.ci, world.queue, "Transcode")
+    world.poll()
+    world.poll()
+    assert world.up() == 1
+    assert world.finished("Success") == 4
+
+
+def test_job_clock_behind_the_date_header_within_tolerance(world: World) -> None:
+    """The Date header comes from CI's front end; the clock stamping jobs may differ."""
+    world.ci.clock = Clock(offset=-20)
+    world.poller.poll_once()
+    world.poll()
+    # Created right after that poll began: stamped 20 s before it by the job clock.
+    run_job(world.ci, world.queue, "Transcode")
+    world.poll()
+    world.poll()
+    assert world.finished("Success") == 1
+
+
+def test_queue_back_after_a_long_absence_counts_what_finished_meanwhile(world: World) -> None:
+    flaky = world.ci.add_queue("media", name="flaky")
+    world.poller.poll_once()
+    run_job(world.ci, flaky, "Transcode")
+    world.poll()
+    target = world.poller.targets[0]
+    window = target.trackers[StreamKey("media", flaky, "Transcode")].window_start
+    real_listing = target.client.list_queues
+
+    def glitch(service: Service) -> list[Queue]:
+        return [q for q in real_listing(service) if q.queue_id != flaky]
+
+    target.client.list_queues = glitch  # type: ignore[method-assign]
+    world.poll()
+    world.poll(RETIRED_FOR + 60)  # retired long enough to be let go
+    world.poll(60)
+    run_job(world.ci, flaky, "Transcode")  # while it was away
+    target.client.list_queues = real_listing  # type: ignore[method-assign]
+    world.sim.reset_requests()
+    world.poll()
+    world.poll()
+    # A new series: only what finished while it was away, and no listing of its history.
+    assert world.finished("Success", flaky) == 1
+    starts = [
+        r.params["startCreationTime"]
+        for r in world.sim.requests
+        if r.params.get("queueId") == flaky and "startCreationTime" in r.params
+    ]
+    assert window is not None and min(starts) >= format_creation_time(window - 1)
