@@ -69,6 +69,27 @@ class World:
     def up(self) -> float | None:
         return self.value("tencent_ci_up", bucket=BUCKET)
 
+    def hide_queue(self, queue_id: str | None) -> None:
+        """Make CI's queue listings leave out a queue (a listing glitch); None ends it."""
+        client = self.poller.targets[0].client
+        client.__dict__.pop("list_queues", None)
+        if queue_id is None:
+            return
+        real_listing = client.list_queues
+
+        def glitch(service: Service) -> list[Queue]:
+            return [q for q in real_listing(service) if q.queue_id != queue_id]
+
+        client.list_queues = glitch  # type: ignore[method-assign]
+
+    def finished_listing_starts(self, queue_id: str) -> list[str]:
+        """The startCreationTime of every job listing of that queue since the last reset."""
+        return [
+            r.params["startCreationTime"]
+            for r in self.sim.requests
+            if r.params.get("queueId") == queue_id and "startCreationTime" in r.params
+        ]
+
 
 def make_world(
     frozen: Any,
@@ -410,27 +431,17 @@ def test_queue_missing_from_one_listing_is_neither_recounted_nor_lost(world: Wor
     first_job_created = world.ci.job(run_job(world.ci, flaky, "Transcode")).creation_time
     world.poll()
     assert world.finished("Success", flaky) == 1
-    target = world.poller.targets[0]
-    real_listing = target.client.list_queues
-
-    def glitch(service: Service) -> list[Queue]:
-        return [q for q in real_listing(service) if q.queue_id != flaky]
-
-    target.client.list_queues = glitch  # type: ignore[method-assign]
+    world.hide_queue(flaky)
     run_job(world.ci, flaky, "Transcode")  # finishes while the queue is out of sight
     world.poll()
     assert world.value("tencent_ci_queue_info", queue_id=flaky) is None
-    target.client.list_queues = real_listing  # type: ignore[method-assign]
+    world.hide_queue(None)
     world.sim.reset_requests()
     world.poll()
     world.poll()
     assert world.finished("Success", flaky) == 2
     # It went on from its own window: the history since the start was not listed again.
-    starts = [
-        r.params["startCreationTime"]
-        for r in world.sim.requests
-        if r.params.get("queueId") == flaky and "startCreationTime" in r.params
-    ]
+    starts = world.finished_listing_starts(flaky)
     assert starts and min(starts) > format_creation_time(first_job_created)
 
 
@@ -493,25 +504,16 @@ def test_queue_back_after_a_long_absence_counts_what_finished_meanwhile(world: W
     world.poll()
     target = world.poller.targets[0]
     window = target.trackers[StreamKey("media", flaky, "Transcode")].window_start
-    real_listing = target.client.list_queues
-
-    def glitch(service: Service) -> list[Queue]:
-        return [q for q in real_listing(service) if q.queue_id != flaky]
-
-    target.client.list_queues = glitch  # type: ignore[method-assign]
+    world.hide_queue(flaky)
     world.poll()
     world.poll(RETIRED_FOR + 60)  # retired long enough to be let go
     world.poll(60)
     run_job(world.ci, flaky, "Transcode")  # while it was away
-    target.client.list_queues = real_listing  # type: ignore[method-assign]
+    world.hide_queue(None)
     world.sim.reset_requests()
     world.poll()
     world.poll()
     # A new series: only what finished while it was away, and no listing of its history.
     assert world.finished("Success", flaky) == 1
-    starts = [
-        r.params["startCreationTime"]
-        for r in world.sim.requests
-        if r.params.get("queueId") == flaky and "startCreationTime" in r.params
-    ]
+    starts = world.finished_listing_starts(flaky)
     assert window is not None and min(starts) >= format_creation_time(window - 1)
