@@ -110,6 +110,9 @@ class StreamListings:
     active: Sequence[Job]
     finished: Sequence[Job]
     described: DescribeResult | None = None
+    # The active listing took more than one page. CI's nextToken is opaque: if it counts jobs,
+    # a job finishing mid-listing shifts the pages and an active job is skipped.
+    active_paged: bool = False
 
 
 @dataclass
@@ -123,6 +126,7 @@ class StreamTracker:
     # and are not counted. The first successful poll sets `counting`.
     baseline_time: float | None = None
     baseline_fixed: bool = False  # set from a stream's own past (a queue that came back)
+    last_boundary: int | None = None  # the previous successful poll's
     counting: bool = False
     active: dict[str, ActiveJob] = field(default_factory=dict)
     # JobId -> creation time of finished jobs a future window listing can still return.
@@ -199,8 +203,13 @@ class StreamTracker:
                 self._finish(job, previous, count=count, now=now)
         if listings.described is not None:
             self._apply_described(listings.described, previous, now)
-        new_start = boundary if self.window_start is None else max(self.window_start, boundary)
-        self.window_start = new_start
+        # After a paged active listing the window stays one poll behind, so that a job it may
+        # have skipped (created since the last poll) is still in the next finished listing.
+        edge = boundary
+        if listings.active_paged and self.last_boundary is not None:
+            edge = self.last_boundary
+        new_start = edge if self.window_start is None else max(self.window_start, edge)
+        self.window_start, self.last_boundary = new_start, boundary
         self.counting = True
         self._forget_before(new_start - 1)
 

@@ -28,15 +28,17 @@ FORMATS: tuple[str, ...] = ("logfmt", "json")
 _LEVEL_NAMES = {logging.WARNING: "warn", logging.CRITICAL: "critical"}
 _CORE_KEYS = ("ts", "level", "logger", "msg", "exc", "stack")
 # Attributes every LogRecord has; anything else on a record came from `extra`.
-_RECORD_ATTRS = frozenset(
-    logging.LogRecord("", 0, "", 0, "", (), None).__dict__
-) | {"message", "asctime", "taskName"}
+_RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
 _BARE_VALUE_RE = re.compile(r'[^\s"=\\]+')
 _KEY_UNSAFE_RE = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
 def parse_level(text: str) -> int:
-    """"debug" | "info" | "warn" | "error" (any case; "warning" too) -> a logging level."""
+    """ "debug" | "info" | "warn" | "error" (any case; "warning" too) -> a logging level."""
     name = text.strip().lower()
     name = "warn" if name == "warning" else name
     if name not in LEVELS:
@@ -45,7 +47,7 @@ def parse_level(text: str) -> int:
 
 
 def parse_format(text: str) -> str:
-    """"logfmt" | "json" (any case) -> the canonical name."""
+    """ "logfmt" | "json" (any case) -> the canonical name."""
     name = text.strip().lower()
     if name not in FORMATS:
         raise ValueError(f"unknown log format {text!r} (use one of: {', '.join(FORMATS)})")
@@ -106,8 +108,9 @@ class _FieldsFormatter(logging.Formatter):
 
 class LogfmtFormatter(_FieldsFormatter):
     def format(self, record: logging.LogRecord) -> str:
-        return " ".join(f"{_logfmt_key(k)}={_logfmt_value(v)}"
-                        for k, v in self.fields(record).items())
+        return " ".join(
+            f"{_logfmt_key(k)}={_logfmt_value(v)}" for k, v in self.fields(record).items()
+        )
 
 
 class JsonFormatter(_FieldsFormatter):

@@ -21,7 +21,7 @@ from exporter.accounting import (
     listing_boundary,
 )
 from exporter.api_stats import ApiStats
-from exporter.ci.client import CIClient
+from exporter.ci.client import JOB_PAGE_SIZE, CIClient
 from exporter.ci.models import (
     ACTIVE_STATES,
     FINISHED_STATES,
@@ -218,7 +218,9 @@ class TargetPoller:
                 f"{service.name} queue {queue_id} tag {tag}: internal error: "
                 f"{type(error).__name__}: {error}",
             )
-        tracker.commit(StreamListings(active, finished, described), boundary, self.clock())
+        paged = len(active) >= JOB_PAGE_SIZE
+        listings = StreamListings(active, finished, described, active_paged=paged)
+        tracker.commit(listings, boundary, self.clock())
         return None
 
     def _find_missing(

@@ -517,3 +517,33 @@ def test_queue_back_after_a_long_absence_counts_what_finished_meanwhile(world: W
     assert world.finished("Success", flaky) == 1
     starts = world.finished_listing_starts(flaky)
     assert window is not None and min(starts) >= format_creation_time(window - 1)
+
+
+def test_offset_paging_that_skips_an_active_job_loses_nothing(world: World) -> None:
+    """If CI's nextToken counts jobs (an offset), a job that finishes while the active listing
+    is paged shifts the pages and one active job is never listed. It must still be counted."""
+    world.sim.api.token_mode = "offset"
+    world.poller.poll_once()
+    world.frozen.tick(300)
+    base = int(world.sim.now()) - 250
+    jobs = [world.ci.create_job(world.queue, "Transcode", at=base + i) for i in range(150)]
+    client = world.poller.targets[0].client
+    real_pages = client.iter_job_pages
+    race = {"armed": True}
+
+    def racing(service: Service, queue_id: str, tag: str, states: Any, **kw: Any) -> Any:
+        for number, page in enumerate(real_pages(service, queue_id, tag, states, **kw)):
+            yield page
+            if number == 0 and race["armed"] and "Running" in states and tag == "Transcode":
+                race["armed"] = False
+                world.ci.finish_job(page[0].job_id, "Success")  # the newest job leaves
+
+    client.iter_job_pages = racing  # type: ignore[method-assign]
+    world.poller.poll_once()
+    skipped = jobs[149 - 100]  # newest first: the 101st, pulled onto page 1 by the shift
+    tracker = world.poller.targets[0].trackers[StreamKey("media", world.queue, "Transcode")]
+    assert skipped not in tracker.active
+    world.ci.finish_job(skipped, "Success")
+    world.poll()
+    world.poll()
+    assert world.finished("Success") == 2

@@ -802,3 +802,20 @@ def test_demo_is_lively() -> None:
         )
         categories = {q.findtext("Category") for q in xml(resp).iterfind("QueueList")}
         assert categories == {"Transcoding", "SpeedTranscoding"}
+
+
+def test_offset_tokens_page_by_count_and_skip_when_a_listed_job_leaves(sim: Simulator) -> None:
+    b = bucket(sim)
+    q = b.add_queue("media")
+    ids = make_jobs(b, q, 7)
+    sim.api.token_mode = "offset"
+    params = {"queueId": q, "tag": "Transcode", "size": "3", "states": "Submitted"}
+    assert sorted(list_all(sim, params)) == sorted(ids)
+    first = call(sim, "/jobs", params)
+    assert token_of(first) == "offset-3"
+    b.finish_job(job_ids(first)[0])  # leaves the result set: the rest shift up by one
+    rest = list_all(sim, {**params, "nextToken": token_of(first)})
+    missed = set(ids) - set(job_ids(first)) - set(rest)
+    assert len(missed) == 1
+    bad = call(sim, "/jobs", {**params, "nextToken": "garbage"})
+    assert bad.status_code == 400 and error_code(bad) == "InvalidArgument"

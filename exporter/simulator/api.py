@@ -49,6 +49,11 @@ MAX_IDS = 10
 MAX_PAGE = 100
 # The token a repeat_token fault hands out; following it reads the first page again.
 REPEAT_TOKEN = "simulator-repeating-token"
+# How nextToken continues a listing. Real CI's token is opaque: "cursor" (the default) resumes
+# after the last job returned; "offset" counts jobs already returned, so a job that leaves the
+# result set between two pages shifts the rest and one is skipped, as offset paging does.
+TOKEN_MODES = ("cursor", "offset")
+_OFFSET_PREFIX = "offset-"
 BOUNDS = ("exclusive", "inclusive")
 
 
@@ -121,6 +126,7 @@ class Api:
         self.credentials: dict[str, str] = dict(credentials or {})
         self.tokens: dict[str, str] = dict(tokens or {})
         self.creation_bounds = creation_bounds
+        self.token_mode = "cursor"
         self._cursors = _Cursors(max_cursors)
 
     def __repr__(self) -> str:
@@ -253,6 +259,8 @@ class Api:
         query = self._job_query(services, params)
         size = _int_param(params, "size", 10, 1, MAX_PAGE)
         token = params.get("nextToken", "")
+        if self.token_mode == "offset":
+            return self._list_jobs_by_offset(bucket, query, size, token, repeat_token)
         if token and token != REPEAT_TOKEN:
             query = self._cursors.resume(bucket.name, query, token)
         jobs, more = bucket.list_jobs(query, size)
@@ -262,6 +270,22 @@ class Api:
         elif more:
             next_token = self._cursors.issue(bucket.name, query, jobs[-1].key)
         return Reply(200, render.job_list_body(jobs, next_token, bucket.name, bucket.region))
+
+    def _list_jobs_by_offset(
+        self, bucket: SimBucket, query: JobQuery, size: int, token: str, repeat_token: bool
+    ) -> Reply:
+        offset = 0
+        if token and token != REPEAT_TOKEN:
+            digits = token.removeprefix(_OFFSET_PREFIX)
+            if not token.startswith(_OFFSET_PREFIX) or not digits.isdigit():
+                raise bad_request(f"nextToken {token!r} is unknown or expired")
+            offset = int(digits)
+        jobs, more = bucket.list_jobs(query, offset + size)
+        next_token = REPEAT_TOKEN if repeat_token else ""
+        if more and not repeat_token:
+            next_token = f"{_OFFSET_PREFIX}{offset + size}"
+        body = render.job_list_body(jobs[offset:], next_token, bucket.name, bucket.region)
+        return Reply(200, body)
 
     def _job_query(self, services: frozenset[str], params: Mapping[str, str]) -> JobQuery:
         queue_id = params.get("queueId", "")
