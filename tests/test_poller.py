@@ -135,3 +135,49 @@ def test_stop_during_a_poll_leaves_health_untouched(sim: Simulator) -> None:
     sim.faults.add(Fault("http_500"))
     poller.poll_once()
     assert all(t.up for t in poller.snapshot().targets)
+
+
+def test_scrapes_during_background_polls_always_see_a_whole_snapshot(sim: Simulator) -> None:
+    """/metrics renders while polls swap snapshots underneath: every scrape parses, and the
+    counters it shows never go backwards."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from exporter.collector import CICollector
+    from exporter.simulator.workload import Workload
+
+    for bucket in sim.buckets.values():
+        sim.add_workload(Workload(bucket, seed=5, default_rate=2.0))
+    poller = make_poller(sim, interval=0.02)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(CICollector(poller, poller.stats, "test"))
+    errors: list[BaseException] = []
+    totals: list[list[float]] = []
+
+    def scrape(n: int) -> None:
+        seen: list[float] = []
+        try:
+            for _ in range(n):
+                text = generate_latest(registry).decode()
+                total = sum(
+                    s.value
+                    for f in text_string_to_metric_families(text)
+                    for s in f.samples
+                    if s.name == "tencent_ci_api_requests_total"
+                )
+                seen.append(total)
+        except BaseException as error:  # any failure of a scrape fails the test
+            errors.append(error)
+        totals.append(seen)
+
+    sim.start_workload(interval=0.01)
+    poller.start()
+    threads = [threading.Thread(target=scrape, args=(40,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    poller.stop()
+    assert not errors
+    assert all(seen == sorted(seen) for seen in totals)
+    assert poller.stats.total_requests() > 0

@@ -54,6 +54,7 @@ class _Outcome:
     state: str
     code: str = ""
     message: str = ""
+    at_submit: bool = False  # rejected or cancelled before it ever started: no StartTime
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,7 @@ class Workload:
         default_rate: float = 0.1,
         failure_ratio: float = 0.04,
         cancel_ratio: float = 0.01,
+        unstarted_ratio: float = 0.2,
         failure_codes: Sequence[tuple[str, str]] = FAILURE_CODES,
         retention: float | None = None,
         max_run_time: float = 3600.0,
@@ -96,6 +98,8 @@ class Workload:
         self.time = bucket.now() if start is None else start
         self.failure_ratio = failure_ratio
         self.cancel_ratio = cancel_ratio
+        # Of the failed and cancelled jobs, the share that ends while still waiting.
+        self.unstarted_ratio = unstarted_ratio
         self.failure_codes = tuple(failure_codes)
         self.retention = retention
         self.max_run_time = max_run_time
@@ -150,6 +154,11 @@ class Workload:
             job_id = self.bucket.create_job(stream.queue_id, stream.tag, at=at)
         except KeyError:  # the queue was removed; its stream dries up
             return
+        if outcome.at_submit:
+            self.bucket.finish_job(job_id, outcome.state, outcome.code, outcome.message, at=at)
+            if self.retention is not None:
+                self._finished.append((at, job_id))
+            return
         self._waiting.setdefault(stream.queue_id, deque()).append(job_id)
         self._outcomes[job_id] = outcome
         self._fill_queue(stream.queue_id, at)
@@ -159,11 +168,12 @@ class Workload:
         run = min(run, self.max_run_time)
         roll = self._rng.random()
         code, message = self.failure_codes[self._rng.randrange(len(self.failure_codes))]
+        unstarted = self._rng.random() < self.unstarted_ratio
         failure_ratio = self.failure_ratio if stream.failure_ratio is None else stream.failure_ratio
         if roll < failure_ratio:
-            return _Outcome(run, "Failed", code, message)
+            return _Outcome(run, "Failed", code, message, at_submit=unstarted)
         if roll < failure_ratio + self.cancel_ratio:
-            return _Outcome(run, "Cancel")
+            return _Outcome(run, "Cancel", at_submit=unstarted)
         return _Outcome(run, "Success")
 
     def _fill_slots(self, at: float) -> None:
