@@ -18,7 +18,12 @@ from exporter.collector import CICollector
 from exporter.config import Config, ConfigError, load_config
 from exporter.logs import setup_logging
 from exporter.poller import Poller
-from exporter.server import DEFAULT_PORT, ExporterServer, parse_listen_address
+from exporter.server import (
+    DEFAULT_PORT,
+    ExporterServer,
+    check_telemetry_path,
+    parse_listen_address,
+)
 
 log = logging.getLogger("exporter")
 
@@ -81,8 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
-    if not args.telemetry_path.startswith("/"):
-        return _usage(f"--web.telemetry-path: {args.telemetry_path!r} must start with /")
+    try:
+        check_telemetry_path(args.telemetry_path)
+    except ValueError as error:
+        return _usage(f"--web.telemetry-path: {error}")
     try:
         address = parse_listen_address(args.listen_address)
     except ValueError as error:

@@ -43,6 +43,7 @@ Clock = Callable[[], float]
 # How long the accounting of a queue that left CI's listing is kept, should it come back.
 RETIRED_FOR = 3600.0
 DESCRIBE_CHUNK = 10  # ids per describe-by-id call
+MAX_WAIT = 86400.0  # Event.wait overflows on absurd delays; config caps the interval anyway
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,7 +397,7 @@ class Poller:
             delay = next_run - time.monotonic()
             if delay < 0:  # a poll overran: start again now, don't try to catch up
                 next_run, delay = time.monotonic(), 0
-            self._stop.wait(delay)
+            self._stop.wait(min(delay, MAX_WAIT))
 
     def stop(self, timeout: float = 1.0) -> None:
         self._stop.set()

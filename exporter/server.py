@@ -110,6 +110,15 @@ class _HTTPServer(ThreadingHTTPServer):
         self.server_port = int(self.server_address[1])
 
 
+def check_telemetry_path(path: str) -> None:
+    """A path requests can reach, and not one of the other pages: else one-line ValueError."""
+    reachable = path.isascii() and path.isprintable() and not any(c in path for c in " ?#%")
+    if not path.startswith("/") or not reachable:
+        raise ValueError(f"{path!r} must be a plain path starting with / (no query, no spaces)")
+    if path in ("/", "/healthz", "/readyz"):
+        raise ValueError(f"{path!r} is taken by another page; use e.g. /metrics")
+
+
 class ExporterServer:
     """Serves the exporter's pages from a background thread."""
 
@@ -121,11 +130,7 @@ class ExporterServer:
         telemetry_path: str = "/metrics",
         version: str = __version__,
     ) -> None:
-        if not telemetry_path.startswith("/") or telemetry_path in ("/healthz", "/readyz"):
-            raise ValueError(
-                f"invalid telemetry path {telemetry_path!r}: it must start with / and not be"
-                " /healthz or /readyz"
-            )
+        check_telemetry_path(telemetry_path)
         app = _App(source, registry, telemetry_path, version)
         try:
             self._httpd = _HTTPServer(address, app)

@@ -119,6 +119,7 @@ def test_port_in_use_is_one_line() -> None:
     [
         (["--web.listen-address", "nonsense"], "--web.listen-address"),
         (["--web.telemetry-path", "metrics"], "--web.telemetry-path"),
+        (["--web.telemetry-path", "/metrics?x=1"], "--web.telemetry-path"),
         (["--log.level", "loud"], "--log.level"),
         (["--log.format", "xml"], "--log.format"),
     ],

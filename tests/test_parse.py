@@ -504,3 +504,12 @@ def test_any_text_time_gives_a_time_or_one_clear_error(text: str) -> None:
         parse_time(text)
     except CIInvalidResponse as exc:
         assert str(exc).startswith("not a time: ") and "\n" not in str(exc)
+
+
+def test_a_count_too_long_to_be_real_is_an_invalid_response() -> None:
+    body = (
+        b"<Response><TotalCount>" + b"9" * 5000 + b"</TotalCount><PageNumber>1</PageNumber>"
+        b"<PageSize>10</PageSize></Response>"
+    )
+    with pytest.raises(CIInvalidResponse, match="TotalCount: not a non-negative integer"):
+        parse_queue_page(body)

@@ -31,24 +31,43 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 def failure(index: int, message: str = "boom") -> FailedJob:
     return FailedJob(
-        time=1_700_000_000.0 + index, service="media", queue_id="q1", tag="Transcode",
-        job_id=f"job-{index:03d}", code="InternalError", message=message,
+        time=1_700_000_000.0 + index,
+        service="media",
+        queue_id="q1",
+        tag="Transcode",
+        job_id=f"job-{index:03d}",
+        code="InternalError",
+        message=message,
     )
 
 
 def snapshot() -> Snapshot:
     empty = Histogram(DURATION_BUCKETS, (0,) * len(DURATION_BUCKETS), 0.0, 0)
     stream = StreamSnapshot(
-        service="media", queue_id="q1", tag="Transcode", active={"Running": 1},
-        finished={"Failed": 1}, failures={"InternalError": 1}, run_duration={},
-        queue_wait=empty, oldest={}, last_failed_job="job-latest",
+        service="media",
+        queue_id="q1",
+        tag="Transcode",
+        active={"Running": 1},
+        finished={"Failed": 1},
+        failures={"InternalError": 1},
+        run_duration={},
+        queue_wait=empty,
+        oldest={},
+        last_failed_job="job-latest",
         last_failed_code="InternalError",
     )
     queue = QueueSnapshot("media", Queue("q1", "queue one", "Active", 100, 2, "CateAll", True))
     up = TargetSnapshot(
-        bucket="alpha-1250000000", region="ap-guangzhou", up=True, polled=True,
-        last_poll_time=1_700_000_100.0, last_success_time=1_700_000_100.0,
-        last_poll_duration=0.5, last_error="", queues=(queue,), streams=(stream,),
+        bucket="alpha-1250000000",
+        region="ap-guangzhou",
+        up=True,
+        polled=True,
+        last_poll_time=1_700_000_100.0,
+        last_success_time=1_700_000_100.0,
+        last_poll_duration=0.5,
+        last_error="",
+        queues=(queue,),
+        streams=(stream,),
         tracked_jobs=1,
         recent_failures=(
             *(failure(i) for i in range(59)),
@@ -56,9 +75,17 @@ def snapshot() -> Snapshot:
         ),
     )
     waiting = TargetSnapshot(
-        bucket="beta-1250000000", region="ap-shanghai", up=False, polled=False,
-        last_poll_time=None, last_success_time=None, last_poll_duration=None, last_error="",
-        queues=(), streams=(), tracked_jobs=0,
+        bucket="beta-1250000000",
+        region="ap-shanghai",
+        up=False,
+        polled=False,
+        last_poll_time=None,
+        last_success_time=None,
+        last_poll_duration=None,
+        last_error="",
+        queues=(),
+        streams=(),
+        tracked_jobs=0,
     )
     return Snapshot((up, waiting))
 
@@ -131,12 +158,8 @@ def test_metrics_in_openmetrics_when_asked(url: str) -> None:
 
 
 def test_metrics_gzip_only_when_accepted(url: str) -> None:
-    zipped = requests.get(
-        f"{url}/metrics", headers={"Accept-Encoding": "gzip"}, timeout=TIMEOUT
-    )
-    plain = requests.get(
-        f"{url}/metrics", headers={"Accept-Encoding": "identity"}, timeout=TIMEOUT
-    )
+    zipped = requests.get(f"{url}/metrics", headers={"Accept-Encoding": "gzip"}, timeout=TIMEOUT)
+    plain = requests.get(f"{url}/metrics", headers={"Accept-Encoding": "identity"}, timeout=TIMEOUT)
     refused = requests.get(
         f"{url}/metrics", headers={"Accept-Encoding": "gzip;q=0"}, timeout=TIMEOUT
     )
@@ -212,9 +235,18 @@ def test_landing_page_lists_targets_and_escapes_messages(url: str) -> None:
     assert "<script>" not in page
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; more" in page
     assert '<a href="/metrics">/metrics</a>' in page
-    for text in ("alpha-1250000000", "ap-guangzhou", "beta-1250000000", "ap-shanghai",
-                 "<td>up</td>", "<td>not polled yet</td>", "2023-11-14T22:15:00+00:00",
-                 "<td>queue one (media/q1)</td>", "Transcode", "InternalError"):
+    for text in (
+        "alpha-1250000000",
+        "ap-guangzhou",
+        "beta-1250000000",
+        "ap-shanghai",
+        "<td>up</td>",
+        "<td>not polled yet</td>",
+        "2023-11-14T22:15:00+00:00",
+        "<td>queue one (media/q1)</td>",
+        "Transcode",
+        "InternalError",
+    ):
         assert text in page, text
 
 
@@ -229,9 +261,17 @@ def test_landing_page_shows_the_latest_50_failures(url: str) -> None:
 
 def test_landing_page_shows_a_down_target_and_its_error(url: str, source: FakeSource) -> None:
     down = TargetSnapshot(
-        bucket="gamma", region="ap-beijing", up=False, polled=True, last_poll_time=0.0,
-        last_success_time=None, last_poll_duration=1.0, last_error="HTTP 403 <AccessDenied>",
-        queues=(), streams=(), tracked_jobs=0,
+        bucket="gamma",
+        region="ap-beijing",
+        up=False,
+        polled=True,
+        last_poll_time=0.0,
+        last_success_time=None,
+        last_poll_duration=1.0,
+        last_error="HTTP 403 <AccessDenied>",
+        queues=(),
+        streams=(),
+        tracked_jobs=0,
     )
     source.current = Snapshot((down,))
 
@@ -299,9 +339,24 @@ def test_port_in_use_is_one_clear_error(source: FakeSource) -> None:
         first.stop()
 
 
-@pytest.mark.parametrize("path", ["metrics", "/healthz", ""])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "metrics",
+        "/healthz",
+        "/readyz",
+        "/",
+        "",
+        "/metrics?x=1",
+        "/metrics#f",
+        "/a b",
+        "/m\u00e9trics",
+        "/a%20b",
+    ],
+)
 def test_bad_telemetry_path(source: FakeSource, path: str) -> None:
-    with pytest.raises(ValueError, match="telemetry path"):
+    """Paths no request could reach, or that hide another page, are refused up front."""
+    with pytest.raises(ValueError, match=r"path starting with /|taken by another page"):
         ExporterServer(("127.0.0.1", 0), source, CollectorRegistry(), telemetry_path=path)
 
 
@@ -323,8 +378,24 @@ def test_parse_listen_address(text: str, expected: tuple[str, int]) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "9101", "host", "host:", "host:abc", "host:65536", "host:-1", "host:+80", "host:٣",
-     "::1:9101", "[::1]9101", "[::1]:", "[::1", "[]:80", "[example.com]:80", "a b:80"],
+    [
+        "",
+        "9101",
+        "host",
+        "host:",
+        "host:abc",
+        "host:65536",
+        "host:-1",
+        "host:+80",
+        "host:٣",
+        "::1:9101",
+        "[::1]9101",
+        "[::1]:",
+        "[::1",
+        "[]:80",
+        "[example.com]:80",
+        "a b:80",
+    ],
 )
 def test_parse_listen_address_rejects(text: str) -> None:
     with pytest.raises(ValueError) as caught:

@@ -328,6 +328,10 @@ class CIClient:
         except CIError as exc:
             error = error_label(exc.kind)
             raise
+        except Exception:
+            # Not one of ours: still a failed call in the self-metrics, never a success.
+            error = "invalid_response"
+            raise
         finally:
             if self._stats is not None:
                 self._stats.record(

@@ -154,7 +154,8 @@ def _count(text: str | None, where: str) -> int:
     text = (text or "").strip()
     if not text:
         return 0
-    if not (text.isascii() and text.isdigit()):
+    # Eighteen digits hold any count CI can have, and keep int() far from its size limit.
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise CIInvalidResponse(f"{where}: not a non-negative integer: {one_line(repr(text), 60)}")
     return int(text)
 
