@@ -26,3 +26,27 @@ def test_ci_runs_the_readme_test_command() -> None:
     install, _, runner = test.partition(" && ")
     assert install.replace("python3 -m pip install", "").strip() in ci
     assert runner in ci.splitlines()
+
+
+def test_the_configuration_example_loads() -> None:
+    from exporter.config import parse_config
+
+    example = re.search(r"### Configuration\n\n```yaml\n(.*?)```", README, re.S)
+    assert example is not None
+    env = {"TENCENTCLOUD_SECRET_ID": "AKIDdoc", "TENCENTCLOUD_SECRET_KEY": "doc-key"}
+    config = parse_config(example.group(1), "README.md", {**env, "TENCENTCLOUD_SESSION_TOKEN": "t"})
+    assert [s.name for s in config.targets[0].services] == ["media", "ai", "speech"]
+
+
+def test_the_metric_table_names_what_the_collector_serves() -> None:
+    table = README.split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `(tencent_ci_\w+)`", table, re.M))
+    collector = (ROOT / "exporter" / "collector.py").read_text()
+    served = {f"tencent_ci_{suffix}" for suffix in re.findall(r'PREFIX \+ "(\w+)"', collector)}
+    served = {
+        name + "_total"
+        if name.endswith(("_finished", "_failures", "_requests", "_errors"))
+        else name
+        for name in served
+    }
+    assert documented == served
