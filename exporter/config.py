@@ -2,10 +2,10 @@
 
 The file's shape (all durations as below):
 
-    poll_interval: 60s            # >= 1s, default 60s
-    request_timeout: 10s          # > 0, default 10s
-    failure_code_limit: 50        # integer >= 1, default 50
-    clock_skew_tolerance: 30s     # >= 0, default 30s
+    poll_interval: 60s            # 1s to 24h, default 60s
+    request_timeout: 10s          # more than 0, at most 10m, default 10s
+    failure_code_limit: 50        # integer 1 to 10000, default 50
+    clock_skew_tolerance: 30s     # 0 to 1h, default 30s
     targets:                      # required, at least one
       - bucket: name-1250000000   # BucketName-APPID
         region: ap-chongqing
@@ -20,14 +20,22 @@ or a sequence of decimal amounts with units ms, s, m, h: "30s", "2m", "1h", "1m3
 Strings expand `${VAR}` from the environment, also inside longer text; `${VAR:-default}`
 gives a default when VAR is unset or empty; `$${` is a literal `${`. An unset variable without
 a default is an error. Integers accept a string of digits for the same reason.
+
+The YAML is read more strictly than YAML 1.1 does: integers are plain decimal (`010`, `0x1e`,
+`1_000` and `1:30` are refused rather than read as 8, 30, 1000 and 90), dates stay text, keys
+are always text (`yes:` is the key "yes", not True), a key given twice in one mapping is
+refused (PyYAML keeps the last), and so are explicit tags (`!!int`, `!!python/...`). The
+file must be a regular file of at most 1 MiB.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +57,13 @@ DEFAULT_REQUEST_TIMEOUT = 10.0
 DEFAULT_FAILURE_CODE_LIMIT = 50
 DEFAULT_CLOCK_SKEW = 30.0
 MIN_POLL_INTERVAL = 1.0
+# Upper bounds: beyond them a value is a typo (a missing unit, an extra digit), and a huge
+# wait or timeout would make the exporter look hung.
+MAX_POLL_INTERVAL = 24 * 3600.0
+MAX_REQUEST_TIMEOUT = 10 * 60.0
+MAX_CLOCK_SKEW = 3600.0
+MAX_FAILURE_CODE_LIMIT = 10_000
+MAX_FILE_BYTES = 1 << 20
 
 TOP_KEYS = (
     "poll_interval",
@@ -60,6 +75,7 @@ TOP_KEYS = (
 TARGET_KEYS = ("bucket", "region", "endpoint", "credentials", "services")
 CREDENTIAL_KEYS = ("secret_id", "secret_key", "token")
 SERVICE_KEYS = ("tags",)
+_SECRET_FIELDS = ("secret_key", "token")
 
 
 class ConfigError(Exception):
@@ -112,13 +128,31 @@ class Config:
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
     """Read and parse the file at `path`; `environ` defaults to os.environ."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        text = _read_bytes(path).decode("utf-8")
     except OSError as exc:
         raise ConfigError("", f"cannot read file: {exc.strerror or exc}", path) from None
     except UnicodeDecodeError as exc:
         raise ConfigError("", f"not UTF-8 text (bad byte at offset {exc.start})", path) from None
+    except ConfigError as exc:
+        raise exc.with_source(path) from None
     return parse_config(text, path, os.environ if environ is None else environ)
+
+
+def _read_bytes(path: str) -> bytes:
+    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer. The type is
+    # checked on the open descriptor, so the file cannot be swapped between check and read.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if stat.S_ISDIR(mode):
+            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if not stat.S_ISREG(mode):
+            # /dev/zero would be read forever, a FIFO or a terminal would wait.
+            raise ConfigError("", "cannot read file: not a regular file")
+        data = handle.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError("", "file is larger than 1 MiB (not a configuration file?)")
+    return data
 
 
 def parse_config(text: str, source: str, environ: Mapping[str, str]) -> Config:
@@ -130,24 +164,78 @@ def parse_config(text: str, source: str, environ: Mapping[str, str]) -> Config:
         raise exc.with_source(source) from None
 
 
-def parse_duration(value: object, path: str, minimum: float = 0.0) -> float:
+def parse_duration(
+    value: object, path: str, minimum: float = 0.0, maximum: float = math.inf
+) -> float:
     """A duration in seconds from a number or text such as "1m30s"; see the module doc."""
     seconds = _duration_seconds(value, path)
     if seconds < minimum:
         raise ConfigError(
             path, f"{_show_seconds(seconds)} is too short (minimum {_show_seconds(minimum)})"
         )
+    if seconds > maximum:
+        # Infinite here means digits too many for a float: show no number then.
+        shown = f"{_show_seconds(seconds)} " if math.isfinite(seconds) else ""
+        raise ConfigError(path, f"{shown}is longer than the maximum of {_show_limit(maximum)}")
     return seconds
 
 
 # --- YAML ---------------------------------------------------------------------------------
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+# Integers in this form only: YAML 1.1 reads 010, 0x1e, 0b101, 1_000 and 1:30 as 8, 30, 5,
+# 1000 and 90, which no reader of the file expects, so those are refused.
+_PLAIN_INT_RE = re.compile(r"[-+]?(?:0|[1-9][0-9]*)", re.ASCII)
+# More digits than any setting needs; int() refuses over 4300 and float() overflows at 309.
+_MAX_INT_DIGITS = 30
+
+
+@dataclass(frozen=True)
+class _OddNumber:
+    """A YAML number kept as its source text: ambiguous (010, 0x1e, 1_000, 1:30) or too large.
+
+    It is not an int or float, so every type check refuses it; the numeric settings say why.
+    """
+
+    text: str
+    kind: str  # "integer" or "number", as _type_name says it
+    too_large: bool = False
+
+    def __str__(self) -> str:
+        return self.text
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+    """SafeLoader made stricter; see the module doc. Errors are ConfigErrors naming the line."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        tag = getattr(event, "tag", None)
+        # `!` changes nothing in PyYAML and `!!str` only makes a scalar text; every other tag
+        # runs a constructor on text the user chose (`!!int SECRET` fails quoting it) or
+        # names a Python object.
+        harmless = tag is None or (isinstance(event, yaml.ScalarEvent) and tag in ("!", _STR_TAG))
+        if not harmless:
+            raise ConfigError(
+                _at(event.start_mark),
+                "explicit YAML tags (!!int, !!binary, !foo, ...) are not supported; "
+                "write the plain value",
+            )
+        return super().compose_node(parent, index)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ConfigError, yaml.YAMLError, RecursionError, MemoryError):
+            raise
+        except Exception:
+            # Any other constructor failure: its text may quote the value (a secret).
+            raise ConfigError(_at(node.start_mark), "cannot read this value") from None
 
 
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[str, Any]:
     seen: set[str] = set()
     for key_node, _ in node.value:
         if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
@@ -156,27 +244,66 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any
             line = key_node.start_mark.line + 1
             raise ConfigError(f"line {line}", f"duplicate key {_quote(key_node.value)}")
         seen.add(key_node.value)
-    return loader.construct_mapping(node, deep=True)
+    loader.flatten_mapping(node)  # `<<: *anchor` merges; keys given here win
+    mapping: dict[str, Any] = {}
+    for key_node, value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise ConfigError(_at(key_node.start_mark), "a key must be text, not a list or mapping")
+        # Every key is its text: `1:`, `~:` and `yes:` are the keys "1", "~" and "yes".
+        mapping[key_node.value] = loader.construct_object(value_node, deep=True)
+    return mapping
 
 
+def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int | _OddNumber:
+    text = str(node.value)
+    if not _PLAIN_INT_RE.fullmatch(text):
+        return _OddNumber(text, "integer")
+    if len(text.lstrip("+-")) > _MAX_INT_DIGITS:
+        return _OddNumber(text, "integer", too_large=True)
+    return int(text)
+
+
+def _construct_float(loader: _Loader, node: yaml.ScalarNode) -> float | _OddNumber:
+    text = str(node.value)
+    if "_" in text or ":" in text:
+        return _OddNumber(text, "number")
+    return loader.construct_yaml_float(node)
+
+
+# Dates stay text: no setting is a date, and an impossible one (2001-13-45) fails in the
+# constructor.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _TIMESTAMP_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 
 
 def _load_yaml(text: str) -> object:
     try:
         # A SafeLoader subclass: no arbitrary objects.
         return yaml.load(text, Loader=_Loader)
+    except ConfigError:
+        raise
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError(where, f"YAML syntax error: {problem}") from None
+        raise ConfigError(_at(mark), f"YAML syntax error: {problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError("", f"YAML syntax error: {exc}") from None
     except RecursionError:
         # PyYAML composes and constructs nodes recursively: `[[[[...` thousands deep runs out
         # of stack. No real configuration nests more than a few levels.
         raise ConfigError("", "YAML nested too deeply") from None
+    except Exception:
+        # Not expected past the Loader's own guard; the text may hold a value, so not shown.
+        raise ConfigError("", "cannot read the YAML") from None
+
+
+def _at(mark: yaml.Mark | None) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
 
 
 # --- the schema ---------------------------------------------------------------------------
@@ -189,13 +316,20 @@ def _parse_top(document: object, environ: Mapping[str, str]) -> Config:
     _check_keys(top, "", TOP_KEYS, required=("targets",))
     # The settings before the targets: the order a reader meets them in the file.
     poll_interval = _duration_key(
-        top, "poll_interval", environ, DEFAULT_POLL_INTERVAL, MIN_POLL_INTERVAL
+        top, "poll_interval", environ, DEFAULT_POLL_INTERVAL, MIN_POLL_INTERVAL, MAX_POLL_INTERVAL
     )
     request_timeout = _positive_duration(top, "request_timeout", environ)
     failure_code_limit = _int_key(
-        top, "failure_code_limit", environ, DEFAULT_FAILURE_CODE_LIMIT, minimum=1
+        top,
+        "failure_code_limit",
+        environ,
+        DEFAULT_FAILURE_CODE_LIMIT,
+        minimum=1,
+        maximum=MAX_FAILURE_CODE_LIMIT,
     )
-    clock_skew = _duration_key(top, "clock_skew_tolerance", environ, DEFAULT_CLOCK_SKEW, 0.0)
+    clock_skew = _duration_key(
+        top, "clock_skew_tolerance", environ, DEFAULT_CLOCK_SKEW, 0.0, MAX_CLOCK_SKEW
+    )
     return Config(
         targets=_parse_targets(top["targets"], environ),
         poll_interval=poll_interval,
@@ -413,44 +547,65 @@ def _tags(value: object, path: str, environ: Mapping[str, str]) -> tuple[str, ..
 
 
 def _duration_key(
-    top: Mapping[Any, Any], key: str, environ: Mapping[str, str], default: float, minimum: float
+    top: Mapping[Any, Any],
+    key: str,
+    environ: Mapping[str, str],
+    default: float,
+    minimum: float,
+    maximum: float,
 ) -> float:
     value = top.get(key)
     if value is None:
         return default
     if isinstance(value, str):
         value = _expand(value, key, environ)
-    return parse_duration(value, key, minimum)
+    return parse_duration(value, key, minimum, maximum)
 
 
 def _positive_duration(top: Mapping[Any, Any], key: str, environ: Mapping[str, str]) -> float:
-    seconds = _duration_key(top, key, environ, DEFAULT_REQUEST_TIMEOUT, 0.0)
+    seconds = _duration_key(top, key, environ, DEFAULT_REQUEST_TIMEOUT, 0.0, MAX_REQUEST_TIMEOUT)
     if seconds <= 0:
         raise ConfigError(key, "must be more than 0s")
     return seconds
 
 
-_NUMBER_RE = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)")
-_PART_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)")
+# re.ASCII: \d would take any Unicode digit ("５s"), which float() then reads.
+_NUMBER_RE = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)
+_PART_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)", re.ASCII)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 DURATION_HINT = "use e.g. 30s, 2m, 1h, 1m30s, 500ms or a number of seconds"
 
 
 def _duration_seconds(value: object, path: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+    """Seconds, infinite when the digits are too many for a float (the caller's maximum
+    then refuses it); NaN, infinite and negative YAML numbers are refused here."""
+    if isinstance(value, _OddNumber):
+        if not value.too_large:
+            raise ConfigError(path, _ambiguous_number(value.text))
+        seconds = -math.inf if value.text.startswith("-") else math.inf
+    elif isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ConfigError(path, f"expected a duration, got {_type_name(value)} ({DURATION_HINT})")
-    if isinstance(value, str):
-        seconds = _duration_text(value.strip())
-        if seconds is None:
-            raise ConfigError(path, f"bad duration {_quote(value)} ({DURATION_HINT})")
+    elif isinstance(value, str):
+        seconds_or_none = _duration_text(value.strip())
+        if seconds_or_none is None:
+            raise ConfigError(path, f"bad duration {_quote(_clip(value))} ({DURATION_HINT})")
+        return seconds_or_none  # the patterns take no sign, NaN or inf
     else:
-        seconds = float(value)
-    if not math.isfinite(seconds) or seconds < 0:
+        seconds = _float(value)
+    if math.isnan(seconds) or seconds < 0 or (isinstance(value, float) and math.isinf(seconds)):
         raise ConfigError(
             path,
-            f"bad duration {_quote(str(value))} (must be a finite amount of time, not negative)",
+            f"bad duration {_quote(_clip(str(value)))} "
+            "(must be a finite amount of time, not negative)",
         )
     return seconds
+
+
+def _float(value: int | float) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def _duration_text(text: str) -> float | None:
@@ -466,7 +621,12 @@ def _duration_text(text: str) -> float | None:
 
 
 def _int_key(
-    top: Mapping[Any, Any], key: str, environ: Mapping[str, str], default: int, minimum: int
+    top: Mapping[Any, Any],
+    key: str,
+    environ: Mapping[str, str],
+    default: int,
+    minimum: int,
+    maximum: int,
 ) -> int:
     value = top.get(key)
     if value is None:
@@ -474,13 +634,30 @@ def _int_key(
     if isinstance(value, str):
         text = _expand(value, key, environ).strip()
         if not text.isascii() or not text.isdigit():
-            raise ConfigError(key, f"expected an integer, got string {_quote(text)}")
-        value = int(text)
+            raise ConfigError(key, f"expected an integer, got string {_quote(_clip(text))}")
+        too_large = len(text) > _MAX_INT_DIGITS  # int() refuses over 4300 digits
+        value = _OddNumber(text, "integer", too_large=True) if too_large else int(text)
+    if isinstance(value, _OddNumber):
+        if not value.too_large:
+            raise ConfigError(key, _ambiguous_number(value.text))
+        digits = len(value.text.lstrip("+-"))
+        if value.text.startswith("-"):
+            raise ConfigError(key, f"must be at least {minimum}, got a {digits}-digit number")
+        raise ConfigError(key, f"must be at most {maximum}, got a {digits}-digit number")
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(key, f"expected an integer, got {_type_name(value)}")
     if value < minimum:
         raise ConfigError(key, f"must be at least {minimum}, got {value}")
+    if value > maximum:
+        raise ConfigError(key, f"must be at most {maximum}, got {value}")
     return value
+
+
+def _ambiguous_number(text: str) -> str:
+    return (
+        f"{_clip(text)} is ambiguous in YAML (a leading 0, 0x, 0b, _ or : changes how it is "
+        "read); write a plain decimal number"
+    )
 
 
 def _string(value: object, path: str, environ: Mapping[str, str], nonempty: bool = False) -> str:
@@ -545,9 +722,11 @@ def _expand(text: str, path: str, environ: Mapping[str, str]) -> str:
 def _variable(body: str, path: str, environ: Mapping[str, str]) -> str:
     name, sep, default = body.partition(":-")
     if not _VAR_NAME_RE.fullmatch(name):
+        # A secret that happens to hold `${` is no variable name: show none of it.
+        shown = "" if path.rpartition(".")[2] in _SECRET_FIELDS else f" {_quote(_clip(name))}"
         raise ConfigError(
             path,
-            f"bad variable name {_quote(name)} in ${{...}} "
+            f"bad variable name{shown} in ${{...}} "
             "(letters, digits and _; write $${ for a literal ${)",
         )
     value = environ.get(name)
@@ -562,15 +741,31 @@ def _variable(body: str, path: str, environ: Mapping[str, str]) -> str:
 
 
 def _join(path: str, key: object) -> str:
-    return f"{path}.{key}" if path else str(key)
+    shown = str(key) or '""'
+    return f"{path}.{shown}" if path else shown
 
 
 def _quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
+def _clip(text: str, limit: int = 40) -> str:
+    """Enough of a long value to recognise it; the whole may be megabytes."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _show_seconds(seconds: float) -> str:
-    return f"{seconds:g}s"
+    if seconds.is_integer() and abs(seconds) < 1e16:
+        return f"{int(seconds)}s"  # 10000000000s, not 1e+10s
+    return f"{seconds:.12g}s"  # 86400.001s, not 86400s, against a 24h maximum
+
+
+def _show_limit(seconds: float) -> str:
+    """A round limit as people write it: 24h, 10m, 1h."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return _show_seconds(seconds)
 
 
 def _type_name(value: object) -> str:
@@ -588,4 +783,6 @@ def _type_name(value: object) -> str:
         return "list"
     if isinstance(value, dict):
         return "mapping"
+    if isinstance(value, _OddNumber):
+        return value.kind
     return type(value).__name__

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import sys
 import traceback
@@ -35,6 +36,9 @@ _RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__
 }
 _BARE_VALUE_RE = re.compile(r'[^\s"=\\]+')
 _KEY_UNSAFE_RE = re.compile(r"[^A-Za-z0-9_.\-]")
+# Every character str.splitlines breaks at. json.dumps escapes the ASCII ones but leaves
+# U+0085, U+2028 and U+2029 raw, and some log shippers split records there.
+_LINE_BREAK_RE = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 def parse_level(text: str) -> int:
@@ -115,8 +119,29 @@ class LogfmtFormatter(_FieldsFormatter):
 
 class JsonFormatter(_FieldsFormatter):
     def format(self, record: logging.LogRecord) -> str:
-        # json.dumps escapes newlines, so one record stays one line.
-        return json.dumps(self.fields(record), ensure_ascii=False, default=str)
+        fields = self.fields(record)
+        try:
+            # allow_nan=False: NaN and Infinity are not JSON, and strict readers drop the line.
+            text = json.dumps(fields, ensure_ascii=False, allow_nan=False, default=str)
+        except ValueError:
+            # A NaN or infinity somewhere, or a structure that contains itself.
+            safe = {key: _json_safe(value) for key, value in fields.items()}
+            text = json.dumps(safe, ensure_ascii=False, allow_nan=False, default=str)
+        return _escape_line_breaks(text)
+
+
+def _json_safe(value: object) -> object:
+    """Scalars JSON can hold as they are; anything else as its text."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return str(value)
+
+
+def _escape_line_breaks(text: str) -> str:
+    # Only ever inside a JSON string here, where \uXXXX means the same character.
+    return _LINE_BREAK_RE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def _timestamp(record: logging.LogRecord) -> str:
@@ -138,4 +163,4 @@ def _logfmt_value(value: object) -> str:
     text = str(value)
     if _BARE_VALUE_RE.fullmatch(text) and text.isprintable():
         return text
-    return json.dumps(text, ensure_ascii=False)
+    return _escape_line_breaks(json.dumps(text, ensure_ascii=False))

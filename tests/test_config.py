@@ -6,10 +6,13 @@ units ms/s/m/h ("30s", "2m", "1h", "1m30s", "1.5s", "1500ms"); poll_interval mus
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import pytest
 
+import exporter.config as config_module
 from exporter.ci.services import SERVICES
 from exporter.config import (
     DEFAULT_CLOCK_SKEW,
@@ -709,3 +712,325 @@ def test_credentials_that_cannot_travel_in_a_header(
     text: str, env: dict[str, str] | None, expected: str
 ) -> None:
     assert error_of(text, env) == expected
+
+
+# --- YAML read strictly: no constructor failure, no YAML 1.1 surprise ----------------------
+
+TAGS = "explicit YAML tags (!!int, !!binary, !foo, ...) are not supported; write the plain value"
+AMBIGUOUS = (
+    "is ambiguous in YAML (a leading 0, 0x, 0b, _ or : changes how it is read); "
+    "write a plain decimal number"
+)
+STRICT_YAML = [
+    # An explicit tag runs a constructor on text the user chose; on a secret its error
+    # used to print the secret in a traceback.
+    (
+        "int_tag_on_secret",
+        with_target(f"credentials:\n  secret_id: a\n  secret_key: !!int {SECRET_KEY}"),
+        f"config.yml: line 6, column 19: {TAGS}",
+    ),
+    (
+        "bool_tag_on_secret",
+        with_target(f"credentials: {{secret_id: a, secret_key: !!bool {SECRET_KEY}}}"),
+        f"config.yml: line 4, column 45: {TAGS}",
+    ),
+    ("float_tag", "poll_interval: !!float 1s\n" + TARGET, f"config.yml: line 1, column 16: {TAGS}"),
+    (
+        "timestamp_tag",
+        "poll_interval: !!timestamp 2001-13-45\n" + TARGET,
+        f"config.yml: line 1, column 16: {TAGS}",
+    ),
+    (
+        "python_tag",
+        "targets: !!python/object/apply:os.system [echo hi]\n",
+        f"config.yml: line 1, column 10: {TAGS}",
+    ),
+    ("set_tag", "targets: !!set {a}\n", f"config.yml: line 1, column 10: {TAGS}"),
+    (
+        "binary_tag",
+        with_target("credentials: {secret_id: a, secret_key: !!binary c2VjcmV0}"),
+        f"config.yml: line 4, column 45: {TAGS}",
+    ),
+    (
+        "local_tag",
+        with_target("services: {media: {tags: !foo [x]}}"),
+        f"config.yml: line 4, column 30: {TAGS}",
+    ),
+    # Dates stay text, so an impossible one is a bad duration, not a constructor crash.
+    (
+        "impossible_date",
+        "poll_interval: 2001-13-45\n" + TARGET,
+        f'config.yml: poll_interval: bad duration "2001-13-45" ({HINT})',
+    ),
+    (
+        "date",
+        "clock_skew_tolerance: 2001-01-01\n" + TARGET,
+        f'config.yml: clock_skew_tolerance: bad duration "2001-01-01" ({HINT})',
+    ),
+    # More digits than int() converts (4300).
+    (
+        "int_of_5000_digits",
+        "failure_code_limit: " + "9" * 5000 + "\n" + TARGET,
+        "config.yml: failure_code_limit: must be at most 10000, got a 5000-digit number",
+    ),
+    (
+        "string_of_5000_digits",
+        "failure_code_limit: '" + "9" * 5000 + "'\n" + TARGET,
+        "config.yml: failure_code_limit: must be at most 10000, got a 5000-digit number",
+    ),
+    (
+        "negative_int_of_400_digits",
+        "failure_code_limit: -" + "9" * 400 + "\n" + TARGET,
+        "config.yml: failure_code_limit: must be at least 1, got a 400-digit number",
+    ),
+    (
+        "tag_of_5000_digits",
+        with_target("services: {media: {tags: [" + "9" * 5000 + "]}}"),
+        "config.yml: targets[0].services.media.tags[0]: expected a string, got integer",
+    ),
+    # YAML 1.1 integers that do not mean what they look like.
+    (
+        "octal",
+        "failure_code_limit: 010\n" + TARGET,
+        f"config.yml: failure_code_limit: 010 {AMBIGUOUS}",
+    ),
+    (
+        "hex",
+        "failure_code_limit: 0x1e\n" + TARGET,
+        f"config.yml: failure_code_limit: 0x1e {AMBIGUOUS}",
+    ),
+    (
+        "binary",
+        "failure_code_limit: 0b11\n" + TARGET,
+        f"config.yml: failure_code_limit: 0b11 {AMBIGUOUS}",
+    ),
+    (
+        "negative_octal",
+        "failure_code_limit: -010\n" + TARGET,
+        f"config.yml: failure_code_limit: -010 {AMBIGUOUS}",
+    ),
+    (
+        "underscore",
+        "poll_interval: 1_000\n" + TARGET,
+        f"config.yml: poll_interval: 1_000 {AMBIGUOUS}",
+    ),
+    ("base_60", "poll_interval: 1:30\n" + TARGET, f"config.yml: poll_interval: 1:30 {AMBIGUOUS}"),
+    (
+        "base_60_float",
+        "request_timeout: 1:30.5\n" + TARGET,
+        f"config.yml: request_timeout: 1:30.5 {AMBIGUOUS}",
+    ),
+    (
+        "octal_as_secret_not_shown",
+        with_target("credentials: {secret_id: a, secret_key: 0777}"),
+        "config.yml: targets[0].credentials.secret_key: expected a string, got integer",
+    ),
+    # Keys are their text, whatever YAML would read them as.
+    ("null_key", "~: x\n" + TARGET, f"config.yml: ~: unknown key (allowed: {TOP_ALLOWED})"),
+    ("bool_key", "yes: x\n" + TARGET, f"config.yml: yes: unknown key (allowed: {TOP_ALLOWED})"),
+    ("int_key", "1: x\n" + TARGET, f"config.yml: 1: unknown key (allowed: {TOP_ALLOWED})"),
+    ("empty_key", '"": x\n' + TARGET, f'config.yml: "": unknown key (allowed: {TOP_ALLOWED})'),
+    (
+        "bool_service",
+        with_target("services: {on: {}}"),
+        "config.yml: targets[0].services.on: unknown service (valid: media, ai, speech, pic, doc)",
+    ),
+    (
+        "list_key",
+        "? [a]\n: x\n" + TARGET,
+        "config.yml: line 1, column 3: a key must be text, not a list or mapping",
+    ),
+    # A secret holding `${` is no variable name to show.
+    (
+        "bad_variable_name_in_secret",
+        with_target(f"credentials: {{secret_id: a, secret_key: 'x${{{SECRET_KEY}}}'}}"),
+        "config.yml: targets[0].credentials.secret_key: bad variable name in ${...} "
+        "(letters, digits and _; write $${ for a literal ${)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [c[1:] for c in STRICT_YAML], ids=[c[0] for c in STRICT_YAML]
+)
+def test_yaml_is_read_strictly_with_one_line_errors(text: str, expected: str) -> None:
+    message = error_of(text)
+    assert message == expected
+    assert SECRET_KEY not in message
+
+
+def test_dates_and_plain_text_stay_text() -> None:
+    text = with_target(
+        "credentials: {secret_id: !!str 123, secret_key: k}\n"
+        "services: {media: {tags: [2001-01-01, '010']}}"
+    )
+    target = parse(text).targets[0]
+    assert target.credentials.secret_id == "123"
+    assert target.services[0].tags == ("2001-01-01", "010")
+
+
+def test_plain_integers_keep_working() -> None:
+    assert parse("failure_code_limit: +7\n" + TARGET).failure_code_limit == 7
+    # A quoted string of digits is decimal, as it would be from ${VAR}.
+    assert parse("failure_code_limit: '010'\n" + TARGET).failure_code_limit == 10
+
+
+def test_a_failing_constructor_is_one_line_without_the_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever a constructor raises, its text (which may quote a secret) is not shown."""
+
+    def failing(loader: object, node: object) -> object:
+        raise KeyError(SECRET_KEY)
+
+    monkeypatch.setitem(config_module._Loader.yaml_constructors, "tag:yaml.org,2002:bool", failing)
+    text = with_target("credentials:\n  secret_id: a\n  secret_key: yes")
+    assert error_of(text) == "config.yml: line 6, column 19: cannot read this value"
+
+
+# --- limits -------------------------------------------------------------------------------
+
+LIMITS = [
+    (
+        "poll_interval_huge",
+        "poll_interval: 10000000000\n",
+        "poll_interval: 10000000000s is longer than the maximum of 24h",
+    ),
+    (
+        "poll_interval_just_over",
+        "poll_interval: 24h1ms\n",
+        "poll_interval: 86400.001s is longer than the maximum of 24h",
+    ),
+    (
+        "poll_interval_hours",
+        "poll_interval: 99999999999999999999h\n",
+        "poll_interval: 3.6e+23s is longer than the maximum of 24h",
+    ),
+    (
+        "poll_interval_400_digits",
+        "poll_interval: 1" + "0" * 400 + "\n",
+        "poll_interval: is longer than the maximum of 24h",
+    ),
+    (
+        "poll_interval_400_digit_text",
+        "poll_interval: '1" + "0" * 400 + "s'\n",
+        "poll_interval: is longer than the maximum of 24h",
+    ),
+    (
+        "request_timeout",
+        "request_timeout: 3000000h\n",
+        "request_timeout: 10800000000s is longer than the maximum of 10m",
+    ),
+    (
+        "request_timeout_just_over",
+        "request_timeout: 601\n",
+        "request_timeout: 601s is longer than the maximum of 10m",
+    ),
+    (
+        "clock_skew",
+        "clock_skew_tolerance: 100000000000\n",
+        "clock_skew_tolerance: 100000000000s is longer than the maximum of 1h",
+    ),
+    (
+        "clock_skew_just_over",
+        "clock_skew_tolerance: 3601s\n",
+        "clock_skew_tolerance: 3601s is longer than the maximum of 1h",
+    ),
+    (
+        "clock_skew_negative_400_digits",
+        "clock_skew_tolerance: -" + "9" * 400 + "\n",
+        'clock_skew_tolerance: bad duration "-999999999999999999999999999999999999..." '
+        "(must be a finite amount of time, not negative)",
+    ),
+    (
+        "nan",
+        "poll_interval: .nan\n",
+        'poll_interval: bad duration "nan" (must be a finite amount of time, not negative)',
+    ),
+    (
+        "inf",
+        "request_timeout: .inf\n",
+        'request_timeout: bad duration "inf" (must be a finite amount of time, not negative)',
+    ),
+    (
+        "float_overflow",
+        "poll_interval: 1.0e+400\n",
+        'poll_interval: bad duration "inf" (must be a finite amount of time, not negative)',
+    ),
+    ("fullwidth_digit", "poll_interval: '５s'\n", f'poll_interval: bad duration "５s" ({HINT})'),
+    ("fullwidth_number", "poll_interval: '５'\n", f'poll_interval: bad duration "５" ({HINT})'),
+    (
+        "failure_code_limit",
+        "failure_code_limit: 10001\n",
+        "failure_code_limit: must be at most 10000, got 10001",
+    ),
+    (
+        "failure_code_limit_text",
+        "failure_code_limit: '10001'\n",
+        "failure_code_limit: must be at most 10000, got 10001",
+    ),
+]
+
+
+@pytest.mark.parametrize(("top", "expected"), [c[1:] for c in LIMITS], ids=[c[0] for c in LIMITS])
+def test_settings_have_upper_bounds(top: str, expected: str) -> None:
+    assert error_of(top + TARGET) == f"config.yml: {expected}"
+
+
+def test_the_maxima_themselves_are_allowed() -> None:
+    config = parse(
+        "poll_interval: 24h\nrequest_timeout: 10m\nclock_skew_tolerance: 1h\n"
+        "failure_code_limit: 10000\n" + TARGET
+    )
+    assert (
+        config.poll_interval,
+        config.request_timeout,
+        config.clock_skew_tolerance,
+        config.failure_code_limit,
+    ) == (86400.0, 600.0, 3600.0, 10000)
+
+
+def test_parse_duration_takes_a_maximum() -> None:
+    assert parse_duration("2m", "x", maximum=120.0) == 120.0
+    with pytest.raises(ConfigError) as caught:
+        parse_duration(10**400, "--timeout", maximum=60.0)
+    assert str(caught.value) == "--timeout: is longer than the maximum of 1m"
+
+
+# --- only a regular file, and not a huge one ----------------------------------------------
+
+
+def test_a_device_is_refused() -> None:
+    # /dev/zero would be read forever; /dev/null shows the same check without that risk.
+    assert _load_error(Path("/dev/null")) == "/dev/null: cannot read file: not a regular file"
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "config.fifo"
+    os.mkfifo(fifo)
+    errors: list[str] = []
+
+    def load() -> None:
+        try:
+            load_config(str(fifo), ENV)
+        except ConfigError as error:
+            errors.append(str(error))
+
+    reader = threading.Thread(target=load, daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    if reader.is_alive():
+        # Blocked in open(): a writer lets it go, so the thread does not outlive the test.
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(timeout=10)
+        pytest.fail("load_config waited on a FIFO")
+    assert errors == [f"{fifo}: cannot read file: not a regular file"]
+
+
+def test_a_file_over_one_mebibyte_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "big.yml"
+    filler = "#" * (1024 * 1024 - len(TARGET) - 1) + "\n"
+    path.write_text(filler + TARGET, encoding="utf-8")
+    assert len(load_config(str(path), ENV).targets) == 1  # exactly 1 MiB still loads
+    path.write_text(filler + "#" + TARGET, encoding="utf-8")
+    assert _load_error(path) == f"{path}: file is larger than 1 MiB (not a configuration file?)"

@@ -170,3 +170,56 @@ def test_bad_arguments_leave_logging_as_it_was() -> None:
             setup_logging(level, fmt)
     logging.getLogger("x").info("still here")
     assert "msg=\"still here\"" in stream.getvalue()
+
+
+# Every character str.splitlines breaks at; shippers that split there would cut a record.
+LINE_BREAKS = ["\n", "\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+
+@pytest.mark.parametrize("fmt", ["logfmt", "json"])
+@pytest.mark.parametrize("char", LINE_BREAKS, ids=[f"U+{ord(c):04X}" for c in LINE_BREAKS])
+def test_no_line_breaking_character_is_written_raw(fmt: str, char: str) -> None:
+    text = f"a{char}b"
+    stream = io.StringIO()
+    setup_logging("info", fmt, stream=stream)
+    try:
+        raise ValueError(text)
+    except ValueError:
+        logging.getLogger("x").exception(text, extra={"target": text, f"k{char}": 1})
+    out = stream.getvalue()
+    assert len(out.splitlines()) == 1 and out.endswith("\n")
+    line = out[:-1]
+    if fmt == "json":
+        record = json.loads(line)
+        assert (record["msg"], record["target"]) == (text, text)
+        assert record["exc"] == f"ValueError: {text}"
+    else:
+        escaped = json.dumps(text)  # \uXXXX for every one of them, as JSON writes it
+        assert f"msg={escaped} target={escaped}" in line
+        assert f'exc="ValueError: {escaped[1:]}' in line
+
+
+def _strict_json(line: str) -> dict[str, object]:
+    def refuse(name: str) -> object:
+        raise ValueError(f"not JSON: {name}")
+
+    loaded: dict[str, object] = json.loads(line, parse_constant=refuse)
+    return loaded
+
+
+def test_json_has_no_nan_or_infinity() -> None:
+    (line,) = _emit("info", "json", (logging.INFO, "m", {
+        "nan": float("nan"), "inf": float("inf"), "ninf": float("-inf"),
+        "inside": [1.5, float("nan")], "ok": 2.5, "n": 3, "b": True, "none": None,
+    }))
+    record = _strict_json(line)
+    assert record["nan"] == "nan" and record["inf"] == "inf" and record["ninf"] == "-inf"
+    assert record["inside"] == "[1.5, nan]"
+    assert (record["ok"], record["n"], record["b"], record["none"]) == (2.5, 3, True, None)
+
+
+def test_json_survives_a_value_that_contains_itself() -> None:
+    loop: list[object] = ["x"]
+    loop.append(loop)
+    (line,) = _emit("info", "json", (logging.INFO, "m", {"loop": loop}))
+    assert _strict_json(line)["loop"] == "['x', [...]]"
