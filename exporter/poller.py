@@ -21,7 +21,7 @@ from exporter.accounting import (
     listing_boundary,
 )
 from exporter.api_stats import ApiStats
-from exporter.ci.client import JOB_PAGE_SIZE, CIClient
+from exporter.ci.client import JOB_PAGE_SIZE, QUEUE_PAGE_SIZE, CIClient
 from exporter.ci.models import (
     ACTIVE_STATES,
     FINISHED_STATES,
@@ -300,7 +300,9 @@ class TargetPoller:
         )
 
 
-def build_client(target: TargetConfig, config: Config, stats: ApiStats) -> CIClient:
+def build_client(
+    target: TargetConfig, config: Config, stats: ApiStats, *, queue_page_size: int = QUEUE_PAGE_SIZE
+) -> CIClient:
     return CIClient(
         bucket=target.bucket,
         region=target.region,
@@ -308,6 +310,7 @@ def build_client(target: TargetConfig, config: Config, stats: ApiStats) -> CICli
         credentials=StaticCredentials(target.credentials),
         timeout=config.request_timeout,
         stats=stats,
+        queue_page_size=queue_page_size,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pytest
@@ -14,13 +15,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.accounting import StreamKey, listing_boundary
 from exporter.api_stats import ApiStats
-from exporter.ci.client import CIClient, format_creation_time
+from exporter.ci.client import format_creation_time
 from exporter.ci.models import Queue
 from exporter.ci.services import SERVICES, Service
 from exporter.collector import CICollector
 from exporter.config import Config, ServiceConfig, TargetConfig
-from exporter.credentials import Credentials, StaticCredentials
-from exporter.poller import RETIRED_FOR, Poller
+from exporter.credentials import Credentials
+from exporter.poller import RETIRED_FOR, Poller, build_client
 from exporter.simulator import Fault, Simulator
 from exporter.simulator.model import Clock, SimBucket
 
@@ -123,19 +124,8 @@ def make_world(
     )
     stats = ApiStats()
 
-    def small_pages(target: TargetConfig, config: Config, stats: ApiStats) -> CIClient:
-        # CI's own default page size, so that a dozen queues take two pages.
-        return CIClient(
-            bucket=target.bucket,
-            region=target.region,
-            endpoint=target.endpoint,
-            credentials=StaticCredentials(target.credentials),
-            timeout=config.request_timeout,
-            stats=stats,
-            queue_page_size=10,
-        )
-
-    poller = Poller(config, stats, client_factory=small_pages)
+    # CI's own default page size, so that a dozen queues take two pages.
+    poller = Poller(config, stats, client_factory=partial(build_client, queue_page_size=10))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(CICollector(poller, stats, "test"))
     return World(sim, ci, poller, frozen, registry, queue, ai_queue), sim
