@@ -4,6 +4,7 @@ exactly-once accounting through a scripted scenario, and what /metrics shows."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -92,6 +93,7 @@ class World:
         ]
 
 
+@contextmanager
 def make_world(
     frozen: Any,
     *,
@@ -99,7 +101,7 @@ def make_world(
     code_limit: int = 50,
     timeout: float = 2.0,
     offset: float = 0.0,
-) -> tuple[World, Simulator]:
+) -> Iterator[World]:
     sim = Simulator({SECRET_ID: SECRET_KEY}, creation_bounds=bounds, seed=7)
     sim.clock_offset = offset
     ci = sim.add_bucket(BUCKET, REGION)
@@ -128,7 +130,11 @@ def make_world(
     poller = Poller(config, stats, client_factory=partial(build_client, queue_page_size=10))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(CICollector(poller, stats, "test"))
-    return World(sim, ci, poller, frozen, registry, queue, ai_queue), sim
+    try:
+        yield World(sim, ci, poller, frozen, registry, queue, ai_queue)
+    finally:
+        poller.stop()
+        sim.stop()
 
 
 @pytest.fixture
@@ -139,10 +145,8 @@ def frozen() -> Iterator[Any]:
 
 @pytest.fixture
 def world(frozen: Any) -> Iterator[World]:
-    w, sim = make_world(frozen)
-    yield w
-    w.poller.stop()
-    sim.stop()
+    with make_world(frozen) as w:
+        yield w
 
 
 def run_job(ci: SimBucket, queue: str, tag: str, state: str = "Success", code: str = "") -> str:
@@ -158,8 +162,8 @@ def run_job(ci: SimBucket, queue: str, tag: str, state: str = "Success", code: s
 
 @pytest.mark.parametrize("bounds", ["exclusive", "inclusive"])
 def test_scripted_scenario_counts_every_job_exactly_once(frozen: Any, bounds: str) -> None:
-    w, sim = make_world(frozen, bounds=bounds)
-    try:
+    with make_world(frozen, bounds=bounds) as w:
+        sim = w.sim
         ci, q = w.ci, w.queue
         # Baseline: finished before the exporter started, never counted.
         for _ in range(3):
@@ -213,15 +217,11 @@ def test_scripted_scenario_counts_every_job_exactly_once(frozen: Any, bounds: st
             w.poll()
         assert (w.finished("Success"), w.finished("Failed"), w.finished("Cancel")) == (3, 1, 1)
         assert ci.job(edge_job).state == "Failed"
-    finally:
-        w.poller.stop()
-        sim.stop()
 
 
 @pytest.mark.parametrize("offset", [20.0, -20.0])
 def test_ci_clock_ahead_or_behind(frozen: Any, offset: float) -> None:
-    w, sim = make_world(frozen, offset=offset)
-    try:
+    with make_world(frozen, offset=offset) as w:
         w.poller.poll_once()
         for i in range(5):
             frozen.tick(7)
@@ -230,14 +230,11 @@ def test_ci_clock_ahead_or_behind(frozen: Any, offset: float) -> None:
         w.poll()
         assert (w.finished("Success"), w.finished("Failed")) == (3, 2)
         assert w.poller.targets[0].client.clock_offset == pytest.approx(offset, abs=1.5)
-    finally:
-        w.poller.stop()
-        sim.stop()
 
 
 def test_outage_of_several_polls_loses_nothing_and_counts_nothing_twice(frozen: Any) -> None:
-    w, sim = make_world(frozen, timeout=0.3)
-    try:
+    with make_world(frozen, timeout=0.3) as w:
+        sim = w.sim
         ci, q = w.ci, w.queue
         runner = ci.create_job(q, "Transcode")
         ci.start_job(runner)
@@ -278,14 +275,10 @@ def test_outage_of_several_polls_loses_nothing_and_counts_nothing_twice(frozen: 
         assert w.value("tencent_ci_last_successful_poll_timestamp_seconds") == pytest.approx(
             sim.now() - sim.clock_offset, abs=2
         )
-    finally:
-        w.poller.stop()
-        sim.stop()
 
 
 def test_failure_code_cap(frozen: Any) -> None:
-    w, sim = make_world(frozen, code_limit=2)
-    try:
+    with make_world(frozen, code_limit=2) as w:
         w.poller.poll_once()
         for code in ("A1", "A2", "A3", "A4", "A1"):
             frozen.tick(1)  # listed oldest first: the first two codes keep their labels
@@ -297,9 +290,6 @@ def test_failure_code_cap(frozen: Any) -> None:
             if name == "tencent_ci_job_failures_total"
         }
         assert failures == {"A1": 2, "A2": 1, "other": 2}
-    finally:
-        w.poller.stop()
-        sim.stop()
 
 
 def test_queue_that_disappears_leaves_metrics(world: World) -> None:
