@@ -13,25 +13,29 @@ active listing, so it is found later by step 3; one created after is found by st
 successful poll `window_start` moves up to when step 1 began on CI's clock, less a margin for
 the uncertainty of that clock, and never moves down. Finished jobs that the window can return
 again are remembered by JobId until the window passes their creation time.
+
+Every job held (active, or counted and remembered) costs memory for as long as it is held, so
+it is held compactly: the JobId as an int when it has CI's usual form, an active job's record
+as one int. Both are exact; `active` and `seen` show them by JobId.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+import re
+import struct
 import threading
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from exporter.ci.models import ACTIVE_STATES, FINISHED_STATES, DescribeResult, Job
 from exporter.snapshot import DURATION_BUCKETS, FailedJob, Histogram, StreamSnapshot
 
 OTHER_CODE = "other"
 
-# The age of the backlog is told by when its oldest job was created; of the running jobs, by
-# when the longest-running one started.
-_OLDEST_BY = {"Submitted": "creation_time", "Running": "start_time"}
 RECENT_FAILURES = 50
 
 
@@ -88,12 +92,137 @@ class CodeLimiter:
         return OTHER_CODE
 
 
+# -- how tracked jobs are held (see the module doc) ----------------------------------------
+
+JobKey = int | str  # a JobId as held in memory: see job_key
+_USUAL_ID = re.compile(r"[a-z][0-9a-f]{32}\Z")
+_HEX_BITS = 128
+_HEX_MASK = (1 << _HEX_BITS) - 1
+_LETTER_BITS = {chr(c): c << _HEX_BITS for c in range(ord("a"), ord("z") + 1)}
+
+
+def job_key(job_id: str) -> JobKey:
+    """CI's JobIds are a letter and 32 lowercase hex digits: as an int that is half the memory
+    of the text. Any other id is kept as it is (an int key never equals a str key)."""
+    if len(job_id) == 33 and _USUAL_ID.match(job_id):
+        return _LETTER_BITS[job_id[0]] | int(job_id[1:], 16)
+    return job_id
+
+
+def job_id_of(key: JobKey) -> str:
+    if isinstance(key, str):
+        return key
+    return chr(key >> _HEX_BITS) + (key & _HEX_MASK).to_bytes(16, "big").hex()
+
+
+# An active job's record packed in one int: bits 0-1 the state, bit 2 wait observed, bits 3-4
+# whether each time is known, from bit 5 the two times as IEEE doubles (creation, then start).
+_STATE_CODES = {state: code for code, state in enumerate(ACTIVE_STATES)}
+_WAIT_OBSERVED, _HAS_CREATION, _HAS_START = 4, 8, 16
+_TIMES_SHIFT = 5
+_TWO_TIMES = struct.Struct("<dd")
+_ONE_TIME = struct.Struct("<d")
+_DOUBLE_MASK = (1 << 64) - 1
+
+
+def _pack(state: str, creation: float | None, start: float | None, wait_observed: bool) -> int:
+    flags = _STATE_CODES[state]
+    if wait_observed:
+        flags |= _WAIT_OBSERVED
+    if creation is None:
+        creation = 0.0
+    else:
+        flags |= _HAS_CREATION
+    if start is None:
+        start = 0.0
+    else:
+        flags |= _HAS_START
+    return int.from_bytes(_TWO_TIMES.pack(creation, start), "little") << _TIMES_SHIFT | flags
+
+
+def _double(bits: int) -> float:
+    value: float = _ONE_TIME.unpack(bits.to_bytes(8, "little"))[0]
+    return value
+
+
+def _packed_creation(packed: int) -> float | None:
+    """A packed record's creation time, without unpacking the rest."""
+    return _double(packed >> _TIMES_SHIFT & _DOUBLE_MASK) if packed & _HAS_CREATION else None
+
+
+def _packed_start(packed: int) -> float | None:
+    return _double(packed >> (_TIMES_SHIFT + 64)) if packed & _HAS_START else None
+
+
+# The age of the backlog is told by when its oldest job was created; of the running jobs, by
+# when the longest-running one started.
+_OLDEST_BY = {"Submitted": _packed_creation, "Running": _packed_start}
+
+
 @dataclass(slots=True)
 class ActiveJob:
     state: str
     creation_time: float | None
     start_time: float | None
     wait_observed: bool
+
+    def pack(self) -> int:
+        return _pack(self.state, self.creation_time, self.start_time, self.wait_observed)
+
+    @staticmethod
+    def unpack(packed: int) -> ActiveJob:
+        creation, start = _TWO_TIMES.unpack((packed >> _TIMES_SHIFT).to_bytes(16, "little"))
+        return ActiveJob(
+            ACTIVE_STATES[packed & 3],
+            creation if packed & _HAS_CREATION else None,
+            start if packed & _HAS_START else None,
+            bool(packed & _WAIT_OBSERVED),
+        )
+
+
+_Held = TypeVar("_Held")
+
+
+class JobsById(Mapping[str, _Held]):
+    """A read-only view, by JobId, of jobs held by JobKey: for tests and inspection."""
+
+    __slots__ = ("_jobs",)
+
+    def __init__(self, jobs: dict[JobKey, _Held]) -> None:
+        self._jobs = jobs
+
+    def __getitem__(self, job_id: str) -> _Held:
+        return self._jobs[job_key(job_id)]
+
+    def __contains__(self, job_id: object) -> bool:
+        return isinstance(job_id, str) and job_key(job_id) in self._jobs
+
+    def __iter__(self) -> Iterator[str]:
+        return map(job_id_of, self._jobs)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+
+class ActiveJobs(Mapping[str, ActiveJob]):
+    """A read-only view, by JobId, of a stream's active jobs."""
+
+    __slots__ = ("_packed",)
+
+    def __init__(self, jobs: dict[JobKey, int]) -> None:
+        self._packed = JobsById(jobs)
+
+    def __getitem__(self, job_id: str) -> ActiveJob:
+        return ActiveJob.unpack(self._packed[job_id])
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._packed
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._packed)
+
+    def __len__(self) -> int:
+        return len(self._packed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +244,21 @@ class StreamListings:
     active_paged: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class TrackerState:
+    """What a stream's accounting needs to resume after a restart without counting a job twice
+    or losing one: where its window stands, its baseline, its active jobs and the counted jobs
+    a window can still return. Not its counts: counters start at 0 in a new process."""
+
+    window_start: int | None
+    baseline_time: float | None
+    baseline_fixed: bool
+    last_boundary: int | None
+    counting: bool
+    active: tuple[tuple[str, ActiveJob], ...]  # (JobId, record)
+    counted: tuple[tuple[str, float], ...]  # (JobId, creation time)
+
+
 @dataclass
 class StreamTracker:
     key: StreamKey
@@ -128,22 +272,37 @@ class StreamTracker:
     baseline_fixed: bool = False  # set from a stream's own past (a queue that came back)
     last_boundary: int | None = None  # the previous successful poll's
     counting: bool = False
-    active: dict[str, ActiveJob] = field(default_factory=dict)
-    # JobId -> creation time of finished jobs a future window listing can still return.
-    seen: dict[str, float] = field(default_factory=dict)
+    # JobKey -> packed ActiveJob.
+    _active: dict[JobKey, int] = field(default_factory=dict, init=False, repr=False)
+    # JobKey -> creation time of finished jobs a future window listing can still return.
+    _seen: dict[JobKey, float] = field(default_factory=dict, init=False, repr=False)
     finished: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
     run_duration: dict[str, HistogramAccumulator] = field(default_factory=dict)
     queue_wait: HistogramAccumulator = field(default_factory=HistogramAccumulator)
     # Usually shared by every stream of a target, so the newest failures of all are at hand.
-    recent_failures: deque[FailedJob] = field(default_factory=lambda: deque(maxlen=RECENT_FAILURES))
+    recent_failures: deque[FailedJob] = field(
+        default_factory=lambda: deque(maxlen=RECENT_FAILURES), repr=False
+    )
     last_failed_job: str = ""
     last_failed_code: str = ""
+    # When that job ended: jobs of one poll are committed in creation order, and the exemplar
+    # must be the one that failed last, not the one created last.
+    last_failed_time: float = -math.inf
     vanished: int = 0  # active jobs CI no longer knew (deleted): not counted as finished
 
     def __post_init__(self) -> None:
         for state in FINISHED_STATES:
             self.run_duration.setdefault(state, HistogramAccumulator())
+
+    @property
+    def active(self) -> ActiveJobs:
+        return ActiveJobs(self._active)
+
+    @property
+    def seen(self) -> JobsById[float]:
+        """The counted jobs a window can still return, with their creation times."""
+        return JobsById(self._seen)
 
     # -- planning -------------------------------------------------------------------------
 
@@ -166,16 +325,15 @@ class StreamTracker:
 
     def to_describe(self, active: Iterable[Job], finished: Iterable[Job]) -> list[str]:
         """Jobs active at the last poll that neither listing returned as active or finished."""
-        listed = {job.job_id for job in active if job.state in ACTIVE_STATES}
-        listed.update(job.job_id for job in finished)
-        return [job_id for job_id in self.active if job_id not in listed]
+        listed = {job_key(job.job_id) for job in active if job.state in ACTIVE_STATES}
+        listed.update(job_key(job.job_id) for job in finished)
+        return [job_id_of(key) for key in self._active if key not in listed]
 
     def oldest_creation(self, job_ids: Iterable[str]) -> float | None:
         """The earliest creation time among these tracked active jobs."""
+        records = (self._active.get(job_key(job_id)) for job_id in job_ids)
         times = [
-            t
-            for t in (self.active[i].creation_time for i in job_ids if i in self.active)
-            if t is not None
+            t for t in (_packed_creation(r) for r in records if r is not None) if t is not None
         ]
         return min(times) if times else None
 
@@ -185,22 +343,24 @@ class StreamTracker:
         """Apply one successful poll. `boundary` is the CI-clock time (less the margin) at which
         the active listing began: the next window starts there."""
         baseline = not self.counting
-        previous = self.active
-        self.active = {}
+        previous = self._active
+        self._active = {}
+        late: list[tuple[Job, JobKey]] = []
         for job in listings.active:
-            if job.state in ACTIVE_STATES and job.job_id not in self.seen:
-                self._track_active(job, previous.get(job.job_id))
-        # A tracked job that the active listing returns finished (CI's index lagging) is as good
-        # as listed finished; once counted it is no longer tracked, so a repeat is ignored.
-        late = [
-            job
-            for job in listings.active
-            if job.state in FINISHED_STATES and job.job_id in previous
-        ]
-        for job in (*listings.finished, *late):
+            key = job_key(job.job_id)
+            if job.state in ACTIVE_STATES:
+                if key not in self._seen:
+                    self._track_active(job, key, previous.get(key))
+            elif job.state in FINISHED_STATES and key in previous:
+                # A tracked job that the active listing returns finished (CI's index lagging)
+                # is as good as listed finished; once counted it is no longer tracked, so a
+                # repeat is ignored.
+                late.append((job, key))
+        finished = [(job, job_key(job.job_id)) for job in listings.finished]
+        for job, key in (*finished, *late):
             if job.state in FINISHED_STATES:
-                count = not baseline or self._after_baseline(job, previous)
-                self._finish(job, previous, count=count, now=now)
+                count = not baseline or self._after_baseline(job, key, previous)
+                self._finish(job, key, previous, count=count, now=now)
         if listings.described is not None:
             self._apply_described(listings.described, previous, now)
         # After a paged active listing the window stays one poll behind, so that a job it may
@@ -213,9 +373,9 @@ class StreamTracker:
         self.counting = True
         self._forget_before(new_start - 1)
 
-    def _after_baseline(self, job: Job, previous: dict[str, ActiveJob]) -> bool:
+    def _after_baseline(self, job: Job, key: JobKey, previous: dict[JobKey, int]) -> bool:
         """In the baseline poll: seen active, or finished after the first poll began."""
-        if job.job_id in previous or job.job_id in self.active:
+        if key in previous or key in self._active:
             return True
         return (
             self.baseline_time is not None
@@ -223,43 +383,48 @@ class StreamTracker:
             and job.end_time > self.baseline_time
         )
 
-    def _track_active(self, job: Job, before: ActiveJob | None) -> None:
-        observed = before.wait_observed if before is not None else False
+    def _track_active(self, job: Job, key: JobKey, before: int | None) -> None:
+        observed = before is not None and bool(before & _WAIT_OBSERVED)
         if not observed and job.start_time is not None and job.creation_time is not None:
             # Counting wait only for jobs seen before they started would leave out the ones
             # that started between polls; a job seen started counts once here.
             if before is not None or self.counting:
                 self.queue_wait.observe(job.start_time - job.creation_time)
             observed = True
-        self.active[job.job_id] = ActiveJob(job.state, job.creation_time, job.start_time, observed)
+        self._active[key] = _pack(job.state, job.creation_time, job.start_time, observed)
 
     def _apply_described(
-        self, described: DescribeResult, previous: dict[str, ActiveJob], now: float
+        self, described: DescribeResult, previous: dict[JobKey, int], now: float
     ) -> None:
         returned = set()
         for job in described.jobs:
-            returned.add(job.job_id)
-            if job.job_id not in previous or job.job_id in self.seen:
+            key = job_key(job.job_id)
+            returned.add(key)
+            if key not in previous or key in self._seen:
                 continue
             if job.state in FINISHED_STATES:
-                self._finish(job, previous, count=True, now=now)
-            elif job.state in ACTIVE_STATES and job.job_id not in self.active:
+                self._finish(job, key, previous, count=True, now=now)
+            elif job.state in ACTIVE_STATES and key not in self._active:
                 # Listed in neither page set while still active: a page race; keep tracking it.
-                self._track_active(job, previous[job.job_id])
-        gone = set(described.non_exist_ids) - returned
-        self.vanished += sum(1 for job_id in gone if job_id in previous)
+                self._track_active(job, key, previous[key])
+        gone = {job_key(job_id) for job_id in described.non_exist_ids} - returned
+        self.vanished += sum(1 for key in gone if key in previous)
 
-    def _finish(self, job: Job, previous: dict[str, ActiveJob], *, count: bool, now: float) -> None:
-        if job.job_id in self.seen:
+    def _finish(
+        self, job: Job, key: JobKey, previous: dict[JobKey, int], *, count: bool, now: float
+    ) -> None:
+        if key in self._seen:
             return
-        self.seen[job.job_id] = job.creation_time if job.creation_time is not None else now
-        before = self.active.pop(job.job_id, None) or previous.get(job.job_id)
+        self._seen[key] = job.creation_time if job.creation_time is not None else now
+        before = self._active.pop(key, None)
+        if before is None:
+            before = previous.get(key)
         if not count:
             return
         self.finished[job.state] += 1
         if job.start_time is not None and job.end_time is not None:
             self.run_duration[job.state].observe(job.end_time - job.start_time)
-        waited = before is not None and before.wait_observed
+        waited = before is not None and bool(before & _WAIT_OBSERVED)
         if not waited and job.start_time is not None and job.creation_time is not None:
             self.queue_wait.observe(job.start_time - job.creation_time)
         if job.state == "Failed":
@@ -268,10 +433,13 @@ class StreamTracker:
     def _record_failure(self, job: Job, now: float) -> None:
         code = self.codes.label(job.code)
         self.failures[code] += 1
-        self.last_failed_job, self.last_failed_code = job.job_id, code
+        ended = job.end_time if job.end_time is not None else now
+        if ended >= self.last_failed_time:
+            self.last_failed_job, self.last_failed_code = job.job_id, code
+            self.last_failed_time = ended
         self.recent_failures.append(
             FailedJob(
-                time=job.end_time if job.end_time is not None else now,
+                time=ended,
                 service=self.key.service,
                 queue_id=self.key.queue_id,
                 tag=self.key.tag,
@@ -283,25 +451,72 @@ class StreamTracker:
 
     def _forget_before(self, lowest: float) -> None:
         """Drop finished jobs no future window listing can return."""
-        if self.seen:
-            self.seen = {job_id: t for job_id, t in self.seen.items() if t >= lowest}
+        if self._seen:
+            self._seen = {key: t for key, t in self._seen.items() if t >= lowest}
+
+    # -- restart --------------------------------------------------------------------------
+
+    def to_state(self) -> TrackerState:
+        return TrackerState(
+            window_start=self.window_start,
+            baseline_time=self.baseline_time,
+            baseline_fixed=self.baseline_fixed,
+            last_boundary=self.last_boundary,
+            counting=self.counting,
+            active=tuple(
+                (job_id_of(key), ActiveJob.unpack(packed)) for key, packed in self._active.items()
+            ),
+            counted=tuple((job_id_of(key), t) for key, t in self._seen.items()),
+        )
+
+    @classmethod
+    def from_state(
+        cls,
+        key: StreamKey,
+        state: TrackerState,
+        codes: CodeLimiter,
+        recent_failures: deque[FailedJob],
+    ) -> StreamTracker:
+        """A tracker that takes up where the one that saved `state` stopped, with counts at 0."""
+        tracker = cls(
+            key,
+            codes,
+            window_start=state.window_start,
+            baseline_time=state.baseline_time,
+            # A stream whose polls had begun but never succeeded keeps the baseline it had: the
+            # poller's `begin` would otherwise move it to the restart.
+            baseline_fixed=state.baseline_fixed
+            or (not state.counting and state.window_start is not None),
+            last_boundary=state.last_boundary,
+            counting=state.counting,
+            recent_failures=recent_failures,
+        )
+        tracker._seen = {job_key(job_id): t for job_id, t in state.counted}
+        # A job both counted and active would be counted again: counted wins.
+        tracker._active = {
+            k: record.pack()
+            for k, record in ((job_key(job_id), r) for job_id, r in state.active)
+            if k not in tracker._seen and record.state in _STATE_CODES
+        }
+        return tracker
 
     # -- reading --------------------------------------------------------------------------
 
     @property
     def tracked_jobs(self) -> int:
-        return len(self.active) + len(self.seen)
+        return len(self._active) + len(self._seen)
 
     def snapshot(self) -> StreamSnapshot:
         active = dict.fromkeys(ACTIVE_STATES, 0)
         oldest: dict[str, float] = {}
-        for job in self.active.values():
-            active[job.state] += 1
-            since = _OLDEST_BY.get(job.state)
-            if since is not None:
-                t = getattr(job, since)
-                if t is not None and t < oldest.get(job.state, t + 1):
-                    oldest[job.state] = t
+        for packed in self._active.values():
+            state = ACTIVE_STATES[packed & 3]
+            active[state] += 1
+            time_of = _OLDEST_BY.get(state)
+            if time_of is not None:
+                t = time_of(packed)
+                if t is not None and t < oldest.get(state, t + 1):
+                    oldest[state] = t
         return StreamSnapshot(
             service=self.key.service,
             queue_id=self.key.queue_id,

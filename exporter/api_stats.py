@@ -1,14 +1,23 @@
-"""API self-metrics: every call, by endpoint family and outcome. Kept apart from the swapped
-snapshot (as yet-another-cloudwatch-exporter does) because calls happen in the middle of polls."""
+"""API self-metrics: every call, by endpoint family and outcome, and how the client held back
+(retries, throttled answers, the pacing of each target). Kept apart from the swapped snapshot
+(as yet-another-cloudwatch-exporter does) because calls happen in the middle of polls."""
 
 from __future__ import annotations
 
 import bisect
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from exporter.ci.models import CIConnectionError, CIError, CIInvalidResponse, CITimeout
+from exporter.ci.models import (
+    CIConnectionError,
+    CICredentialsError,
+    CIError,
+    CIInvalidResponse,
+    CIStopped,
+    CITimeout,
+)
 from exporter.snapshot import ApiSnapshot, Histogram
 
 REQUEST_BUCKETS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -22,9 +31,23 @@ FIXED_ERROR_LABELS = frozenset(
         CIInvalidResponse.kind,
         CITimeout.kind,
         CIConnectionError.kind,
+        CICredentialsError.kind,
+        CIStopped.kind,
         OTHER_ERROR,
     )
 )
+
+
+@dataclass(frozen=True, slots=True)
+class ApiStatsSnapshot(ApiSnapshot):
+    """ApiSnapshot plus how the client held back."""
+
+    # (bucket, region, endpoint) -> calls made again after a failure
+    retries: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
+    # (bucket, region, endpoint) -> answers that said slow down (429, 503, SlowDown)
+    throttled: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
+    # (bucket, region) -> seconds kept between the target's requests since CI throttled it
+    spacing: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
 
 @dataclass
@@ -50,6 +73,9 @@ class ApiStats:
         self._requests: Counter[tuple[str, str, str, str]] = Counter()
         self._errors: Counter[tuple[str, str, str, str]] = Counter()
         self._durations: dict[str, _Hist] = {}
+        self._retries: Counter[tuple[str, str, str]] = Counter()
+        self._throttled: Counter[tuple[str, str, str]] = Counter()
+        self._spacing: dict[tuple[str, str], float] = {}
 
     def record(
         self,
@@ -72,6 +98,19 @@ class ApiStats:
             hist.total += duration
             hist.count += 1
 
+    def record_retry(self, bucket: str, region: str, endpoint: str) -> None:
+        """A call about to be made again (each call itself is counted by `record`)."""
+        with self._lock:
+            self._retries[(bucket, region, endpoint)] += 1
+
+    def record_throttle(self, bucket: str, region: str, endpoint: str) -> None:
+        with self._lock:
+            self._throttled[(bucket, region, endpoint)] += 1
+
+    def set_spacing(self, bucket: str, region: str, seconds: float) -> None:
+        with self._lock:
+            self._spacing[(bucket, region)] = seconds
+
     def _error_label(self, error: str) -> str:
         # Called with the lock held, so the first N are the first N recorded.
         if error in FIXED_ERROR_LABELS or error in self._error_labels:
@@ -85,7 +124,7 @@ class ApiStats:
         with self._lock:
             return sum(self._requests.values())
 
-    def snapshot(self) -> ApiSnapshot:
+    def snapshot(self) -> ApiStatsSnapshot:
         with self._lock:
             durations = {}
             for endpoint, hist in self._durations.items():
@@ -96,4 +135,11 @@ class ApiStats:
                 durations[endpoint] = Histogram(
                     REQUEST_BUCKETS, tuple(cumulative), hist.total, hist.count
                 )
-            return ApiSnapshot(dict(self._requests), dict(self._errors), durations)
+            return ApiStatsSnapshot(
+                dict(self._requests),
+                dict(self._errors),
+                durations,
+                retries=dict(self._retries),
+                throttled=dict(self._throttled),
+                spacing=dict(self._spacing),
+            )

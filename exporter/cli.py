@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -24,6 +25,7 @@ from exporter.server import (
     check_telemetry_path,
     parse_listen_address,
 )
+from exporter.sharding import Shard, resolve_shard
 
 log = logging.getLogger("exporter")
 
@@ -79,6 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="validate the configuration file and exit",
     )
+    parser.add_argument(
+        "--shard.count",
+        dest="shard_count",
+        type=int,
+        default=1,
+        metavar="N",
+        help="spread the configured buckets over N exporter processes (default 1)",
+    )
+    parser.add_argument(
+        "--shard.index",
+        dest="shard_index",
+        type=int,
+        default=None,
+        metavar="I",
+        help="which of the N shards this process is, 0 to N-1 (default: the ordinal at the"
+        " end of HOSTNAME, as in a StatefulSet pod)",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -97,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.check_config and not args.config_file:
         return _usage("--check-config needs --config.file")
+    try:
+        shard = resolve_shard(args.shard_count, args.shard_index, os.environ)
+    except ValueError as error:
+        return _usage(str(error))
 
     simulator = None
     if args.demo:
@@ -114,8 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         return _usage(NO_CONFIG_HINT)
 
+    app = _App(config, address, args.telemetry_path, shard, config_file=args.config_file)
     try:
-        return _serve(config, address, args.telemetry_path, demo=simulator is not None)
+        return app.serve(demo=simulator is not None)
     finally:
         if simulator is not None:
             simulator.stop()
@@ -126,42 +150,112 @@ def _usage(message: str) -> int:
     return EXIT_USAGE
 
 
-def _serve(config: Config, address: tuple[str, int], telemetry_path: str, *, demo: bool) -> int:
-    stats = ApiStats()
-    poller = Poller(config, stats)
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(CICollector(poller, stats, __version__))
-    try:
-        # The constructor binds: a port in use fails here, not in start().
-        server = ExporterServer(address, poller, registry, telemetry_path, version=__version__)
-        server.start()
-    except OSError as error:
-        # ExporterServer's message already says "cannot listen on host:port: reason".
-        return _usage(f"--web.listen-address: {error}")
-    stop = threading.Event()
+class _App:
+    """The running exporter: poller, collector, server, and the configuration they share."""
 
-    def _on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+    def __init__(
+        self,
+        config: Config,
+        address: tuple[str, int],
+        telemetry_path: str,
+        shard: Shard,
+        *,
+        config_file: str | None,
+    ) -> None:
+        self.config = config
+        self.address = address
+        self.telemetry_path = telemetry_path
+        self.shard = shard
+        self.config_file = config_file
+        self.stats = ApiStats()
+        self.poller = Poller(config, self.stats, shard=shard)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._hangup = threading.Event()
+        self._reload_lock = threading.Lock()
 
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    host = "localhost" if address[0] in ("", "0.0.0.0", "::") else address[0]
-    if ":" in host:
-        host = f"[{host}]"
-    url = f"http://{host}:{server.port}{telemetry_path}"
-    if demo:
-        print(
-            f"Demo running against the built-in CI simulator; metrics at {url}\n"
-            "(one demo bucket is throttled now and then, to show the error metrics)",
-            flush=True,
-        )
-    log.info(
-        "serving metrics",
-        extra={"url": url, "targets": len(config.targets), "poll_interval": config.poll_interval},
-    )
-    poller.start()
-    stop.wait()
-    log.info("shutting down")
-    server.stop()
-    poller.stop(timeout=1.0)
-    return 0
+    def reload(self) -> tuple[bool, str]:
+        """Re-read the configuration file; a bad one is refused and the running one kept."""
+        if self.config_file is None:
+            return False, "nothing to reload: the exporter runs without a configuration file"
+        with self._reload_lock:
+            try:
+                config = load_config(self.config_file)
+            except ConfigError as error:
+                self.poller.reload_failed()
+                log.error(
+                    "configuration reload failed; keeping the running configuration",
+                    extra={"error": str(error)},
+                )
+                return False, str(error)
+            self.poller.reload(config)
+            self.config = config
+            return True, "configuration reloaded"
+
+    def serve(self, *, demo: bool) -> int:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(CICollector(self.poller, self.stats, __version__))
+        try:
+            # The constructor binds: a port in use fails here, not in start().
+            server = ExporterServer(
+                self.address,
+                self.poller,
+                registry,
+                self.telemetry_path,
+                version=__version__,
+                reload=None if self.config_file is None else self.reload,
+            )
+            server.start()
+        except OSError as error:
+            # ExporterServer's message already says "cannot listen on host:port: reason".
+            return _usage(f"--web.listen-address: {error}")
+        self._install_signals()
+        self._announce(server.port, demo=demo)
+        self.poller.start()
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            if self._hangup.is_set():
+                self._hangup.clear()
+                self.reload()
+        log.info("shutting down")
+        server.stop()
+        self.poller.stop(timeout=1.0)
+        return 0
+
+    def _install_signals(self) -> None:
+        def _on_stop(signum: int, frame: FrameType | None) -> None:
+            self._stop.set()
+            self._wake.set()
+
+        def _on_hangup(signum: int, frame: FrameType | None) -> None:
+            self._hangup.set()
+            self._wake.set()
+
+        signal.signal(signal.SIGTERM, _on_stop)
+        signal.signal(signal.SIGINT, _on_stop)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, _on_hangup)
+
+    def _announce(self, port: int, *, demo: bool) -> None:
+        host = "localhost" if self.address[0] in ("", "0.0.0.0", "::") else self.address[0]
+        if ":" in host:
+            host = f"[{host}]"
+        url = f"http://{host}:{port}{self.telemetry_path}"
+        if demo:
+            print(
+                f"Demo running against the built-in CI simulator; metrics at {url}\n"
+                "(one demo bucket is throttled now and then, to show the error metrics)",
+                flush=True,
+            )
+        extra: dict[str, object] = {
+            "url": url,
+            "targets": len(self.poller.targets),
+            "poll_interval": self.config.poll_interval,
+        }
+        if self.shard.count > 1:
+            extra["shard"] = f"{self.shard.index}/{self.shard.count}"
+            extra["configured_targets"] = len(self.config.targets)
+        log.info("serving metrics", extra=extra)

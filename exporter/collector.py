@@ -28,6 +28,7 @@ from exporter.snapshot import (
     DURATION_BUCKETS,
     ApiSnapshot,
     Histogram,
+    ReloadStatus,
     Snapshot,
     StreamSnapshot,
     TargetSnapshot,
@@ -65,6 +66,9 @@ API_REQUESTS = PREFIX + "api_requests"
 API_ERRORS = PREFIX + "api_errors"
 API_DURATION = PREFIX + "api_request_duration_seconds"
 TRACKED_JOBS = PREFIX + "tracked_jobs"
+IDLE_STREAMS = PREFIX + "idle_streams"
+RELOAD_OK = PREFIX + "config_last_reload_successful"
+RELOAD_TIME = PREFIX + "config_last_reload_success_timestamp_seconds"
 BUILD_INFO = PREFIX + "exporter_build_info"
 
 _EMPTY_DURATION = Histogram(DURATION_BUCKETS, (0,) * len(DURATION_BUCKETS), 0.0, 0)
@@ -358,6 +362,7 @@ def _target_metrics(targets: Targets) -> Iterator[Metric]:
     last_success: list[Sample] = []
     poll_duration: list[Sample] = []
     tracked: list[Sample] = []
+    idle: list[Sample] = []
     for target in targets:
         labels = {"bucket": target.bucket, "region": target.region}
         up.append(_sample(UP, labels, 1 if target.up else 0))
@@ -366,6 +371,7 @@ def _target_metrics(targets: Targets) -> Iterator[Metric]:
         if target.last_poll_duration is not None:
             poll_duration.append(_sample(POLL_DURATION, labels, target.last_poll_duration))
         tracked.append(_sample(TRACKED_JOBS, labels, target.tracked_jobs))
+        idle.append(_sample(IDLE_STREAMS, labels, target.idle_streams))
     yield _family(
         UP,
         "1 when the target's last poll of the CI API succeeded completely, else 0.",
@@ -388,6 +394,29 @@ def _target_metrics(targets: Targets) -> Iterator[Metric]:
         "gauge",
         tracked,
     )
+    yield _family(
+        IDLE_STREAMS,
+        "Streams (queue, tag) the last poll of the CI API left out because they have been"
+        " idle (idle_tag_backoff).",
+        "gauge",
+        idle,
+    )
+
+
+def _reload_metrics(reload: ReloadStatus) -> Iterator[Metric]:
+    yield _family(
+        RELOAD_OK,
+        "1 when the last configuration reload succeeded (or none was tried), else 0.",
+        "gauge",
+        [_sample(RELOAD_OK, {}, 1 if reload.successful else 0)],
+    )
+    if reload.last_success_time is not None:
+        yield _family(
+            RELOAD_TIME,
+            "Unix time of the last successful configuration load.",
+            "gauge",
+            [_sample(RELOAD_TIME, {}, reload.last_success_time)],
+        )
 
 
 def _api_metrics(api: ApiSnapshot) -> Iterator[Metric]:
@@ -436,6 +465,31 @@ def _api_metrics(api: ApiSnapshot) -> Iterator[Metric]:
     yield _family(
         API_DURATION, "Duration of calls to the CI API, by endpoint.", "histogram", durations
     )
+    # How the client held back: only ApiStats knows it (a plain ApiSnapshot has none of it).
+    from exporter.api_stats import ApiStatsSnapshot
+
+    if not isinstance(api, ApiStatsSnapshot):
+        return
+    retried, throttled = PREFIX + "api_retried_requests", PREFIX + "api_throttled_requests"
+    spacing = PREFIX + "api_request_spacing_seconds"
+    for name, counts, help_text in (
+        (retried, api.retries, "Calls to the CI API made again after a failed one."),
+        (throttled, api.throttled, "CI API answers that said slow down (429, 503, SlowDown)."),
+    ):
+        samples = [
+            _sample(name + "_total", {"bucket": b, "region": r, "endpoint": e}, total)
+            for (b, r, e), total in sorted(counts.items())
+        ]
+        yield _family(name, help_text + " By endpoint.", "counter", samples)
+    yield _family(
+        spacing,
+        "Seconds kept between a target's API calls since CI throttled it; 0 when not slowed.",
+        "gauge",
+        [
+            _sample(spacing, {"bucket": b, "region": r}, seconds)
+            for (b, r), seconds in sorted(api.spacing.items())
+        ],
+    )
 
 
 class CICollector(Collector):
@@ -452,12 +506,14 @@ class CICollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        targets = self._source.snapshot().targets
+        snapshot = self._source.snapshot()
+        targets = snapshot.targets
         yield from _queue_metrics(targets)
         yield from _stream_metrics(targets)
         yield from _target_metrics(targets)
         # ApiStats, not the snapshot's copy: calls are counted as they happen, mid-poll too.
         yield from _api_metrics(self._stats.snapshot())
+        yield from _reload_metrics(snapshot.reload)
         yield _family(
             BUILD_INFO,
             "Build information of the exporter; always 1.",

@@ -6,11 +6,24 @@ The file's shape (all durations as below):
     request_timeout: 10s          # more than 0, at most 10m, default 10s
     failure_code_limit: 50        # integer 1 to 10000, default 50
     clock_skew_tolerance: 30s     # 0 to 1h, default 30s
+    idle_tag_backoff: 10m         # 0 (off) to 24h, default 10m
+    rate_limit:                   # per credential, shared by the targets using it
+      requests_per_second: 15     # more than 0, at most 10000, default 15
+      burst: 15                   # 1 to 10000, default requests_per_second rounded up
+      concurrency: 4              # 1 to 64, default 4
+    retry:
+      attempts: 3                 # tries in all, 1 to 10, default 3
+      initial_backoff: 500ms      # at most max_backoff, default 500ms
+      max_backoff: 10s            # at most 5m, default 10s
+    state_file: /var/lib/...      # optional; its directory must exist
     targets:                      # required, at least one
       - bucket: name-1250000000   # BucketName-APPID
         region: ap-chongqing
         endpoint: https://...     # optional: http(s)://host[:port], no path
-        credentials: {secret_id: ..., secret_key: ..., token: ...}   # optional
+        credentials: ...          # optional, exactly one form:
+          # {secret_id: ..., secret_key: ..., token: ..., expiration: 2026-11-21T10:00:00Z}
+          # {file: /path, profile: default}       (must exist and be readable)
+          # {cvm_role: name | auto, metadata_endpoint: http://...}
         services: {media: {tags: [Transcode]}, speech: {}, ai: }     # optional
 
 Durations are a plain number of seconds (90, 1.5, or the string "90" so that `${VAR}` works)
@@ -36,26 +49,44 @@ import math
 import os
 import re
 import stat
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import yaml
 
 from exporter.ci.services import SERVICES
 from exporter.credentials import (
+    DEFAULT_METADATA_ENDPOINT,
+    DEFAULT_PROFILE,
     ENV_SECRET_ID,
     ENV_SECRET_KEY,
     ENV_SESSION_TOKEN,
+    ISO_HINT,
+    ROLE_NAME_RE,
     Credentials,
+    CredentialsFile,
+    CredentialSource,
+    CVMRole,
+    format_iso_time,
     from_environment,
+    header_safe,
+    parse_iso_time,
 )
 
 DEFAULT_POLL_INTERVAL = 60.0
 DEFAULT_REQUEST_TIMEOUT = 10.0
 DEFAULT_FAILURE_CODE_LIMIT = 50
 DEFAULT_CLOCK_SKEW = 30.0
+DEFAULT_IDLE_TAG_BACKOFF = 600.0
+# Tencent's Cloud Monitor exporter polls at 15 requests/s by default; CI documents no limit.
+DEFAULT_REQUESTS_PER_SECOND = 15.0
+DEFAULT_CONCURRENCY = 4
+DEFAULT_RETRY_ATTEMPTS = 3
+DEFAULT_INITIAL_BACKOFF = 0.5
+DEFAULT_MAX_BACKOFF = 10.0
 MIN_POLL_INTERVAL = 1.0
 # Upper bounds: beyond them a value is a typo (a missing unit, an extra digit), and a huge
 # wait or timeout would make the exporter look hung.
@@ -63,6 +94,12 @@ MAX_POLL_INTERVAL = 24 * 3600.0
 MAX_REQUEST_TIMEOUT = 10 * 60.0
 MAX_CLOCK_SKEW = 3600.0
 MAX_FAILURE_CODE_LIMIT = 10_000
+MAX_IDLE_TAG_BACKOFF = 24 * 3600.0
+MAX_REQUESTS_PER_SECOND = 10_000.0
+MAX_BURST = 10_000
+MAX_CONCURRENCY = 64
+MAX_RETRY_ATTEMPTS = 10
+MAX_BACKOFF = 5 * 60.0
 MAX_FILE_BYTES = 1 << 20
 
 TOP_KEYS = (
@@ -70,10 +107,20 @@ TOP_KEYS = (
     "request_timeout",
     "failure_code_limit",
     "clock_skew_tolerance",
+    "idle_tag_backoff",
+    "rate_limit",
+    "retry",
+    "state_file",
     "targets",
 )
+RATE_LIMIT_KEYS = ("requests_per_second", "burst", "concurrency")
+RETRY_KEYS = ("attempts", "initial_backoff", "max_backoff")
 TARGET_KEYS = ("bucket", "region", "endpoint", "credentials", "services")
-CREDENTIAL_KEYS = ("secret_id", "secret_key", "token")
+# The three forms of `credentials:`; a target's credentials use the keys of exactly one.
+STATIC_CREDENTIAL_KEYS = ("secret_id", "secret_key", "token", "expiration")
+FILE_CREDENTIAL_KEYS = ("file", "profile")
+ROLE_CREDENTIAL_KEYS = ("cvm_role", "metadata_endpoint")
+CREDENTIAL_KEYS = STATIC_CREDENTIAL_KEYS + FILE_CREDENTIAL_KEYS + ROLE_CREDENTIAL_KEYS
 SERVICE_KEYS = ("tags",)
 _SECRET_FIELDS = ("secret_key", "token")
 
@@ -107,8 +154,25 @@ class TargetConfig:
     bucket: str
     region: str
     endpoint: str  # e.g. https://<bucket>.ci.<region>.myqcloud.com
-    credentials: Credentials = field(repr=False)
+    credentials: CredentialSource = field(repr=False)
     services: tuple[ServiceConfig, ...]
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    """API calls per credential (exporter.credentials.credential_key), shared by every target
+    that uses the same credentials: a token bucket, and at most `concurrency` calls at once."""
+
+    requests_per_second: float = DEFAULT_REQUESTS_PER_SECOND
+    burst: int = math.ceil(DEFAULT_REQUESTS_PER_SECOND)
+    concurrency: int = DEFAULT_CONCURRENCY
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    attempts: int = DEFAULT_RETRY_ATTEMPTS  # tries in all, the first included
+    initial_backoff: float = DEFAULT_INITIAL_BACKOFF  # seconds before the second try
+    max_backoff: float = DEFAULT_MAX_BACKOFF  # the longest wait between two tries
 
 
 @dataclass(frozen=True)
@@ -120,6 +184,11 @@ class Config:
     # How far the clock stamping CI's jobs may be from our estimate of it (ours, centred by
     # CI's Date header); creation-time windows overlap by this much.
     clock_skew_tolerance: float = DEFAULT_CLOCK_SKEW
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    # The longest interval between polls of a stream that has been idle; 0: every poll.
+    idle_tag_backoff: float = DEFAULT_IDLE_TAG_BACKOFF
+    state_file: str | None = None  # absolute; its directory existed when the config was read
 
 
 # --- entry points -------------------------------------------------------------------------
@@ -330,13 +399,96 @@ def _parse_top(document: object, environ: Mapping[str, str]) -> Config:
     clock_skew = _duration_key(
         top, "clock_skew_tolerance", environ, DEFAULT_CLOCK_SKEW, 0.0, MAX_CLOCK_SKEW
     )
+    idle_tag_backoff = _duration_key(
+        top, "idle_tag_backoff", environ, DEFAULT_IDLE_TAG_BACKOFF, 0.0, MAX_IDLE_TAG_BACKOFF
+    )
+    rate_limit = _rate_limit(top.get("rate_limit"), environ)
+    retry = _retry(top.get("retry"), environ)
+    state_file = _state_file(top.get("state_file"), environ)
     return Config(
         targets=_parse_targets(top["targets"], environ),
         poll_interval=poll_interval,
         request_timeout=request_timeout,
         failure_code_limit=failure_code_limit,
         clock_skew_tolerance=clock_skew,
+        rate_limit=rate_limit,
+        retry=retry,
+        idle_tag_backoff=idle_tag_backoff,
+        state_file=state_file,
     )
+
+
+def _rate_limit(value: object, environ: Mapping[str, str]) -> RateLimitConfig:
+    if value is None:
+        return RateLimitConfig()
+    raw = _mapping(value, "rate_limit")
+    _check_keys(raw, "rate_limit", RATE_LIMIT_KEYS, required=())
+    per_second = _positive_number_key(
+        raw,
+        "requests_per_second",
+        environ,
+        DEFAULT_REQUESTS_PER_SECOND,
+        MAX_REQUESTS_PER_SECOND,
+        "rate_limit",
+    )
+    # A second's worth of calls at once by default: a poll's first calls need not queue.
+    burst = _int_key(
+        raw, "burst", environ, max(1, math.ceil(per_second)), 1, MAX_BURST, "rate_limit"
+    )
+    concurrency = _int_key(
+        raw, "concurrency", environ, DEFAULT_CONCURRENCY, 1, MAX_CONCURRENCY, "rate_limit"
+    )
+    return RateLimitConfig(per_second, burst, concurrency)
+
+
+def _retry(value: object, environ: Mapping[str, str]) -> RetryConfig:
+    if value is None:
+        return RetryConfig()
+    raw = _mapping(value, "retry")
+    _check_keys(raw, "retry", RETRY_KEYS, required=())
+    attempts = _int_key(
+        raw, "attempts", environ, DEFAULT_RETRY_ATTEMPTS, 1, MAX_RETRY_ATTEMPTS, "retry"
+    )
+    initial = _duration_key(
+        raw, "initial_backoff", environ, DEFAULT_INITIAL_BACKOFF, 0.0, MAX_BACKOFF, "retry"
+    )
+    longest = _duration_key(
+        raw, "max_backoff", environ, DEFAULT_MAX_BACKOFF, 0.0, MAX_BACKOFF, "retry"
+    )
+    if initial > longest:
+        raise ConfigError(
+            "retry.initial_backoff",
+            f"{_show_seconds(initial)} is longer than retry.max_backoff ({_show_seconds(longest)})",
+        )
+    return RetryConfig(attempts, initial, longest)
+
+
+def _state_file(value: object, environ: Mapping[str, str]) -> str | None:
+    if value is None:
+        return None
+    path = _local_path(value, "state_file", environ)
+    # The file itself may not exist yet (the first run writes it); its directory must.
+    if _is_directory(path):
+        raise ConfigError("state_file", f"{_quote(path)} is a directory, not a file")
+    directory = os.path.dirname(path)
+    if not _is_directory(directory):
+        raise ConfigError("state_file", f"directory {_quote(directory)} does not exist")
+    return path
+
+
+def _local_path(value: object, path: str, environ: Mapping[str, str]) -> str:
+    """Absolute (relative to the working directory), with ~ expanded."""
+    text = _string(value, path, environ, nonempty=True).strip()
+    if "\0" in text:
+        raise ConfigError(path, "must not contain a NUL character")
+    return os.path.abspath(os.path.expanduser(text))
+
+
+def _is_directory(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except (OSError, ValueError):  # ValueError: not encodable as a file name
+        return False
 
 
 def _parse_targets(value: object, environ: Mapping[str, str]) -> tuple[TargetConfig, ...]:
@@ -410,18 +562,31 @@ def _region(value: object, path: str, environ: Mapping[str, str]) -> str:
 
 
 def _endpoint(value: object, path: str, environ: Mapping[str, str]) -> str:
+    parts = _url(value, path, environ, "http(s)://host[:port]", with_path=False)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _metadata_endpoint(value: object, path: str, environ: Mapping[str, str]) -> str:
+    parts = _url(value, path, environ, "http(s)://host[:port]/path/", with_path=True)
+    # Paths under it are appended: cam/security-credentials/<role>.
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/"
+
+
+def _url(
+    value: object, path: str, environ: Mapping[str, str], form: str, with_path: bool
+) -> SplitResult:
     text = _string(value, path, environ, nonempty=True)
     try:
         parts = urlsplit(text)
     except ValueError:
-        raise ConfigError(path, "is not a URL of the form http(s)://host[:port]") from None
+        raise ConfigError(path, f"is not a URL of the form {form}") from None
     try:
         port = parts.port
     except ValueError:
         port = 0  # not a number, or out of range
     if "@" in parts.netloc:
         # user:password@host: never echo it.
-        raise ConfigError(path, "must not contain user info (expected http(s)://host[:port])")
+        raise ConfigError(path, f"must not contain user info (expected {form})")
     problem = ""
     if parts.scheme not in ("http", "https"):
         problem = "must start with http:// or https://"
@@ -429,24 +594,50 @@ def _endpoint(value: object, path: str, environ: Mapping[str, str]) -> str:
         problem = "has no host"
     elif port == 0:
         problem = "has a bad port"
-    elif parts.path not in ("", "/") or parts.query or parts.fragment:
+    elif with_path and (parts.query or parts.fragment):
+        problem = "must not have a query or fragment"
+    elif not with_path and (parts.path not in ("", "/") or parts.query or parts.fragment):
         problem = "must not have a path, query or fragment"
     if problem:
-        raise ConfigError(path, f"{_quote(text)} {problem} (expected http(s)://host[:port])")
-    return f"{parts.scheme}://{parts.netloc}"
+        raise ConfigError(path, f"{_quote(_clip(text, 80))} {problem} (expected {form})")
+    return parts
 
 
-def _credentials(value: object, path: str, environ: Mapping[str, str]) -> Credentials:
+def _credentials(value: object, path: str, environ: Mapping[str, str]) -> CredentialSource:
     if value is None:
         return _environment_credentials(path, environ)
     raw = _mapping(value, path)
     _check_keys(raw, path, CREDENTIAL_KEYS, required=())
+    forms = [
+        keys
+        for keys in (STATIC_CREDENTIAL_KEYS, FILE_CREDENTIAL_KEYS, ROLE_CREDENTIAL_KEYS)
+        if any(key in raw for key in keys)
+    ]
+    if len(forms) > 1:
+        # The first key of each form, in the order the file gives them.
+        named = [next(key for key in raw if key in keys) for keys in forms]
+        named.sort(key=list(raw).index)
+        raise ConfigError(
+            path,
+            f"{_and(named)} cannot be used together "
+            "(give secret_id and secret_key, or a file, or a cvm_role)",
+        )
+    if forms and forms[0] is FILE_CREDENTIAL_KEYS:
+        return _credentials_file(raw, path, environ)
+    if forms and forms[0] is ROLE_CREDENTIAL_KEYS:
+        return _cvm_role(raw, path, environ)
+    return _static_credentials(raw, path, environ)
+
+
+def _static_credentials(
+    raw: Mapping[Any, Any], path: str, environ: Mapping[str, str]
+) -> Credentials:
     has_id, has_key = raw.get("secret_id") is not None, raw.get("secret_key") is not None
     if not has_id and not has_key:
         raise ConfigError(
             path,
-            "give secret_id and secret_key, or leave credentials out to "
-            f"use {ENV_SECRET_ID} and {ENV_SECRET_KEY}",
+            "give secret_id and secret_key, or a file, or a cvm_role, or leave credentials out "
+            f"to use {ENV_SECRET_ID} and {ENV_SECRET_KEY}",
         )
     if not has_key:
         raise ConfigError(f"{path}.secret_key", "required when secret_id is given")
@@ -456,9 +647,11 @@ def _credentials(value: object, path: str, environ: Mapping[str, str]) -> Creden
     secret_key = _string(raw["secret_key"], f"{path}.secret_key", environ, nonempty=True)
     token = raw.get("token")
     token_text = None if token is None else _string(token, f"{path}.token", environ)
+    expiration = raw.get("expiration")
+    expires = None if expiration is None else _expiration(expiration, path, environ)
     # An empty token (e.g. `${TENCENTCLOUD_SESSION_TOKEN:-}`) means permanent keys.
     return _checked(
-        Credentials(secret_id, secret_key, token_text or None),
+        Credentials(secret_id, secret_key, token_text or None, expires),
         path,
         {
             "secret_id": f"{path}.secret_id",
@@ -468,11 +661,102 @@ def _credentials(value: object, path: str, environ: Mapping[str, str]) -> Creden
     )
 
 
+def _expiration(value: object, credentials_path: str, environ: Mapping[str, str]) -> float:
+    path = f"{credentials_path}.expiration"
+    if not isinstance(value, str):
+        raise ConfigError(path, f"expected {ISO_HINT}, got {_type_name(value)}")
+    text = _expand(value, path, environ)
+    expires = parse_iso_time(text)
+    if expires is None:
+        raise ConfigError(path, f"{_quote(_clip(text.strip()))} is not {ISO_HINT}")
+    # Static keys are never refreshed: expired ones would fail every request.
+    if expires <= time.time():
+        raise ConfigError(path, f"temporary credentials expired at {format_iso_time(expires)}")
+    return expires
+
+
+def _credentials_file(
+    raw: Mapping[Any, Any], path: str, environ: Mapping[str, str]
+) -> CredentialsFile:
+    if "file" not in raw:
+        raise ConfigError(f"{path}.file", "required when profile is given")
+    file_path = _local_path(raw["file"], f"{path}.file", environ)
+    profile = raw.get("profile")
+    name = DEFAULT_PROFILE if profile is None else _profile(profile, f"{path}.profile", environ)
+    problem = _unreadable(file_path)
+    if problem:
+        raise ConfigError(f"{path}.file", f"cannot read {_quote(file_path)}: {problem}")
+    return CredentialsFile(file_path, name)
+
+
+_PROFILE_RE = re.compile(r"[^\[\]\s](?:[^\[\]]*[^\[\]\s])?")
+
+
+def _profile(value: object, path: str, environ: Mapping[str, str]) -> str:
+    name = _string(value, path, environ, nonempty=True)
+    if not name.isprintable() or not _PROFILE_RE.fullmatch(name):
+        raise ConfigError(
+            path,
+            f"{_quote(_clip(name))} is not a profile name (the name of a [section] of the file)",
+        )
+    return name
+
+
+def _unreadable(path: str) -> str:
+    """Why the file at `path` cannot be read, or "" when it can. It is not read here: its keys
+    are checked each time it is read, and it may change before the first request."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    except ValueError:
+        return "not a valid file name"
+    try:
+        mode = os.fstat(fd).st_mode
+    finally:
+        os.close(fd)
+    if stat.S_ISDIR(mode):
+        return os.strerror(errno.EISDIR)
+    return "" if stat.S_ISREG(mode) else "not a regular file"
+
+
+def _cvm_role(raw: Mapping[Any, Any], path: str, environ: Mapping[str, str]) -> CVMRole:
+    if "cvm_role" not in raw:
+        raise ConfigError(
+            f"{path}.cvm_role",
+            "required when metadata_endpoint is given (auto asks the metadata service)",
+        )
+    role = _role_name(raw["cvm_role"], f"{path}.cvm_role", environ)
+    endpoint = raw.get("metadata_endpoint")
+    return CVMRole(
+        role,
+        DEFAULT_METADATA_ENDPOINT
+        if endpoint is None
+        else _metadata_endpoint(endpoint, f"{path}.metadata_endpoint", environ),
+    )
+
+
+def _role_name(value: object, path: str, environ: Mapping[str, str]) -> str | None:
+    """The role's name; None (from `auto`, "" or nothing) asks the metadata service for it."""
+    if value is None:
+        return None
+    name = _string(value, path, environ).strip()
+    if name in ("", "auto"):
+        return None
+    if not ROLE_NAME_RE.fullmatch(name):
+        raise ConfigError(
+            path,
+            f"{_quote(_clip(name))} is not a CAM role name (up to 128 letters, digits and "
+            "+=,.@_-; or auto to ask the metadata service)",
+        )
+    return name
+
+
 def _checked(credentials: Credentials, path: str, names: Mapping[str, str]) -> Credentials:
     """Keys travel in HTTP headers: anything but printable ASCII would fail every request."""
     for field_name, where in names.items():
         value = getattr(credentials, field_name)
-        if value is not None and not (value.isascii() and value.isprintable() and " " not in value):
+        if value is not None and not header_safe(value):
             raise ConfigError(
                 where, "must be printable ASCII without spaces (the value is not shown)"
             )
@@ -547,19 +831,21 @@ def _tags(value: object, path: str, environ: Mapping[str, str]) -> tuple[str, ..
 
 
 def _duration_key(
-    top: Mapping[Any, Any],
+    raw: Mapping[Any, Any],
     key: str,
     environ: Mapping[str, str],
     default: float,
     minimum: float,
     maximum: float,
+    prefix: str = "",
 ) -> float:
-    value = top.get(key)
+    value = raw.get(key)
     if value is None:
         return default
+    path = _join(prefix, key)
     if isinstance(value, str):
-        value = _expand(value, key, environ)
-    return parse_duration(value, key, minimum, maximum)
+        value = _expand(value, path, environ)
+    return parse_duration(value, path, minimum, maximum)
 
 
 def _positive_duration(top: Mapping[Any, Any], key: str, environ: Mapping[str, str]) -> float:
@@ -621,36 +907,92 @@ def _duration_text(text: str) -> float | None:
 
 
 def _int_key(
-    top: Mapping[Any, Any],
+    raw: Mapping[Any, Any],
     key: str,
     environ: Mapping[str, str],
     default: int,
     minimum: int,
     maximum: int,
+    prefix: str = "",
 ) -> int:
-    value = top.get(key)
+    value = raw.get(key)
     if value is None:
         return default
+    path = _join(prefix, key)
     if isinstance(value, str):
-        text = _expand(value, key, environ).strip()
+        text = _expand(value, path, environ).strip()
         if not text.isascii() or not text.isdigit():
-            raise ConfigError(key, f"expected an integer, got string {_quote(_clip(text))}")
+            raise ConfigError(path, f"expected an integer, got string {_quote(_clip(text))}")
         too_large = len(text) > _MAX_INT_DIGITS  # int() refuses over 4300 digits
         value = _OddNumber(text, "integer", too_large=True) if too_large else int(text)
     if isinstance(value, _OddNumber):
         if not value.too_large:
-            raise ConfigError(key, _ambiguous_number(value.text))
+            raise ConfigError(path, _ambiguous_number(value.text))
         digits = len(value.text.lstrip("+-"))
         if value.text.startswith("-"):
-            raise ConfigError(key, f"must be at least {minimum}, got a {digits}-digit number")
-        raise ConfigError(key, f"must be at most {maximum}, got a {digits}-digit number")
+            raise ConfigError(path, f"must be at least {minimum}, got a {digits}-digit number")
+        raise ConfigError(path, f"must be at most {maximum}, got a {digits}-digit number")
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(key, f"expected an integer, got {_type_name(value)}")
+        raise ConfigError(path, f"expected an integer, got {_type_name(value)}")
     if value < minimum:
-        raise ConfigError(key, f"must be at least {minimum}, got {value}")
+        raise ConfigError(path, f"must be at least {minimum}, got {value}")
     if value > maximum:
-        raise ConfigError(key, f"must be at most {maximum}, got {value}")
+        raise ConfigError(path, f"must be at most {maximum}, got {value}")
     return value
+
+
+def _positive_number_key(
+    raw: Mapping[Any, Any],
+    key: str,
+    environ: Mapping[str, str],
+    default: float,
+    maximum: float,
+    prefix: str = "",
+) -> float:
+    """A number more than 0: 15, 0.5, or a string of them (from `${VAR}`)."""
+    value = raw.get(key)
+    if value is None:
+        return default
+    path = _join(prefix, key)
+    if isinstance(value, str):
+        text = _expand(value, path, environ).strip()
+        if not _NUMBER_RE.fullmatch(text):
+            raise ConfigError(path, f"expected a number, got string {_quote(_clip(text))}")
+        digits = len(text.partition(".")[0])
+        value = (
+            _OddNumber(text, "number", too_large=True)
+            if digits > _MAX_INT_DIGITS
+            else (float(text))
+        )
+    if isinstance(value, _OddNumber):
+        if not value.too_large:
+            raise ConfigError(path, _ambiguous_number(value.text))
+        if value.text.startswith("-"):
+            raise ConfigError(path, "must be more than 0")
+        digits = len(value.text.lstrip("+-").partition(".")[0])
+        raise ConfigError(
+            path, f"must be at most {_show_number(maximum)}, got a {digits}-digit number"
+        )
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(path, f"expected a number, got {_type_name(value)}")
+    number = _float(value)
+    if not math.isfinite(number):
+        raise ConfigError(path, f"must be a finite number, got {_show_number(number)}")
+    if number <= 0:
+        raise ConfigError(path, f"must be more than 0, got {_show_number(value)}")
+    if number > maximum:
+        raise ConfigError(
+            path, f"must be at most {_show_number(maximum)}, got {_show_number(value)}"
+        )
+    return number
+
+
+def _show_number(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if value.is_integer() and abs(value) < 1e16:
+        return str(int(value))  # 10000, not 10000.0
+    return f"{value:.12g}"
 
 
 def _ambiguous_number(text: str) -> str:
@@ -738,6 +1080,10 @@ def _variable(body: str, path: str, environ: Mapping[str, str]) -> str:
 
 
 # --- small helpers ------------------------------------------------------------------------
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _join(path: str, key: object) -> str:

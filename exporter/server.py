@@ -1,19 +1,28 @@
-"""The HTTP side: the telemetry path, /healthz, /readyz and a landing page.
+"""The HTTP side: the telemetry path, /healthz, /readyz, a landing page and /-/reload.
 
 Nothing here calls the CI API: the telemetry path renders the registry (whose collector reads the
 latest snapshot), and the other pages read the snapshot source.
+
+With a web config (exporter.webconfig), connections are TLS and every path but /healthz and
+/readyz needs a basic-auth user. Those two stay open because kubelet probes carry no credentials,
+and they tell nothing but "serving" and "every target polled once".
 
 DEFAULT_PORT 9873 is the exporter's default listen port (":9873", all interfaces).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import gzip
 import html
 import ipaddress
 import logging
 import socket
 import socketserver
+import ssl
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,6 +37,7 @@ from prometheus_client.registry import CollectorRegistry
 from exporter import __version__
 from exporter.collector import SnapshotSource
 from exporter.snapshot import FailedJob, Snapshot, TargetSnapshot
+from exporter.webconfig import TLSServerConfig, WebConfig
 
 DEFAULT_PORT = 9873
 RECENT_FAILURES_SHOWN = 50
@@ -37,6 +47,24 @@ RECENT_FAILURES_SHOWN = 50
 _GZIP_LEVEL = 1
 _STOP_POLL_INTERVAL = 0.1  # how often serve_forever looks for shutdown(): bounds stop() latency
 _CONNECTION_TIMEOUT = 60.0  # idle keep-alive connections give their thread back after this
+# A client that connects and says nothing (or stalls mid-handshake) holds only its own thread,
+# and only this long.
+TLS_HANDSHAKE_TIMEOUT = 10.0
+# socketserver's default backlog is 5: a burst of scrapers connecting at once would see SYNs
+# dropped and retried a second later.
+_LISTEN_BACKLOG = 128
+
+RELOAD_PATH = "/-/reload"
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # probes carry no credentials
+REALM = "tencent-ci-exporter"
+_TLS_HANDSHAKE_RECORD = 0x16  # the first byte of every TLS ClientHello
+_PLAIN_HTTP_ANSWER = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Connection: close\r\nContent-Length: 48\r\n\r\n"
+    b"Client sent an HTTP request to an HTTPS server.\n"
+)
+
+Reload = Callable[[], "tuple[bool, str]"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,20 +115,85 @@ def _parse_port(port_text: str, text: str) -> int:
     return int(port_text)
 
 
+class _Exposition:
+    """One rendering of the registry in one format, shared by the scrapes waiting for it."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.body: bytes | None = None  # None: rendering failed
+        self._gzipped: bytes | None = None
+        self._lock = threading.Lock()
+
+    def gzipped(self) -> bytes:
+        if self.body is None:
+            raise ValueError("nothing was rendered")
+        with self._lock:  # compressed once, by the first scrape that asks
+            if self._gzipped is None:
+                self._gzipped = gzip.compress(self.body, compresslevel=_GZIP_LEVEL)
+            return self._gzipped
+
+
+class _Renderer:
+    """Renders the registry for scrapes, one rendering per format at a time.
+
+    Rendering is CPU-bound and holds the GIL (prometheus_client takes tens of microseconds a
+    series): ten scrapers arriving together would each render, and each wait for all ten. A
+    scrape that arrives while its format is being rendered waits for that rendering and shares
+    it instead. Its values are then at most one rendering older than its arrival; they come
+    from the last poll anyway. A scrape that arrives when none is under way renders anew, so
+    scrapes one after the other always see the latest snapshot.
+    """
+
+    def __init__(self, registry: CollectorRegistry, telemetry_path: str) -> None:
+        self._registry = registry
+        self._telemetry_path = telemetry_path
+        self._lock = threading.Lock()
+        self._under_way: dict[str, _Exposition] = {}  # by content type
+
+    def render(
+        self, encoder: Callable[[CollectorRegistry], bytes], content_type: str
+    ) -> _Exposition:
+        with self._lock:
+            exposition = self._under_way.get(content_type)
+            renders = exposition is None
+            if exposition is None:
+                exposition = self._under_way[content_type] = _Exposition()
+        if not renders:
+            exposition.done.wait()
+            return exposition
+        try:
+            exposition.body = encoder(self._registry)
+        except Exception:
+            logger.exception("rendering %s failed", self._telemetry_path)
+        finally:
+            with self._lock:
+                del self._under_way[content_type]
+            exposition.done.set()
+        return exposition
+
+
 @dataclass(frozen=True)
 class _App:
     source: SnapshotSource
     registry: CollectorRegistry
     telemetry_path: str
     version: str
+    reload: Reload | None
+    # One reload at a time: two POSTs at once must not interleave two loads.
+    reload_lock: threading.Lock
+    renderer: _Renderer
 
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = _LISTEN_BACKLOG
 
-    def __init__(self, address: tuple[str, int], app: _App) -> None:
+    def __init__(self, address: tuple[str, int], app: _App, web_config: WebConfig | None) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.app = app
+        # Replaced whole by set_web_config; a connection takes its TLS settings at accept and
+        # a request its users and headers when it starts.
+        self.web_config = web_config
         super().__init__(address, _Handler)
 
     def server_bind(self) -> None:
@@ -109,18 +202,88 @@ class _HTTPServer(ThreadingHTTPServer):
         self.server_name = str(self.server_address[0])
         self.server_port = int(self.server_address[1])
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver prints a traceback on stderr. A client that resets the connection or
+        # breaks off TLS mid-request is its own business: a debug line. Anything else is a bug.
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            logger.debug("connection from %s broke off: %s", client_address[0], error)
+        else:
+            logger.error("error serving %s", client_address[0], exc_info=True)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # Runs on the connection's own thread (process_request_thread), not in the accept
+        # loop: a slow or silent TLS client delays no one else.
+        tls = self.web_config.tls if self.web_config is not None else None
+        if tls is None:
+            super().finish_request(request, client_address)
+            return
+        connection = _tls_accept(request, tls, client_address)
+        if connection is None:
+            return
+        try:
+            _Handler(connection, client_address, self)
+        finally:
+            _close(connection)
+
+
+def _tls_accept(sock: socket.socket, tls: TLSServerConfig, client: Any) -> ssl.SSLSocket | None:
+    """The connection after a TLS handshake; None (the socket closed) when there was none."""
+    sock.settimeout(TLS_HANDSHAKE_TIMEOUT)
+    try:
+        first = sock.recv(1, socket.MSG_PEEK)
+        if first and first[0] != _TLS_HANDSHAKE_RECORD:
+            _refuse_plain_http(sock)
+            return None
+        if not first:
+            return None
+        connection = tls.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+    except OSError as error:
+        logger.debug("TLS connection from %s failed before the handshake: %s", client, error)
+        return None
+    try:
+        connection.do_handshake()
+        if not tls.client_allowed(connection.getpeercert()):
+            logger.debug("TLS client %s refused: no SAN in client_allowed_sans", client)
+            _close(connection)
+            return None
+    except (OSError, ValueError) as error:  # ssl.SSLError and timeouts are OSErrors
+        logger.debug("TLS handshake with %s failed: %s", client, error)
+        _close(connection)
+        return None
+    return connection
+
+
+def _refuse_plain_http(sock: socket.socket) -> None:
+    """Say in plain text why http:// to a TLS port fails, as Go's servers do."""
+    with contextlib.suppress(OSError):
+        sock.recv(65536)  # the request head: unread, closing would reset the connection
+        sock.sendall(_PLAIN_HTTP_ANSWER)
+        sock.shutdown(socket.SHUT_WR)
+
+
+def _close(connection: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already gone
+        connection.shutdown(socket.SHUT_RDWR)
+    connection.close()
+
 
 def check_telemetry_path(path: str) -> None:
     """A path requests can reach, and not one of the other pages: else one-line ValueError."""
     reachable = path.isascii() and path.isprintable() and not any(c in path for c in " ?#%")
     if not path.startswith("/") or not reachable:
         raise ValueError(f"{path!r} must be a plain path starting with / (no query, no spaces)")
-    if path in ("/", "/healthz", "/readyz"):
+    if path in ("/", "/healthz", "/readyz", RELOAD_PATH):
         raise ValueError(f"{path!r} is taken by another page; use e.g. /metrics")
 
 
 class ExporterServer:
-    """Serves the exporter's pages from a background thread."""
+    """Serves the exporter's pages from a background thread.
+
+    `web_config`: TLS, basic-auth users and extra headers (exporter.webconfig); None serves
+    plain HTTP to anyone. `reload`: what POST or PUT /-/reload calls, returning (ok, one-line
+    message); None leaves /-/reload out (404).
+    """
 
     def __init__(
         self,
@@ -129,11 +292,22 @@ class ExporterServer:
         registry: CollectorRegistry,
         telemetry_path: str = "/metrics",
         version: str = __version__,
+        *,
+        web_config: WebConfig | None = None,
+        reload: Reload | None = None,
     ) -> None:
         check_telemetry_path(telemetry_path)
-        app = _App(source, registry, telemetry_path, version)
+        app = _App(
+            source,
+            registry,
+            telemetry_path,
+            version,
+            reload,
+            threading.Lock(),
+            _Renderer(registry, telemetry_path),
+        )
         try:
-            self._httpd = _HTTPServer(address, app)
+            self._httpd = _HTTPServer(address, app, web_config)
         except OSError as exc:
             host, port = address
             reason = exc.strerror or str(exc)
@@ -144,6 +318,20 @@ class ExporterServer:
     @property
     def port(self) -> int:
         return int(self._httpd.server_address[1])
+
+    @property
+    def scheme(self) -> str:
+        """The URL scheme: https while a web config with TLS is in force, else http."""
+        web_config = self._httpd.web_config
+        return "https" if web_config is not None and web_config.tls is not None else "http"
+
+    def set_web_config(self, web_config: WebConfig | None) -> None:
+        """Swap in a reloaded web config (new certificates, users, headers) without a restart.
+
+        Connections already open keep the TLS session they have; new connections and every
+        request from now on use the new one.
+        """
+        self._httpd.web_config = web_config
 
     def start(self) -> None:
         if self._thread is not None or self._closed:
@@ -179,29 +367,63 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = _CONNECTION_TIMEOUT
 
+    # The web config in force when the request started: a reload mid-request changes nothing.
+    _web: WebConfig | None = None
+
     @property
     def app(self) -> _App:
         return cast(_HTTPServer, self.server).app
 
     def do_GET(self) -> None:
-        self._route()
+        self._dispatch()
 
     def do_HEAD(self) -> None:
-        self._route()
+        self._dispatch()
 
     def __getattr__(self, name: str) -> Callable[[], None]:
-        # BaseHTTPRequestHandler answers 501 to methods without a do_* handler; every method
-        # but GET and HEAD is known and refused here.
+        # BaseHTTPRequestHandler answers 501 to methods without a do_* handler; here every
+        # method reaches _dispatch, which answers 401, 404 or 405 as the path and user say.
         if name.startswith("do_"):
-            return self._method_not_allowed
+            return self._dispatch
         raise AttributeError(name)
 
     def log_message(self, format: str, *args: Any) -> None:
-        # The base writes every request to stderr; here it is debug logging.
+        # The base writes every request to stderr; here it is debug logging. Only the request
+        # line and status reach it, never a header (Authorization).
         logger.debug("%s " + format, self.address_string(), *args)
 
-    def _route(self) -> None:
+    def _dispatch(self) -> None:
+        self._web = cast(_HTTPServer, self.server).web_config
         path = urlsplit(self.path).path
+        if path not in OPEN_PATHS and not self._authenticated():
+            self._send(
+                401,
+                "text/plain; charset=utf-8",
+                b"unauthorized\n",
+                {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'},
+            )
+        elif path == RELOAD_PATH:
+            self._reload_page()
+        elif self.command in ("GET", "HEAD"):
+            self._route(path)
+        else:
+            self._method_not_allowed("GET, HEAD")
+
+    def _authenticated(self) -> bool:
+        auth = self._web.auth if self._web is not None else None
+        if auth is None:
+            return True
+        credentials = _basic_credentials(self.headers.get("Authorization"))
+        if credentials is None:
+            return False
+        user, password = credentials
+        if auth.verify(user, password):
+            return True
+        # The user name is left out: people type passwords into it.
+        logger.debug("%s: wrong user or password for %s", self.address_string(), self.command)
+        return False
+
+    def _route(self, path: str) -> None:
         app = self.app
         if path == app.telemetry_path:
             self._metrics()
@@ -215,17 +437,41 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, "text/plain; charset=utf-8", b"not found\n")
 
+    def _reload_page(self) -> None:
+        reload = self.app.reload
+        if reload is None:
+            self._send(
+                404,
+                "text/plain; charset=utf-8",
+                b"not found: this exporter has nothing to reload\n",
+            )
+        elif self.command not in ("POST", "PUT"):
+            self._method_not_allowed("POST, PUT")
+        else:
+            ok, message = self._run_reload(reload)
+            if ok:
+                self._send(200, "text/plain; charset=utf-8", b"config reloaded\n")
+            else:
+                self._send(500, "text/plain; charset=utf-8", f"{_one_line(message)}\n".encode())
+
+    def _run_reload(self, reload: Reload) -> tuple[bool, str]:
+        with self.app.reload_lock:
+            try:
+                return reload()
+            except Exception:
+                logger.exception("reload failed")
+                return False, "reload failed: internal error (see the log)"
+
     def _metrics(self) -> None:
         encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-        try:
-            body = encoder(self.app.registry)
-        except Exception:
-            logger.exception("rendering %s failed", self.app.telemetry_path)
+        exposition = self.app.renderer.render(encoder, content_type)
+        if exposition.body is None:
             self._send(500, "text/plain; charset=utf-8", b"error rendering metrics, see log\n")
             return
+        body = exposition.body
         headers = {"Vary": "Accept, Accept-Encoding"}
         if _gzip_accepted(self.headers.get("Accept-Encoding", "")):
-            body = gzip.compress(body, compresslevel=_GZIP_LEVEL)
+            body = exposition.gzipped()
             headers["Content-Encoding"] = "gzip"
         self._send(200, content_type, body, headers)
 
@@ -237,10 +483,8 @@ class _Handler(BaseHTTPRequestHandler):
                 503, "text/plain; charset=utf-8", b"not ready: not every target polled yet\n"
             )
 
-    def _method_not_allowed(self) -> None:
-        self._send(
-            405, "text/plain; charset=utf-8", b"method not allowed\n", {"Allow": "GET, HEAD"}
-        )
+    def _method_not_allowed(self, allow: str) -> None:
+        self._send(405, "text/plain; charset=utf-8", b"method not allowed\n", {"Allow": allow})
 
     def _send(
         self,
@@ -254,6 +498,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
+        for name, value in self._web.headers if self._web is not None else ():
+            self.send_header(name, value)
         if self._request_has_body():
             # Unread, it would be parsed as the next request on this keep-alive connection.
             self.send_header("Connection", "close")
@@ -265,6 +511,28 @@ class _Handler(BaseHTTPRequestHandler):
     def _request_has_body(self) -> bool:
         length = self.headers.get("Content-Length", "0").strip()
         return length not in ("", "0") or "Transfer-Encoding" in self.headers
+
+
+def _basic_credentials(header: str | None) -> tuple[str, bytes] | None:
+    """(user, password) from `Authorization: Basic ...`; None when absent or malformed."""
+    scheme, _, token = (header or "").strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    user, colon, password = decoded.partition(b":")
+    if not colon:
+        return None
+    try:
+        return user.decode("utf-8"), password
+    except UnicodeDecodeError:
+        return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) or "reload failed"
 
 
 def _gzip_accepted(accept_encoding: str) -> bool:

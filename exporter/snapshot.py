@@ -89,6 +89,7 @@ class TargetSnapshot:
     streams: tuple[StreamSnapshot, ...]
     tracked_jobs: int
     recent_failures: tuple[FailedJob, ...] = ()
+    idle_streams: int = 0  # left out of the last poll by the idle back-off
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,5 +100,12 @@ class ApiSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class ReloadStatus:
+    successful: bool = True
+    last_success_time: float | None = None  # the start, until a reload succeeds
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     targets: tuple[TargetSnapshot, ...] = ()
+    reload: ReloadStatus = ReloadStatus()

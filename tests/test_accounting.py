@@ -3,7 +3,9 @@ API documents them, with either reading of the creation-time bounds and a skewed
 
 from __future__ import annotations
 
+import gc
 import random
+import tracemalloc
 from dataclasses import dataclass
 
 import pytest
@@ -11,11 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.accounting import (
+    ActiveJob,
     CodeLimiter,
     HistogramAccumulator,
     StreamKey,
     StreamListings,
     StreamTracker,
+    job_id_of,
+    job_key,
     listing_boundary,
 )
 from exporter.ci.models import ACTIVE_STATES, FINISHED_STATES, DescribeResult, Job
@@ -370,3 +375,123 @@ def test_a_finished_job_in_the_active_listing_is_counted() -> None:
         tracker.begin(boundary, at)
         tracker.commit(StreamListings([ended], []), boundary, at)
     assert tracker.finished == {"Success": 1}
+
+
+# -- how tracked jobs are held ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("job_id", "compact"),
+    [
+        ("j" + "0" * 32, True),
+        ("a8d121820f5e411ec926ef19d53ba9c6f", True),  # CI's documented example
+        ("z" + "f" * 32, True),
+        ("jABCDEF0123456789abcdef0123456789", False),  # uppercase hex: kept as text
+        ("j" + "0" * 31, False),  # a digit short
+        ("j" + "0" * 33, False),
+        ("9" + "0" * 32, False),
+        ("jabcxxxxfeipplsdfwe", False),
+        ("j0x" + "0" * 30, False),
+        ("j_" + "0" * 31, False),
+        ("j+" + "0" * 31, False),
+        ("j " + "0" * 31, False),
+        ("\u00e9" + "0" * 32, False),
+        ("j" + "\u0663" * 32, False),  # digits of another script
+    ],
+)
+def test_job_keys_give_back_the_job_id(job_id: str, compact: bool) -> None:
+    key = job_key(job_id)
+    assert job_id_of(key) == job_id
+    assert isinstance(key, int) == compact
+
+
+def test_distinct_job_ids_have_distinct_keys() -> None:
+    rng = random.Random(7)
+    ids = {f"{rng.choice('jaspd')}{rng.getrandbits(128):032x}" for _ in range(2000)}
+    ids |= {"j" + "0" * 32, "j" + "0" * 31 + "1", "k" + "0" * 32, "j" + "0" * 32 + "x"}
+    assert len({job_key(i) for i in ids}) == len(ids)
+
+
+@given(
+    state=st.sampled_from(ACTIVE_STATES),
+    creation=st.none() | st.floats(allow_nan=False, allow_infinity=False),
+    start=st.none() | st.floats(allow_nan=False, allow_infinity=False),
+    observed=st.booleans(),
+)
+def test_an_active_job_record_packs_exactly(
+    state: str, creation: float | None, start: float | None, observed: bool
+) -> None:
+    job = ActiveJob(state, creation, start, observed)
+    assert ActiveJob.unpack(job.pack()) == job
+
+
+def test_active_and_counted_views_by_job_id() -> None:
+    ci = FakeCI(inclusive=False)
+    long_id, odd_id = "j" + "1" * 32, "odd-id"
+    ci.add(FakeJob(long_id, T0 - 300, T0 - 200))
+    ci.add(FakeJob(odd_id, T0 - 30))
+    tracker = new_tracker()
+    poll(tracker, ci, T0)
+    assert dict(tracker.active) == {
+        long_id: ActiveJob("Running", T0 - 300, T0 - 200, True),
+        odd_id: ActiveJob("Submitted", T0 - 30, None, False),
+    }
+    assert long_id in tracker.active and "j" + "2" * 32 not in tracker.active
+    assert 5 not in tracker.active  # not a JobId at all
+    done = ci.add(FakeJob("j" + "3" * 32, T0 + 50, T0 + 51, T0 + 55))
+    poll(tracker, ci, T0 + 60)
+    assert dict(tracker.seen) == {done.job_id: T0 + 50}
+    assert tracker.tracked_jobs == 3
+
+
+def tracked_job_bytes(jobs: int, kind: str, *, streams: int = 10, seed: int = 1) -> float:
+    """Memory held per tracked job, as tracemalloc sees it: `jobs` jobs with CI-style JobIds
+    (a letter and 32 hex digits) spread over `streams` streams, every one a running job with
+    both times (kind "active") or a counted finished job (kind "counted"). The jobs' ids and
+    times are objects of their own, as the parser hands them over."""
+    rng = random.Random(seed)
+    codes = CodeLimiter(50)
+    trackers = [
+        StreamTracker(StreamKey("media", f"q{s}", "Transcode"), codes) for s in range(streams)
+    ]
+    listings = []
+    for tracker in trackers:
+        tracker.commit(StreamListings([], []), T0 - 100, T0)
+        created = [T0 + rng.randrange(3600) for _ in range(jobs // streams)]
+        ids = [f"j{rng.getrandbits(128):032x}" for _ in created]
+        listings.append((tracker, ids, created))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for tracker, ids, created in listings:
+            records = [
+                Job(
+                    "".join(job_id),  # a new string, as the parser makes one
+                    "Transcode",
+                    "Running" if kind == "active" else "Success",
+                    tracker.key.queue_id,
+                    float(c),
+                    float(c + 5),
+                    None if kind == "active" else float(c + 9),
+                )
+                for job_id, c in zip(ids, created, strict=True)
+            ]
+            if kind == "active":
+                tracker.commit(StreamListings(records, []), T0 - 100, T0)
+            else:
+                tracker.commit(StreamListings([], records), T0 - 100, T0 + 4000)
+            del records
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    tracked = sum(tracker.tracked_jobs for tracker in trackers)
+    assert tracked == jobs // streams * streams
+    return held / tracked
+
+
+@pytest.mark.parametrize("kind", ["active", "counted"])
+def test_memory_per_tracked_job_is_at_most_200_bytes(kind: str) -> None:
+    # 1366 jobs a stream: just after a dict has grown, the most per job.
+    assert tracked_job_bytes(13_660, kind) <= 200

@@ -6,8 +6,12 @@ import threading
 from collections import Counter
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.api_stats import DEFAULT_ERROR_LABEL_LIMIT, OTHER_ERROR, ApiStats
+from exporter.collector import CICollector
+from exporter.snapshot import Snapshot
 
 B, R = "examplebucket-1250000000", "ap-chongqing"
 
@@ -54,7 +58,8 @@ def test_the_default_limit_is_fifty() -> None:
 
 def test_the_client_own_failure_kinds_are_never_capped() -> None:
     stats = ApiStats(error_label_limit=1)
-    record_errors(stats, "Junk1", "Junk2", "timeout", "connection", "invalid_response", "error")
+    record_errors(stats, "Junk1", "Junk2", "timeout", "connection", "invalid_response", "error",
+                  "credentials", "stopped")
     assert errors_by_label(stats) == {
         "Junk1": 1,
         OTHER_ERROR: 1,
@@ -62,6 +67,8 @@ def test_the_client_own_failure_kinds_are_never_capped() -> None:
         "connection": 1,
         "invalid_response": 1,
         "error": 1,
+        "credentials": 1,
+        "stopped": 1,
     }
 
 
@@ -100,3 +107,50 @@ def test_concurrent_records_keep_exactly_the_limit_of_labels() -> None:
     assert sum(counts.values()) == threads * per_thread
     assert len(set(counts) - {OTHER_ERROR}) == limit
     assert counts[OTHER_ERROR] == threads * per_thread - limit
+
+
+def test_retries_throttles_and_spacing_are_kept_per_target_and_endpoint() -> None:
+    stats = ApiStats()
+    stats.record_retry(B, R, "/jobs")
+    stats.record_retry(B, R, "/jobs")
+    stats.record_retry(B, R, "/queue")
+    stats.record_throttle(B, R, "/jobs")
+    stats.set_spacing(B, R, 0.4)
+    stats.set_spacing(B, R, 0.2)  # a gauge: the latest value
+    stats.set_spacing("other-1250000000", R, 0.0)
+    snapshot = stats.snapshot()
+    assert snapshot.retries == {(B, R, "/jobs"): 2, (B, R, "/queue"): 1}
+    assert snapshot.throttled == {(B, R, "/jobs"): 1}
+    assert snapshot.spacing == {(B, R): 0.2, ("other-1250000000", R): 0.0}
+    assert stats.total_requests() == 0  # a retry is counted as a call only when it is made
+
+
+def test_the_collector_serves_retries_throttles_and_spacing() -> None:
+    stats = ApiStats()
+    stats.record_retry(B, R, "/jobs")
+    stats.record_throttle(B, R, "/asr_jobs")
+    stats.set_spacing(B, R, 0.1)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(CICollector(FakeSource(), stats, "test"))
+    text = generate_latest(registry).decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if "retried" in s.name or "throttled" in s.name or "spacing" in s.name
+    }
+    assert samples == {
+        ("tencent_ci_api_retried_requests_total",
+         (("bucket", B), ("endpoint", "/jobs"), ("region", R))): 1,
+        ("tencent_ci_api_throttled_requests_total",
+         (("bucket", B), ("endpoint", "/asr_jobs"), ("region", R))): 1,
+        ("tencent_ci_api_request_spacing_seconds", (("bucket", B), ("region", R))): 0.1,
+    }
+
+
+class FakeSource:
+    def snapshot(self) -> Snapshot:
+        return Snapshot()
+
+    def ready(self) -> bool:
+        return True

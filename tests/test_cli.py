@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.demo import DEMO_POLL_INTERVAL
+from exporter.simulator import Simulator
 
 FAMILIES = (
     "tencent_ci_queue_info",
@@ -122,6 +123,9 @@ def test_port_in_use_is_one_line() -> None:
         (["--web.telemetry-path", "/metrics?x=1"], "--web.telemetry-path"),
         (["--log.level", "loud"], "--log.level"),
         (["--log.format", "xml"], "--log.format"),
+        (["--shard.count", "0"], "--shard.count"),
+        (["--shard.count", "many"], "--shard.count"),
+        (["--shard.count", "3", "--shard.index", "3"], "--shard.index"),
     ],
 )
 def test_bad_flags_are_one_line(flags: list[str], named: str) -> None:
@@ -194,3 +198,103 @@ def test_sigint_stops_the_demo_within_two_seconds(
     began = time.monotonic()
     assert process.wait(5) == 0
     assert time.monotonic() - began < 2.0
+
+
+# -- reload -----------------------------------------------------------------------------------
+
+RELOAD_ID, RELOAD_KEY = "AKIDreload0000000000000000000000000", "reload-key-00000000000000000000"
+
+
+def _config_text(sim: Simulator, buckets: list[str]) -> str:
+    lines = ["poll_interval: 1s", "targets:"]
+    for bucket in buckets:
+        lines += [
+            f"  - bucket: {bucket}",
+            "    region: ap-beijing",
+            f"    endpoint: {sim.endpoint(bucket)}",
+            "    services: {speech: {}}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _wait_for(url: str, predicate: Callable[[str], bool], timeout: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout
+    body = ""
+    while time.monotonic() < deadline:
+        body = requests.get(url, timeout=5).text
+        if predicate(body):
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"condition not met; last body:\n{body}")
+
+
+def _value(body: str, name: str, **labels: str) -> float | None:
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                return float(sample.value)
+    return None
+
+
+def test_sighup_reloads_a_valid_config_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    sim = Simulator({RELOAD_ID: RELOAD_KEY})
+    for name in ("first-1250000000", "second-1250000000"):
+        sim.add_bucket(name, "ap-beijing").add_queue("speech", name="asr")
+    config = tmp_path / "config.yml"
+    with sim.start():
+        config.write_text(_config_text(sim, ["first-1250000000"]))
+        env = {
+            **os.environ,
+            "TENCENTCLOUD_SECRET_ID": RELOAD_ID,
+            "TENCENTCLOUD_SECRET_KEY": RELOAD_KEY,
+        }
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "--config.file",
+                str(config),
+                "--web.listen-address",
+                "127.0.0.1:0",
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            assert process.stderr is not None
+            line = ""
+            while "serving metrics" not in line:
+                line = process.stderr.readline()
+                assert line, "the exporter exited before serving"
+            url = line[line.index("http://") :].split()[0].strip('"')
+            _wait_for(url, lambda b: _value(b, "tencent_ci_up", bucket="first-1250000000") == 1)
+
+            config.write_text(_config_text(sim, ["first-1250000000", "second-1250000000"]))
+            process.send_signal(signal.SIGHUP)
+            body = _wait_for(
+                url, lambda b: _value(b, "tencent_ci_up", bucket="second-1250000000") == 1
+            )
+            assert _value(body, "tencent_ci_config_last_reload_successful") == 1
+
+            good = _config_text(sim, ["first-1250000000", "second-1250000000"])
+            config.write_text(good.replace("poll_interval: 1s", "poll_interval: soon"))
+            process.send_signal(signal.SIGHUP)
+            body = _wait_for(
+                url, lambda b: _value(b, "tencent_ci_config_last_reload_successful") == 0
+            )
+            # The running configuration stays.
+            assert _value(body, "tencent_ci_up", bucket="second-1250000000") == 1
+            error = ""
+            while "reload failed" not in error:
+                error = process.stderr.readline()
+                assert error
+            assert "poll_interval" in error and "Traceback" not in error
+
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(5) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait(5)

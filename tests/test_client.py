@@ -27,13 +27,17 @@ from exporter.api_stats import ApiStats
 from exporter.ci.client import CIClient, error_label, format_creation_time
 from exporter.ci.models import (
     CIAPIError,
+    CIAuthError,
     CIConnectionError,
+    CICredentialsError,
     CIInvalidResponse,
+    CIStopped,
     CITimeout,
 )
 from exporter.ci.parse import parse_time
 from exporter.ci.services import SERVICES
-from exporter.credentials import Credentials, StaticCredentials
+from exporter.credentials import Credentials, CredentialsError, StaticCredentials
+from exporter.ratelimit import Pacer, RequestGate, RetryPolicy
 from exporter.signing import TOKEN_HEADER, expected_signature, parse_authorization
 
 SECRET_ID = "AKIDtestid"
@@ -755,3 +759,290 @@ def test_a_slow_answer_does_not_replace_a_good_clock_measure(stub: StubCI) -> No
         stub.handler = answer(8, 50)  # 8 s round trip: the Date could be 4 s either way
         client.list_queues(AI)
         assert client.clock_offset == pytest.approx(20.0)
+
+
+# Retries, throttling, auth, credentials, stopping
+
+class Sleeps:
+    """The client's sleeper: records each wait and moves a fake clock (`clock`, for pacers) by
+    it instead of sleeping; can play a shutdown."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.waits: list[float] = []
+        self.now = 0.0
+        self.stop_after = stop_after
+
+    def clock(self) -> float:
+        return self.now
+
+    def __call__(self, stopping: threading.Event, seconds: float) -> bool:
+        self.waits.append(seconds)
+        self.now += seconds
+        if self.stop_after is not None and len(self.waits) >= self.stop_after:
+            stopping.set()
+        return stopping.is_set()
+
+
+def scripted(*replies: Reply) -> Callable[[Received], Reply]:
+    """Answer with these in turn, then the last one forever."""
+    queue = list(replies)
+
+    def handle(r: Received) -> Reply:
+        return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    return handle
+
+
+RETRY = RetryPolicy(attempts=3, initial_backoff=0.5, max_backoff=10.0)
+OK_JOBS = Reply(body=xml(job_xml("j1", "Success")))
+ERROR_500 = Reply(500, b"<Error><Code>InternalError</Code><Message>oops</Message></Error>")
+SLOW_DOWN_503 = Reply(503, b"<Error><Code>SlowDown</Code><Message>slow down</Message></Error>")
+
+
+def retrying_client(stub: StubCI, stats: ApiStats, sleeps: Sleeps, **kwargs: object) -> CIClient:
+    options: dict[str, object] = {"retry": RETRY, "sleep": sleeps, "random": lambda: 1.0}
+    options.update(kwargs)
+    return make_client(stub, stats, token=TOKEN, **options)
+
+
+def retry_counts(stats: ApiStats) -> dict[tuple[str, str, str], int]:
+    return dict(stats.snapshot().retries)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        ERROR_500,
+        Reply(502, b"<html><title>502 Bad Gateway</title></html>"),
+        Reply(action="reset"),
+        Reply(body=xml(job_xml("j1")), action="truncate"),
+        Reply(body=b"<Response><JobsDetail><JobId>j</JobsDetail></Response>"),
+        Reply(body=b"<html><body>login</body></html>"),
+        Reply(body=xml("<JobsDetail><JobId>j1</JobId><State>Success</State></JobsDetail>")),
+    ],
+    ids=["500", "gateway-html", "reset", "truncated", "malformed", "html-200", "no-creation-time"],
+)
+def test_transient_failures_are_retried_with_backoff(
+    stub: StubCI, stats: RecordingStats, failure: Reply
+) -> None:
+    stub.handler = scripted(failure, failure, OK_JOBS)
+    sleeps = Sleeps()
+    with retrying_client(stub, stats, sleeps) as client:
+        (job,) = client.list_jobs(MEDIA, "q1", "Transcode", ["Success"])
+    assert job.job_id == "j1"
+    assert len(stub.received) == 3
+    assert sleeps.waits == [0.5, 1.0]  # full jitter drawn at its top: initial, then doubled
+    assert [c[4] is None for c in stats.calls] == [False, False, True]  # every attempt counted
+    assert retry_counts(stats) == {("examplebucket-1250000000", "ap-chongqing", "/jobs"): 2}
+
+
+def test_a_timeout_is_retried(stub: StubCI, stats: RecordingStats) -> None:
+    stub.handler = scripted(Reply(action="stall"), OK_JOBS)
+    sleeps = Sleeps()
+    with retrying_client(stub, stats, sleeps, timeout=0.2) as client:
+        assert len(client.list_jobs(MEDIA, "q1", "Transcode", ["Success"])) == 1
+    assert [c[3:] for c in stats.calls] == [("error", "timeout"), ("200", None)]
+
+
+def test_retries_stop_after_the_last_attempt(stub: StubCI, stats: RecordingStats) -> None:
+    stub.handler = scripted(ERROR_500)
+    sleeps = Sleeps()
+    with retrying_client(stub, stats, sleeps) as client, pytest.raises(CIAPIError) as info:
+        client.list_queues(MEDIA)
+    assert info.value.kind == "InternalError"
+    assert len(stub.received) == 3 and len(sleeps.waits) == 2
+    assert [c[3:] for c in stats.calls] == [("500", "InternalError")] * 3
+
+
+def test_jitter_comes_from_the_injected_random(stub: StubCI, stats: RecordingStats) -> None:
+    stub.handler = scripted(ERROR_500)
+    draws = iter([0.25, 0.5])
+    sleeps = Sleeps()
+    with retrying_client(stub, stats, sleeps, random=lambda: next(draws)) as client, \
+            pytest.raises(CIAPIError):
+        client.list_queues(MEDIA)
+    assert sleeps.waits == [0.125, 0.5]
+
+
+def test_without_a_policy_the_client_tries_once(stub: StubCI, stats: RecordingStats) -> None:
+    stub.handler = scripted(ERROR_500, OK_JOBS)
+    with make_client(stub, stats) as client, pytest.raises(CIAPIError):
+        client.list_queues(MEDIA)
+    assert len(stub.received) == 1
+
+
+@pytest.mark.parametrize(
+    ("reply", "error", "kind"),
+    [
+        (Reply(400, b"<Error><Code>InvalidArgument</Code></Error>"), CIAPIError, "InvalidArgument"),
+        (Reply(404, b"<Error><Code>ResourceNotFound</Code></Error>"), CIAPIError,
+         "ResourceNotFound"),
+        (Reply(body=b"<Response>" + b" " * 3000 + b"</Response>"), CIInvalidResponse,
+         "invalid_response"),
+        (Reply(body=xml(job_xml("j1", "Queuing"))), CIInvalidResponse, "invalid_response"),
+    ],
+    ids=["400", "404", "oversized", "unknown-state"],
+)
+def test_answers_that_would_be_the_same_again_are_not_retried(
+    stub: StubCI, stats: RecordingStats, reply: Reply, error: type[Exception], kind: str
+) -> None:
+    stub.handler = scripted(reply, OK_JOBS)
+    sleeps = Sleeps()
+    with retrying_client(stub, stats, sleeps, max_body_bytes=2000) as client, \
+            pytest.raises(error) as info:
+        client.list_jobs(MEDIA, "q1", "Transcode", ["Success"])
+    assert getattr(info.value, "kind", None) == kind
+    assert len(stub.received) == 1 and sleeps.waits == [] and retry_counts(stats) == {}
+
+
+def test_an_unknown_job_state_is_named_in_one_line(stub: StubCI, client: CIClient) -> None:
+    stub.handler = lambda r: Reply(body=xml(job_xml("j1") + job_xml("j2", "Queuing")))
+    with pytest.raises(CIInvalidResponse) as info:
+        client.list_jobs(MEDIA, "q1", "Transcode", ["Running"])
+    assert str(info.value) == "GET /jobs: job j2: unknown State 'Queuing'"
+    stub.handler = lambda r: Reply(body=xml(job_xml("j3", "Queuing")))
+    with pytest.raises(CIInvalidResponse, match="job j3: unknown State 'Queuing'"):
+        client.describe_jobs(MEDIA, ["j3"])
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(401, "AccessDenied"), (403, "AccessDenied"), (401, "InvalidAuthorization"),
+     (401, "MissingAuthorization"), (401, "SecretidNotExist"), (401, "SignatureExpired"),
+     (403, ""), (400, "SignatureExpired")],
+)
+def test_auth_failures_are_not_retried_and_name_the_code(
+    stub: StubCI, stats: RecordingStats, status: int, code: str
+) -> None:
+    body = f"<Error><Code>{code}</Code><Message>no</Message></Error>".encode()
+    stub.handler = scripted(Reply(status, body), OK_JOBS)
+    sleeps = Sleeps()
+    with retrying_client(stub, stats, sleeps) as client, pytest.raises(CIAuthError) as info:
+        client.list_queues(MEDIA)
+    err = info.value
+    assert err.kind == (code or f"http_{status}")
+    assert str(err).startswith(f"HTTP {status} {code}: no; not retried: ")
+    hint = "clock" if code == "SignatureExpired" else "credentials"
+    assert hint in str(err) and "\n" not in str(err)
+    assert len(stub.received) == 1 and sleeps.waits == []
+    assert [c[3:] for c in stats.calls] == [(str(status), err.kind)]
+
+
+@pytest.mark.parametrize(
+    ("reply", "hold"),
+    [
+        (Reply(429, b"", {"Retry-After": "7"}), 7.0),
+        (Reply(429, b"", {"Retry-After": "0"}), 0.0),
+        (Reply(429, b"", {"Retry-After": "86400"}), 300.0),  # capped at five minutes
+        (Reply(429, b"", {"Retry-After": "Tue, 14 Nov 2023 22:15:20 GMT",
+                          "Date": "Tue, 14 Nov 2023 22:13:20 GMT"}), 120.0),
+        (Reply(429, b"", {"Retry-After": "soon"}), 0.0),
+        (SLOW_DOWN_503, 0.0),
+        (Reply(400, b"<Error><Code>SlowDown</Code></Error>"), 0.0),
+        (Reply(200, b"<Error><Code>SlowDown</Code></Error>"), None),  # not throttling: invalid
+    ],
+    ids=["seconds", "zero", "capped", "http-date", "junk", "503", "slowdown-400", "error-200"],
+)
+def test_throttling_is_retried_after_retry_after_and_slows_the_target(
+    stub: StubCI, stats: RecordingStats, reply: Reply, hold: float | None
+) -> None:
+    stub.handler = scripted(reply, OK_JOBS)
+    sleeps = Sleeps()
+    pacer = Pacer(clock=sleeps.clock)
+    with retrying_client(stub, stats, sleeps, pacer=pacer) as client:
+        assert len(client.list_jobs(MEDIA, "q1", "Transcode", ["Success"])) == 1
+    key = ("examplebucket-1250000000", "ap-chongqing", "/jobs")
+    if hold is None:
+        assert sleeps.waits == [0.5] and stats.snapshot().throttled == {}
+        return
+    # One wait: for Retry-After or the back-off, whichever is longer (the pacer holds every
+    # request of the target that long too, so the retry waits no more than that).
+    assert sleeps.waits == [max(0.5, hold)]
+    assert stats.snapshot().throttled == {key: 1}
+    assert stats.snapshot().retries == {key: 1}
+    # Spaced from now on; one success takes a sixteenth off, and the gauge follows.
+    assert stats.snapshot().spacing == {key[:2]: pytest.approx(0.1 * 15 / 16)}
+
+
+def test_a_throttled_target_keeps_its_requests_apart(stub: StubCI, stats: RecordingStats) -> None:
+    stub.handler = scripted(SLOW_DOWN_503, SLOW_DOWN_503, OK_JOBS)
+    sleeps = Sleeps()
+    pacer = Pacer(clock=sleeps.clock)
+    with retrying_client(stub, stats, sleeps, pacer=pacer, random=lambda: 0.0) as client:
+        client.list_jobs(MEDIA, "q1", "Transcode", ["Success"])
+        assert pacer.spacing == pytest.approx(0.2 * 15 / 16)  # doubled twice, relieved once
+        client.list_jobs(MEDIA, "q1", "Transcode", ["Success"])
+    # No back-off drawn (random 0): the waits are the pacing, 0.1 s then 0.2 s apart.
+    assert sleeps.waits == pytest.approx([0.1, 0.2])
+
+
+def test_throttled_on_the_last_attempt_still_slows_the_next_request(
+    stub: StubCI, stats: RecordingStats
+) -> None:
+    stub.handler = scripted(Reply(429, b"", {"Retry-After": "30"}), OK_JOBS)
+    sleeps = Sleeps()
+    pacer = Pacer(clock=sleeps.clock)
+    with retrying_client(stub, stats, sleeps, pacer=pacer, retry=RetryPolicy(1, 0, 0)) as client:
+        with pytest.raises(CIAPIError):
+            client.list_queues(MEDIA)
+        assert sleeps.waits == []
+        client.list_queues(MEDIA)
+    assert sleeps.waits == [30.0]
+
+
+def test_stopping_cuts_a_retry_wait_short(stub: StubCI, stats: RecordingStats) -> None:
+    stub.handler = scripted(ERROR_500)
+    sleeps = Sleeps(stop_after=1)
+    stopping = threading.Event()
+    with retrying_client(stub, stats, sleeps, stopping=stopping) as client, \
+            pytest.raises(CIStopped) as info:
+        client.list_queues(MEDIA)
+    assert info.value.kind == "stopped"
+    assert len(stub.received) == 1  # the retry never went out
+
+
+def test_a_stopped_client_sends_nothing(stub: StubCI, stats: RecordingStats) -> None:
+    stopping = threading.Event()
+    stopping.set()
+    with retrying_client(stub, stats, Sleeps(), stopping=stopping) as client, \
+            pytest.raises(CIStopped):
+        client.list_queues(MEDIA)
+    assert stub.received == [] and stats.calls == []
+
+
+def test_every_attempt_passes_the_shared_gate(stub: StubCI, stats: RecordingStats) -> None:
+    stub.handler = scripted(ERROR_500, OK_JOBS)
+    gate = RequestGate(1000.0, 10, concurrency=1)
+    with retrying_client(stub, stats, Sleeps(), gate=gate) as client:
+        client.list_queues(MEDIA)
+    assert gate.granted == 2 and gate.in_flight == 0
+
+
+def test_a_credentials_failure_is_one_safe_line_and_not_retried(
+    stub: StubCI, stats: RecordingStats
+) -> None:
+    class Expired:
+        def get(self) -> Credentials:
+            raise CredentialsError("role ci-exporter: keys expired at 12:00, refresh failed")
+
+    sleeps = Sleeps()
+    client = CIClient(bucket="b", region="r", endpoint=stub.url, credentials=Expired(),
+                      stats=stats, retry=RETRY, sleep=sleeps)
+    with client, pytest.raises(CICredentialsError) as info:
+        client.list_queues(MEDIA)
+    assert info.value.kind == "credentials"
+    assert str(info.value) == (
+        "credentials: role ci-exporter: keys expired at 12:00, refresh failed"
+    )
+    assert stub.received == [] and sleeps.waits == [] and stats.calls == []
+
+
+def test_secrets_echoed_in_an_error_are_redacted(stub: StubCI, stats: RecordingStats) -> None:
+    body = (f"<Error><Code>AccessDenied</Code><Message>token {TOKEN} or key {SECRET_KEY} "
+            f"refused</Message><RequestId>{TOKEN}</RequestId></Error>").encode()
+    stub.handler = scripted(Reply(403, body))
+    with retrying_client(stub, stats, Sleeps()) as client, pytest.raises(CIAuthError) as info:
+        client.list_queues(MEDIA)
+    text = str(info.value) + repr(info.value)
+    assert TOKEN not in text and SECRET_KEY not in text
+    assert "token <redacted> or key <redacted> refused" in text

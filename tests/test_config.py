@@ -21,19 +21,27 @@ from exporter.config import (
     DEFAULT_REQUEST_TIMEOUT,
     Config,
     ConfigError,
+    RateLimitConfig,
+    RetryConfig,
     ServiceConfig,
     load_config,
     parse_config,
     parse_duration,
 )
-from exporter.credentials import Credentials
+from exporter.credentials import Credentials, CredentialsFile, CVMRole
 
 SECRET_KEY = "s3cr3t-k3y-value"
 TOKEN = "t0k3n-value"
 ENV = {"TENCENTCLOUD_SECRET_ID": "AKIDenv", "TENCENTCLOUD_SECRET_KEY": SECRET_KEY}
 TARGET = "targets:\n  - bucket: b-1250000000\n    region: ap-chongqing\n"
 ALL_SERVICES = tuple(ServiceConfig(s.name, s.tags) for s in SERVICES.values())
-TOP_ALLOWED = "poll_interval, request_timeout, failure_code_limit, clock_skew_tolerance, targets"
+TOP_ALLOWED = (
+    "poll_interval, request_timeout, failure_code_limit, clock_skew_tolerance, idle_tag_backoff, "
+    "rate_limit, retry, state_file, targets"
+)
+CREDENTIALS_ALLOWED = (
+    "secret_id, secret_key, token, expiration, file, profile, cvm_role, metadata_endpoint"
+)
 TARGET_ALLOWED = "bucket, region, endpoint, credentials, services"
 HINT = "use e.g. 30s, 2m, 1h, 1m30s, 500ms or a number of seconds"
 ENDPOINT_FORM = "(expected http(s)://host[:port])"
@@ -317,7 +325,7 @@ BAD = [
         with_target("credentials: {secret_id: a, secretkey: b}"),
         None,
         "config.yml: targets[0].credentials.secretkey: unknown key "
-        "(allowed: secret_id, secret_key, token)",
+        f"(allowed: {CREDENTIALS_ALLOWED})",
     ),
     (
         "unknown_service_key",
@@ -598,8 +606,9 @@ BAD = [
         "credentials_token_only",
         with_target("credentials: {token: t}"),
         None,
-        "config.yml: targets[0].credentials: give secret_id and secret_key, or leave credentials "
-        "out to use TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY",
+        "config.yml: targets[0].credentials: give secret_id and secret_key, or a file, or a "
+        "cvm_role, or leave credentials out to use TENCENTCLOUD_SECRET_ID and "
+        "TENCENTCLOUD_SECRET_KEY",
     ),
     (
         "credentials_is_string",
@@ -1034,3 +1043,490 @@ def test_a_file_over_one_mebibyte_is_refused(tmp_path: Path) -> None:
     assert len(load_config(str(path), ENV).targets) == 1  # exactly 1 MiB still loads
     path.write_text(filler + "#" + TARGET, encoding="utf-8")
     assert _load_error(path) == f"{path}: file is larger than 1 MiB (not a configuration file?)"
+
+
+# --- rate_limit, retry, idle_tag_backoff, state_file ---------------------------------------
+
+
+def test_new_settings_default() -> None:
+    config = parse(TARGET)
+    assert config.rate_limit == RateLimitConfig(15.0, 15, 4)
+    assert config.retry == RetryConfig(attempts=3, initial_backoff=0.5, max_backoff=10.0)
+    assert config.idle_tag_backoff == 600.0
+    assert config.state_file is None
+    # Code that builds a Config by hand gets the same defaults.
+    assert Config(config.targets) == config
+
+
+def test_new_settings_given() -> None:
+    text = (
+        "rate_limit: {requests_per_second: 2.5, burst: 7, concurrency: 64}\n"
+        "retry: {attempts: 10, initial_backoff: 250ms, max_backoff: 5m}\n"
+        "idle_tag_backoff: 24h\n" + TARGET
+    )
+    config = parse(text)
+    assert config.rate_limit == RateLimitConfig(2.5, 7, 64)
+    assert config.retry == RetryConfig(10, 0.25, 300.0)
+    assert config.idle_tag_backoff == 86400.0
+
+
+@pytest.mark.parametrize(
+    ("per_second", "burst"), [("2.5", 3), ("0.2", 1), ("15", 15), ("10000", 10000), ("'7'", 7)]
+)
+def test_burst_defaults_to_a_second_of_requests(per_second: str, burst: int) -> None:
+    config = parse(f"rate_limit: {{requests_per_second: {per_second}}}\n" + TARGET)
+    assert config.rate_limit.burst == burst
+    assert config.rate_limit.concurrency == 4
+
+
+def test_new_settings_from_the_environment() -> None:
+    text = (
+        "rate_limit: {requests_per_second: '${RPS}', burst: '${BURST}'}\n"
+        "retry: {attempts: '${TRIES}', max_backoff: '${MAX}'}\n"
+        "idle_tag_backoff: ${IDLE}\n" + TARGET
+    )
+    env = {**ENV, "RPS": "0.5", "BURST": "2", "TRIES": "5", "MAX": "1m", "IDLE": "0"}
+    config = parse(text, env)
+    assert config.rate_limit == RateLimitConfig(0.5, 2, 4)
+    assert config.retry == RetryConfig(5, 0.5, 60.0)
+    assert config.idle_tag_backoff == 0.0
+
+
+def test_empty_sections_take_the_defaults() -> None:
+    config = parse("rate_limit:\nretry: {}\n" + TARGET)
+    assert (config.rate_limit, config.retry) == (RateLimitConfig(), RetryConfig())
+
+
+def test_backoffs_may_be_equal_or_zero() -> None:
+    config = parse("retry: {initial_backoff: 0, max_backoff: 0s}\n" + TARGET)
+    assert config.retry == RetryConfig(3, 0.0, 0.0)
+    config = parse("retry: {initial_backoff: 10s}\n" + TARGET)
+    assert config.retry.initial_backoff == config.retry.max_backoff == 10.0
+
+
+def test_state_file_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse(f"state_file: {tmp_path}/state.json\n" + TARGET).state_file == (
+        f"{tmp_path}/state.json"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert parse("state_file: state.json\n" + TARGET).state_file == f"{tmp_path}/state.json"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert parse("state_file: ~/s.json\n" + TARGET).state_file == f"{tmp_path}/s.json"
+
+
+def test_state_file_errors(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    assert error_of(f"state_file: {missing}/state.json\n" + TARGET) == (
+        f'config.yml: state_file: directory "{missing}" does not exist'
+    )
+    assert error_of(f"state_file: {tmp_path}\n" + TARGET) == (
+        f'config.yml: state_file: "{tmp_path}" is a directory, not a file'
+    )
+    (tmp_path / "plain").write_text("x")
+    assert error_of(f"state_file: {tmp_path}/plain/state.json\n" + TARGET) == (
+        f'config.yml: state_file: directory "{tmp_path}/plain" does not exist'
+    )
+
+
+NEW_SETTINGS_BAD = [
+    (
+        "rate_limit_list",
+        "rate_limit: [15]",
+        "rate_limit: expected a mapping, got list",
+    ),
+    (
+        "rate_limit_unknown",
+        "rate_limit: {rps: 15}",
+        "rate_limit.rps: unknown key (allowed: requests_per_second, burst, concurrency)",
+    ),
+    (
+        "rps_zero",
+        "rate_limit: {requests_per_second: 0}",
+        "rate_limit.requests_per_second: must be more than 0, got 0",
+    ),
+    (
+        "rps_negative",
+        "rate_limit: {requests_per_second: -1.5}",
+        "rate_limit.requests_per_second: must be more than 0, got -1.5",
+    ),
+    (
+        "rps_over",
+        "rate_limit: {requests_per_second: 10000.5}",
+        "rate_limit.requests_per_second: must be at most 10000, got 10000.5",
+    ),
+    (
+        "rps_text",
+        "rate_limit: {requests_per_second: fast}",
+        'rate_limit.requests_per_second: expected a number, got string "fast"',
+    ),
+    (
+        "rps_unit",
+        "rate_limit: {requests_per_second: 15/s}",
+        'rate_limit.requests_per_second: expected a number, got string "15/s"',
+    ),
+    (
+        "rps_bool",
+        "rate_limit: {requests_per_second: true}",
+        "rate_limit.requests_per_second: expected a number, got boolean",
+    ),
+    (
+        "rps_nan",
+        "rate_limit: {requests_per_second: .nan}",
+        "rate_limit.requests_per_second: must be a finite number, got nan",
+    ),
+    (
+        "rps_inf",
+        "rate_limit: {requests_per_second: .inf}",
+        "rate_limit.requests_per_second: must be a finite number, got inf",
+    ),
+    (
+        "rps_400_digits",
+        "rate_limit: {requests_per_second: 1" + "0" * 400 + "}",
+        "rate_limit.requests_per_second: must be at most 10000, got a 401-digit number",
+    ),
+    (
+        "rps_400_digit_text",
+        "rate_limit: {requests_per_second: '1" + "0" * 400 + ".5'}",
+        "rate_limit.requests_per_second: must be at most 10000, got a 401-digit number",
+    ),
+    (
+        "rps_octal",
+        "rate_limit: {requests_per_second: 015}",
+        f"rate_limit.requests_per_second: 015 {AMBIGUOUS}",
+    ),
+    (
+        "burst_zero",
+        "rate_limit: {burst: 0}",
+        "rate_limit.burst: must be at least 1, got 0",
+    ),
+    (
+        "burst_over",
+        "rate_limit: {burst: 10001}",
+        "rate_limit.burst: must be at most 10000, got 10001",
+    ),
+    (
+        "burst_float",
+        "rate_limit: {burst: 1.5}",
+        "rate_limit.burst: expected an integer, got number",
+    ),
+    (
+        "concurrency_zero",
+        "rate_limit: {concurrency: 0}",
+        "rate_limit.concurrency: must be at least 1, got 0",
+    ),
+    (
+        "concurrency_over",
+        "rate_limit: {concurrency: 65}",
+        "rate_limit.concurrency: must be at most 64, got 65",
+    ),
+    (
+        "concurrency_text",
+        "rate_limit: {concurrency: '${CONC}'}",
+        "rate_limit.concurrency: environment variable CONC is not set",
+    ),
+    ("retry_scalar", "retry: 3", "retry: expected a mapping, got integer"),
+    (
+        "retry_unknown",
+        "retry: {tries: 3}",
+        "retry.tries: unknown key (allowed: attempts, initial_backoff, max_backoff)",
+    ),
+    ("attempts_zero", "retry: {attempts: 0}", "retry.attempts: must be at least 1, got 0"),
+    ("attempts_over", "retry: {attempts: 11}", "retry.attempts: must be at most 10, got 11"),
+    (
+        "attempts_text",
+        "retry: {attempts: three}",
+        'retry.attempts: expected an integer, got string "three"',
+    ),
+    (
+        "initial_backoff_bad",
+        "retry: {initial_backoff: 5 s}",
+        f'retry.initial_backoff: bad duration "5 s" ({HINT})',
+    ),
+    (
+        "initial_backoff_negative",
+        "retry: {initial_backoff: -1}",
+        'retry.initial_backoff: bad duration "-1" (must be a finite amount of time, not negative)',
+    ),
+    (
+        "initial_over_max",
+        "retry: {initial_backoff: 2s, max_backoff: 1500ms}",
+        "retry.initial_backoff: 2s is longer than retry.max_backoff (1.5s)",
+    ),
+    (
+        "initial_over_default_max",
+        "retry: {initial_backoff: 1m}",
+        "retry.initial_backoff: 60s is longer than retry.max_backoff (10s)",
+    ),
+    (
+        "initial_over_limit",
+        "retry: {initial_backoff: 6m, max_backoff: 6m}",
+        "retry.initial_backoff: 360s is longer than the maximum of 5m",
+    ),
+    (
+        "max_backoff_over",
+        "retry: {max_backoff: 5m1s}",
+        "retry.max_backoff: 301s is longer than the maximum of 5m",
+    ),
+    (
+        "idle_tag_backoff_over",
+        "idle_tag_backoff: 25h",
+        "idle_tag_backoff: 90000s is longer than the maximum of 24h",
+    ),
+    (
+        "idle_tag_backoff_bad",
+        "idle_tag_backoff: ten minutes",
+        f'idle_tag_backoff: bad duration "ten minutes" ({HINT})',
+    ),
+    (
+        "idle_tag_backoff_negative",
+        "idle_tag_backoff: -10",
+        'idle_tag_backoff: bad duration "-10" (must be a finite amount of time, not negative)',
+    ),
+    ("state_file_list", "state_file: [a]", "state_file: expected a string, got list"),
+    ("state_file_empty", "state_file: ''", "state_file: must not be empty"),
+    ("state_file_nul", 'state_file: "a\\0b"', "state_file: must not contain a NUL character"),
+]
+
+
+@pytest.mark.parametrize(
+    ("top", "expected"),
+    [c[1:] for c in NEW_SETTINGS_BAD],
+    ids=[c[0] for c in NEW_SETTINGS_BAD],
+)
+def test_new_settings_bad_values(top: str, expected: str) -> None:
+    assert error_of(top + "\n" + TARGET) == f"config.yml: {expected}"
+
+
+# --- credentials: temporary keys, a file, a CVM role ---------------------------------------
+
+FUTURE = "2999-01-02T03:04:05Z"
+FUTURE_EPOCH = 32472241445.0  # FUTURE in epoch seconds
+
+
+def credentials_of(text: str, env: dict[str, str] | None = None) -> object:
+    return parse(with_target(text), env).targets[0].credentials
+
+
+@pytest.mark.parametrize(
+    "written",
+    [FUTURE, "2999-01-02T11:04:05+08:00", "2999-01-01T22:04:05-0500", "'2999-01-02 03:04:05z'"],
+)
+def test_temporary_keys_carry_their_expiration(written: str) -> None:
+    text = f"credentials: {{secret_id: a, secret_key: b, token: t, expiration: {written}}}"
+    assert credentials_of(text) == Credentials("a", "b", "t", FUTURE_EPOCH)
+
+
+def test_expiration_from_the_environment_with_a_fraction() -> None:
+    text = "credentials: {secret_id: a, secret_key: b, token: t, expiration: '${EXP}'}"
+    found = credentials_of(text, {**ENV, "EXP": "2999-01-02T03:04:05.250Z"})
+    assert found == Credentials("a", "b", "t", FUTURE_EPOCH + 0.25)
+
+
+def test_a_credentials_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = tmp_path / "credentials"
+    keys.write_text("[default]\nsecret_id = a\nsecret_key = b\n")
+    assert credentials_of(f"credentials: {{file: {keys}}}") == CredentialsFile(str(keys))
+    assert credentials_of(f"credentials: {{file: {keys}, profile: prod}}") == CredentialsFile(
+        str(keys), "prod"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert credentials_of("credentials: {file: credentials}") == CredentialsFile(str(keys))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert credentials_of("credentials: {file: ~/credentials}") == CredentialsFile(str(keys))
+
+
+def test_the_file_is_checked_but_not_read_at_load(tmp_path: Path) -> None:
+    """Its keys are read (and checked) at each change; it may be rewritten before first use."""
+    keys = tmp_path / "credentials"
+    keys.write_text("not yet written\n")
+    assert credentials_of(f"credentials: {{file: {keys}}}") == CredentialsFile(str(keys))
+
+
+def test_credentials_file_errors(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    assert error_of(with_target(f"credentials: {{file: {missing}}}")) == (
+        f'config.yml: targets[0].credentials.file: cannot read "{missing}": '
+        "No such file or directory"
+    )
+    assert error_of(with_target(f"credentials: {{file: {tmp_path}}}")) == (
+        f'config.yml: targets[0].credentials.file: cannot read "{tmp_path}": Is a directory'
+    )
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert error_of(with_target(f"credentials: {{file: {fifo}}}")) == (
+        f'config.yml: targets[0].credentials.file: cannot read "{fifo}": not a regular file'
+    )
+    (tmp_path / "plain").write_text("x")
+    under_a_file = tmp_path / "plain" / "credentials"
+    assert error_of(with_target(f"credentials: {{file: {under_a_file}}}")) == (
+        f'config.yml: targets[0].credentials.file: cannot read "{under_a_file}": Not a directory'
+    )
+
+
+@pytest.mark.parametrize(
+    ("written", "role"),
+    [("exporter-role", "exporter-role"), ("auto", None), ("''", None), ("", None)],
+)
+def test_a_cvm_role(written: str, role: str | None) -> None:
+    assert credentials_of(f"credentials: {{cvm_role: {written}}}") == CVMRole(
+        role, "http://metadata.tencentyun.com/latest/meta-data/"
+    )
+
+
+@pytest.mark.parametrize(
+    ("written", "endpoint"),
+    [
+        ("http://127.0.0.1:8080/latest/meta-data", "http://127.0.0.1:8080/latest/meta-data/"),
+        ("http://127.0.0.1:8080/latest/meta-data/", "http://127.0.0.1:8080/latest/meta-data/"),
+        ("http://[::1]:80", "http://[::1]:80/"),
+    ],
+)
+def test_a_metadata_endpoint(written: str, endpoint: str) -> None:
+    text = f"credentials: {{cvm_role: r, metadata_endpoint: '{written}'}}"
+    assert credentials_of(text) == CVMRole("r", endpoint)
+
+
+ALLOWED_FORMS = "(give secret_id and secret_key, or a file, or a cvm_role)"
+CREDENTIALS_BAD = [
+    (
+        "static_and_file",
+        "credentials: {secret_id: a, secret_key: b, file: /x}",
+        f"targets[0].credentials: secret_id and file cannot be used together {ALLOWED_FORMS}",
+    ),
+    (
+        "file_and_role",
+        "credentials: {cvm_role: r, profile: p}",
+        f"targets[0].credentials: cvm_role and profile cannot be used together {ALLOWED_FORMS}",
+    ),
+    (
+        "all_three",
+        "credentials: {metadata_endpoint: 'http://h', token: t, file: /x}",
+        "targets[0].credentials: metadata_endpoint, token and file cannot be used together "
+        f"{ALLOWED_FORMS}",
+    ),
+    (
+        "null_file_still_mixes",
+        "credentials: {secret_id: a, secret_key: b, file: }",
+        f"targets[0].credentials: secret_id and file cannot be used together {ALLOWED_FORMS}",
+    ),
+    (
+        "profile_without_file",
+        "credentials: {profile: prod}",
+        "targets[0].credentials.file: required when profile is given",
+    ),
+    (
+        "endpoint_without_role",
+        "credentials: {metadata_endpoint: 'http://127.0.0.1:1/'}",
+        "targets[0].credentials.cvm_role: required when metadata_endpoint is given "
+        "(auto asks the metadata service)",
+    ),
+    (
+        "file_null",
+        "credentials: {file: }",
+        "targets[0].credentials.file: expected a string, got null",
+    ),
+    ("file_empty", "credentials: {file: ''}", "targets[0].credentials.file: must not be empty"),
+    (
+        "file_variable",
+        "credentials: {file: '${KEYS}'}",
+        "targets[0].credentials.file: environment variable KEYS is not set",
+    ),
+    (
+        "profile_brackets",
+        "credentials: {file: /x, profile: '[prod]'}",
+        'targets[0].credentials.profile: "[prod]" is not a profile name '
+        "(the name of a [section] of the file)",
+    ),
+    (
+        "profile_number",
+        "credentials: {file: /x, profile: 7}",
+        "targets[0].credentials.profile: expected a string, got integer",
+    ),
+    (
+        "role_with_space",
+        "credentials: {cvm_role: 'my role'}",
+        'targets[0].credentials.cvm_role: "my role" is not a CAM role name (up to 128 letters, '
+        "digits and +=,.@_-; or auto to ask the metadata service)",
+    ),
+    (
+        "role_list",
+        "credentials: {cvm_role: [r]}",
+        "targets[0].credentials.cvm_role: expected a string, got list",
+    ),
+    (
+        "metadata_endpoint_scheme",
+        "credentials: {cvm_role: r, metadata_endpoint: 'ftp://h/'}",
+        'targets[0].credentials.metadata_endpoint: "ftp://h/" must start with http:// or '
+        "https:// (expected http(s)://host[:port]/path/)",
+    ),
+    (
+        "metadata_endpoint_query",
+        "credentials: {cvm_role: r, metadata_endpoint: 'http://h/meta?x=1'}",
+        'targets[0].credentials.metadata_endpoint: "http://h/meta?x=1" must not have a query '
+        "or fragment (expected http(s)://host[:port]/path/)",
+    ),
+    (
+        "metadata_endpoint_user",
+        "credentials: {cvm_role: r, metadata_endpoint: 'http://u:pw@h/'}",
+        "targets[0].credentials.metadata_endpoint: must not contain user info "
+        "(expected http(s)://host[:port]/path/)",
+    ),
+    (
+        "expiration_not_iso",
+        "credentials: {secret_id: a, secret_key: b, expiration: tomorrow}",
+        'targets[0].credentials.expiration: "tomorrow" is not an ISO 8601 time with a zone, '
+        "e.g. 2026-11-21T10:00:00Z",
+    ),
+    (
+        "expiration_without_zone",
+        "credentials: {secret_id: a, secret_key: b, expiration: 2999-01-02T03:04:05}",
+        'targets[0].credentials.expiration: "2999-01-02T03:04:05" is not an ISO 8601 time with '
+        "a zone, e.g. 2026-11-21T10:00:00Z",
+    ),
+    (
+        "expiration_impossible",
+        "credentials: {secret_id: a, secret_key: b, expiration: 2999-13-02T03:04:05Z}",
+        'targets[0].credentials.expiration: "2999-13-02T03:04:05Z" is not an ISO 8601 time with '
+        "a zone, e.g. 2026-11-21T10:00:00Z",
+    ),
+    (
+        "expiration_epoch",
+        "credentials: {secret_id: a, secret_key: b, expiration: 1700000000}",
+        "targets[0].credentials.expiration: expected an ISO 8601 time with a zone, "
+        "e.g. 2026-11-21T10:00:00Z, got integer",
+    ),
+    (
+        "expiration_past",
+        "credentials: {secret_id: a, secret_key: b, token: t, expiration: 2001-02-03T04:05:06Z}",
+        "targets[0].credentials.expiration: temporary credentials expired at 2001-02-03T04:05:06Z",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [c[1:] for c in CREDENTIALS_BAD], ids=[c[0] for c in CREDENTIALS_BAD]
+)
+def test_credentials_forms_bad(text: str, expected: str) -> None:
+    assert error_of(with_target(text)) == f"config.yml: {expected}"
+
+
+def test_no_secret_in_the_errors_or_reprs_of_new_forms(tmp_path: Path) -> None:
+    keys = tmp_path / "credentials"
+    keys.write_text(f"[default]\nsecret_id = a\nsecret_key = {SECRET_KEY}\n")
+    texts = [
+        f"credentials: {{secret_id: a, secret_key: {SECRET_KEY}, file: {keys}}}",
+        f"credentials: {{secret_id: a, secret_key: {SECRET_KEY}, expiration: 2001-01-01T00:00Z}}",
+        f"credentials: {{secret_id: a, secret_key: {SECRET_KEY}, token: {TOKEN}, expiration: x}}",
+        f"credentials: {{secret_key: {SECRET_KEY}, cvm_role: r}}",
+    ]
+    for text in texts:
+        message = error_of(with_target(text))
+        assert SECRET_KEY not in message and TOKEN not in message, message
+    for text in (
+        f"credentials: {{secret_id: a, secret_key: {SECRET_KEY}, token: {TOKEN}, "
+        f"expiration: {FUTURE}}}",
+        f"credentials: {{file: {keys}}}",
+    ):
+        config = parse(with_target(text))
+        shown = repr(config) + repr(config.targets[0].credentials)
+        assert SECRET_KEY not in shown and TOKEN not in shown

@@ -14,7 +14,7 @@ import pytest
 from exporter.api_stats import ApiStats
 from exporter.config import Config, ServiceConfig, TargetConfig
 from exporter.credentials import Credentials
-from exporter.poller import Poller
+from exporter.poller import Poller, TargetPoller
 from exporter.simulator import Fault, Simulator
 
 SECRET_ID, SECRET_KEY = "AKIDpoller00000000000000000000000000", "poller-key-000000000000000000000"
@@ -41,7 +41,9 @@ def make_poller(sim: Simulator, interval: float = 60.0) -> Poller:
         )
         for name in sim.buckets
     )
-    return Poller(Config(targets=targets, poll_interval=interval, request_timeout=2), ApiStats())
+    # Every stream at every poll: these tests are not about the idle back-off.
+    config = Config(targets=targets, poll_interval=interval, request_timeout=2, idle_tag_backoff=0)
+    return Poller(config, ApiStats())
 
 
 def test_a_failing_target_logs_once_per_change_of_state(
@@ -88,14 +90,15 @@ def test_health_of_each_target_is_its_own(sim: Simulator) -> None:
 def test_background_schedule_and_stop(sim: Simulator) -> None:
     poller = make_poller(sim, interval=0.05)
     polled = threading.Event()
-    counts = []
+    counts: list[str] = []
+    first = poller.targets[0]
 
     original = poller._publish
 
-    def publish(index: int) -> None:
-        original(index)
-        counts.append(index)
-        if counts.count(0) >= 3:
+    def publish(target: TargetPoller) -> None:
+        original(target)
+        counts.append(target.name)
+        if counts.count(first.name) >= 3:
             polled.set()
 
     poller._publish = publish  # type: ignore[method-assign]
@@ -131,7 +134,8 @@ def test_random_throttling_across_streams_logs_once(
 def test_stop_during_a_poll_leaves_health_untouched(sim: Simulator) -> None:
     poller = make_poller(sim)
     poller.poll_once()
-    poller._stop.set()
+    for target in poller.targets:
+        target.stopping.set()
     sim.faults.add(Fault("http_500"))
     poller.poll_once()
     assert all(t.up for t in poller.snapshot().targets)

@@ -3,10 +3,11 @@ exactly-once accounting through a scripted scenario, and what /metrics shows."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,9 +21,9 @@ from exporter.ci.client import format_creation_time
 from exporter.ci.models import Queue
 from exporter.ci.services import SERVICES, Service
 from exporter.collector import CICollector
-from exporter.config import Config, ServiceConfig, TargetConfig
+from exporter.config import Config, RateLimitConfig, RetryConfig, ServiceConfig, TargetConfig
 from exporter.credentials import Credentials
-from exporter.poller import RETIRED_FOR, Poller, build_client
+from exporter.poller import IDLE_AFTER, RETIRED_FOR, Poller, idle_delay
 from exporter.simulator import Fault, Simulator
 from exporter.simulator.model import Clock, SimBucket
 
@@ -101,6 +102,8 @@ def make_world(
     code_limit: int = 50,
     timeout: float = 2.0,
     offset: float = 0.0,
+    idle_tag_backoff: float = 600.0,
+    concurrency: int = 4,
 ) -> Iterator[World]:
     sim = Simulator({SECRET_ID: SECRET_KEY}, creation_bounds=bounds, seed=7)
     sim.clock_offset = offset
@@ -123,11 +126,16 @@ def make_world(
         poll_interval=INTERVAL,
         request_timeout=timeout,
         failure_code_limit=code_limit,
+        # The accounting must hold with streams polled side by side and idle ones spaced out.
+        idle_tag_backoff=idle_tag_backoff,
+        rate_limit=RateLimitConfig(requests_per_second=1000, burst=1000, concurrency=concurrency),
+        # A failed call fails the poll at once: retries are tests/test_faults.py's subject.
+        retry=RetryConfig(attempts=1),
     )
     stats = ApiStats()
 
     # CI's own default page size, so that a dozen queues take two pages.
-    poller = Poller(config, stats, client_factory=partial(build_client, queue_page_size=10))
+    poller = Poller(config, stats, queue_page_size=10)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(CICollector(poller, stats, "test"))
     try:
@@ -527,3 +535,196 @@ def test_offset_paging_that_skips_an_active_job_loses_nothing(world: World) -> N
     world.poll()
     world.poll()
     assert world.finished("Success") == 2
+
+
+# -- idle tags --------------------------------------------------------------------------------
+
+
+def stream_requests(w: World, queue_id: str, tag: str) -> int:
+    return sum(
+        1
+        for r in w.sim.requests
+        if r.params.get("queueId") == queue_id and r.params.get("tag") == tag
+    )
+
+
+def test_idle_delay_doubles_up_to_the_maximum() -> None:
+    delays = [idle_delay(streak, 60, 600) for streak in range(IDLE_AFTER + 6)]
+    assert delays[:IDLE_AFTER] == [60] * IDLE_AFTER
+    assert delays[IDLE_AFTER:] == [120, 240, 480, 600, 600, 600]
+    assert idle_delay(50, 60, 0) == 60  # off
+    assert idle_delay(50, 60, 30) == 60  # a maximum under the interval is no back-off
+
+
+def test_an_idle_tag_is_polled_less_often_and_loses_no_job(frozen: Any) -> None:
+    with make_world(frozen) as w:
+        q = w.queue
+        w.poller.poll_once()
+        w.sim.reset_requests()
+        polls_of_idle = []
+        for _ in range(30):  # 30 minutes; VoiceSeparate stays idle, Transcode is busy
+            run_job(w.ci, q, "Transcode")
+            before = stream_requests(w, q, "VoiceSeparate")
+            w.poll()
+            polls_of_idle.append(stream_requests(w, q, "VoiceSeparate") > before)
+        # The busy tag: both listings at every poll.
+        assert stream_requests(w, q, "Transcode") == 60
+        assert w.finished("Success") == 30
+        # Idle since the start: 2 polls a minute apart, then 2, 4, 8 and (at most) 10 minutes.
+        polled_at = [i for i, polled in enumerate(polls_of_idle) if polled]
+        assert [b - a for a, b in itertools.pairwise(polled_at)] == [2, 4, 8, 10]
+        assert sum(polls_of_idle) == 5
+        assert w.value("tencent_ci_idle_streams", bucket=BUCKET) == 2  # VoiceSeparate, ai
+
+        # Jobs come to the idle tag while it is not polled: counted once, at its next poll.
+        skipped = [i for i, polled in enumerate(polls_of_idle) if not polled]
+        assert skipped
+        for state in ("Success", "Failed", "Success"):
+            run_job(w.ci, q, "VoiceSeparate", state, "E_IDLE")
+        still_running = w.ci.create_job(q, "VoiceSeparate")
+        w.ci.start_job(still_running)
+        for _ in range(10):
+            w.poll()
+        assert w.finished("Success", tag="VoiceSeparate") == 2
+        assert w.finished("Failed", tag="VoiceSeparate") == 1
+        # Seen a job: back to every poll.
+        before = stream_requests(w, q, "VoiceSeparate")
+        w.poll()
+        assert stream_requests(w, q, "VoiceSeparate") > before
+        w.ci.finish_job(still_running, "Success")
+        w.poll()
+        assert w.finished("Success", tag="VoiceSeparate") == 3
+
+
+def test_back_off_off_polls_every_stream_every_time(frozen: Any) -> None:
+    with make_world(frozen, idle_tag_backoff=0) as w:
+        w.poller.poll_once()
+        w.sim.reset_requests()
+        for _ in range(6):
+            w.poll()
+        assert stream_requests(w, w.queue, "VoiceSeparate") == 12
+
+
+# -- reload ------------------------------------------------------------------------------------
+
+
+def test_reload_keeps_unchanged_streams_counting(frozen: Any) -> None:
+    with make_world(frozen) as w:
+        q = w.queue
+        w.poller.poll_once()
+        run_job(w.ci, q, "Transcode", "Failed", "E1")
+        running = w.ci.create_job(q, "Transcode")
+        w.ci.start_job(running)
+        w.poll()
+        assert w.finished("Failed") == 1
+        config = w.poller.config
+        target = config.targets[0]
+        # Drop the ai service, add a tag: Transcode's stream is untouched.
+        changed = replace(
+            target,
+            services=(ServiceConfig("media", ("Transcode", "VoiceSeparate", "Animation")),),
+        )
+        w.poller.reload(replace(config, targets=(changed,), poll_interval=30))
+        # Finished while the reload was pending, and a job of the new tag that is history.
+        run_job(w.ci, q, "Animation")
+        w.ci.finish_job(running, "Success")
+        w.poll(30)
+        assert w.finished("Failed") == 1
+        assert w.finished("Success") == 1
+        assert w.finished("Success", tag="Animation") == 0  # baseline of the new tag
+        assert (
+            w.value("tencent_ci_jobs", queue_id=w.ai_queue, tag="Translation", state="Running")
+            is None
+        )
+        run_job(w.ci, q, "Animation")
+        w.poll(30)
+        assert w.finished("Success", tag="Animation") == 1
+        assert w.poller.snapshot().reload.successful
+
+
+def test_reload_removes_and_adds_targets(frozen: Any) -> None:
+    with make_world(frozen) as w:
+        w.poller.poll_once()
+        run_job(w.ci, w.queue, "Transcode")
+        w.poll()
+        assert w.finished("Success") == 1
+        config = w.poller.config
+        first = config.targets[0]
+        w.poller.reload(replace(config, targets=()))
+        assert w.poller.targets == []
+        w.poll()
+        assert w.value("tencent_ci_up", bucket=BUCKET) is None
+        w.poller.reload(replace(config, targets=(first,)))
+        w.poll()
+        assert w.up() == 1
+        # Back as a new target: a new baseline, its counters from 0.
+        assert w.finished("Success") == 0
+
+
+# -- restarts ----------------------------------------------------------------------------------
+
+
+def restart(w: World, config: Config) -> None:
+    """A new exporter process with the same configuration (and state file, if any)."""
+    w.poller.stop()
+    w.poller = Poller(config, w.poller.stats, queue_page_size=10)
+    w.registry = CollectorRegistry(auto_describe=False)
+    w.registry.register(CICollector(w.poller, w.poller.stats, "test"))
+
+
+@pytest.mark.parametrize("with_state", [True, False])
+def test_a_restart_with_the_state_file_counts_what_finished_while_down(
+    frozen: Any, tmp_path: Path, with_state: bool
+) -> None:
+    with make_world(frozen) as w:
+        state_file = str(tmp_path / "state.json") if with_state else None
+        config = replace(w.poller.config, state_file=state_file)
+        restart(w, config)
+        ci, q = w.ci, w.queue
+        run_job(ci, q, "Transcode")  # baseline
+        long_runner = ci.create_job(q, "Transcode")
+        ci.start_job(long_runner)
+        waiting = ci.create_job(q, "Transcode")
+        w.poller.poll_once()
+        run_job(ci, q, "Transcode")
+        w.poll()
+        assert w.finished("Success") == 1
+        # Down for ten minutes: the long runner finishes, the waiting job fails, and a job
+        # comes and goes.
+        frozen.tick(600)
+        ci.finish_job(long_runner, "Success")
+        ci.start_job(waiting)
+        ci.finish_job(waiting, "Failed", code="E_DOWN")
+        run_job(ci, q, "Transcode", "Cancel")
+        restart(w, config)
+        w.poll()
+        w.poll()
+        # Counters restart at 0; what finished while down is counted once, nothing twice.
+        if with_state:
+            assert w.finished("Success") == 1  # the long runner
+            assert w.finished("Failed") == 1
+            assert w.finished("Cancel") == 1
+        else:  # without one, the downtime is a new baseline: nothing of it is counted
+            assert (w.finished("Success"), w.finished("Failed"), w.finished("Cancel")) == (0, 0, 0)
+        run_job(ci, q, "Transcode")
+        for _ in range(3):  # the stream may be idle-backed-off for two minutes
+            w.poll()
+        assert w.finished("Success") == (2 if with_state else 1)
+
+
+def test_a_corrupt_state_file_is_a_fresh_baseline(
+    frozen: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = tmp_path / "state.json"
+    state.write_text('{"format": "tencent-ci-exporter-state", "version": 1, "targets": [')
+    with make_world(frozen) as w:
+        restart(w, replace(w.poller.config, state_file=str(state)))
+        run_job(w.ci, w.queue, "Transcode")
+        w.poller.poll_once()
+        run_job(w.ci, w.queue, "Transcode")
+        w.poll()
+        assert w.finished("Success") == 1
+        warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warnings) == 1 and "state" in warnings[0].getMessage()
+        # and it was replaced by a good one
+        assert state.read_text().startswith('{"format":"tencent-ci-exporter-state"')

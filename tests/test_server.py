@@ -1,16 +1,26 @@
-"""ExporterServer over real loopback HTTP, and parse_listen_address."""
+"""ExporterServer over real loopback HTTP and HTTPS (real TLS clients, certificates made at
+test time by test_webconfig.make_pki), the reload page, and parse_listen_address."""
 
 from __future__ import annotations
 
+import base64
+import http.client
 import logging
 import socket
+import ssl
+import struct
+import threading
+import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
 from prometheus_client import CollectorRegistry
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from test_webconfig import PASSWORD, PASSWORD_HASH, Pki, make_pki
 
+from exporter import server as server_module
 from exporter.api_stats import ApiStats
 from exporter.ci.models import Queue
 from exporter.collector import CICollector
@@ -24,6 +34,7 @@ from exporter.snapshot import (
     StreamSnapshot,
     TargetSnapshot,
 )
+from exporter.webconfig import WebConfig, load_web_config
 
 TIMEOUT = 5.0
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -345,6 +356,7 @@ def test_port_in_use_is_one_clear_error(source: FakeSource) -> None:
         "metrics",
         "/healthz",
         "/readyz",
+        "/-/reload",
         "/",
         "",
         "/metrics?x=1",
@@ -409,3 +421,557 @@ def test_parse_listen_address_rejects(text: str) -> None:
 def test_default_port() -> None:
     assert DEFAULT_PORT == 9873
     assert parse_listen_address(f":{DEFAULT_PORT}") == ("0.0.0.0", DEFAULT_PORT)
+
+
+# --- reload ---------------------------------------------------------------------------------
+
+
+class FakeReload:
+    def __init__(self, *results: tuple[bool, str] | Exception) -> None:
+        self.results = list(results)
+        self.calls = 0
+
+    def __call__(self) -> tuple[bool, str]:
+        result = self.results[min(self.calls, len(self.results) - 1)]
+        self.calls += 1
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+
+def serve(
+    source: FakeSource,
+    *,
+    web_config: WebConfig | None = None,
+    reload: FakeReload | None = None,
+) -> ExporterServer:
+    registry = CollectorRegistry()
+    registry.register(CICollector(source, ApiStats(), "9.9"))
+    server = ExporterServer(
+        ("127.0.0.1", 0), source, registry, version="9.9", web_config=web_config, reload=reload
+    )
+    server.start()
+    return server
+
+
+@pytest.fixture
+def reloading(source: FakeSource) -> Iterator[tuple[str, FakeReload]]:
+    reload = FakeReload((True, "ignored"), (False, "config.yml: targets: must list\nat least one"))
+    server = serve(source, reload=reload)
+    yield f"http://127.0.0.1:{server.port}", reload
+    server.stop()
+
+
+def test_reload_by_post_and_put(reloading: tuple[str, FakeReload]) -> None:
+    url, reload = reloading
+
+    ok = requests.post(f"{url}/-/reload", timeout=TIMEOUT)
+    failed = requests.put(f"{url}/-/reload", timeout=TIMEOUT)
+
+    assert (ok.status_code, ok.text) == (200, "config reloaded\n")
+    # The callback's message, on one line whatever it held.
+    assert (failed.status_code, failed.text) == (
+        500,
+        "config.yml: targets: must list at least one\n",
+    )
+    assert reload.calls == 2
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "DELETE", "OPTIONS"])
+def test_reload_only_by_post_or_put(reloading: tuple[str, FakeReload], method: str) -> None:
+    url, reload = reloading
+
+    response = requests.request(method, f"{url}/-/reload", timeout=TIMEOUT)
+
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST, PUT"
+    assert reload.calls == 0
+
+
+def test_a_reload_that_raises_is_a_500_and_a_log_line(
+    source: FakeSource, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = serve(source, reload=FakeReload(RuntimeError("bug")))
+    try:
+        with caplog.at_level(logging.ERROR, logger="exporter.server"):
+            response = requests.post(f"http://127.0.0.1:{server.port}/-/reload", timeout=TIMEOUT)
+    finally:
+        server.stop()
+
+    assert (response.status_code, response.text) == (
+        500,
+        "reload failed: internal error (see the log)\n",
+    )
+    assert [r.getMessage() for r in caplog.records] == ["reload failed"]
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "GET"])
+def test_without_a_reload_callback_there_is_no_reload_page(url: str, method: str) -> None:
+    response = requests.request(method, f"{url}/-/reload", timeout=TIMEOUT)
+
+    assert response.status_code == 404
+    assert response.text == "not found: this exporter has nothing to reload\n"
+
+
+# --- TLS and basic auth ---------------------------------------------------------------------
+
+USER = "prometheus"
+HEADERS = (
+    "http_server_config:\n  headers: {X-Frame-Options: deny, X-Content-Type-Options: nosniff}\n"
+)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def web_config(pki: Pki, tls: str | None = "", users: bool = True, extra: str = "") -> WebConfig:
+    """A loaded web config: TLS with the test server certificate plus `tls` lines (None: no
+    TLS), the user USER with PASSWORD, and `extra` sections."""
+    text = extra
+    if tls is not None:
+        text += (
+            "tls_server_config:\n"
+            f"  cert_file: {pki.server_cert}\n"
+            f"  key_file: {pki.server_key}\n"
+            f"{tls}"
+        )
+    if users:
+        text += f"basic_auth_users:\n  {USER}: '{PASSWORD_HASH}'\n"
+    path = pki.directory / f"web-{uuid.uuid4().hex}.yml"
+    path.write_text(text)
+    return load_web_config(str(path))
+
+
+@pytest.fixture
+def secure(pki: Pki, source: FakeSource) -> Iterator[tuple[str, ExporterServer]]:
+    """TLS and one user, serving the loopback address its certificate names."""
+    reload = FakeReload((True, ""))
+    server = serve(source, web_config=web_config(pki, extra=HEADERS), reload=reload)
+    yield f"https://127.0.0.1:{server.port}", server
+    server.stop()
+
+
+def get(pki: Pki, url: str, **kwargs: Any) -> requests.Response:
+    return requests.get(url, verify=str(pki.ca), timeout=TIMEOUT, **kwargs)
+
+
+def test_tls_with_the_right_password(pki: Pki, secure: tuple[str, ExporterServer]) -> None:
+    url, server = secure
+
+    response = get(pki, f"{url}/metrics", auth=(USER, PASSWORD))
+
+    assert response.status_code == 200
+    assert 'tencent_ci_up{bucket="alpha-1250000000",region="ap-guangzhou"} 1.0' in response.text
+    assert server.scheme == "https"
+
+
+def test_tls_keeps_the_connection_for_the_next_scrape(
+    pki: Pki, secure: tuple[str, ExporterServer]
+) -> None:
+    _, server = secure
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    connection = http.client.HTTPSConnection("127.0.0.1", server.port, context=context)
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    statuses, sockets = [], []
+    try:
+        for _ in range(3):
+            connection.request("GET", "/metrics", headers={"Authorization": f"Basic {token}"})
+            response = connection.getresponse()
+            response.read()
+            statuses.append((response.status, response.will_close))
+            sockets.append(connection.sock)
+    finally:
+        connection.close()
+
+    assert statuses == [(200, False)] * 3
+    assert sockets[0] is sockets[1] is sockets[2]
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [None, (USER, "wrong"), ("grafana", PASSWORD), (USER, ""), (f"{USER}x", PASSWORD)],
+    ids=["no header", "wrong password", "unknown user", "empty password", "near user"],
+)
+@pytest.mark.parametrize("path", ["/metrics", "/", "/nowhere", "/-/reload"])
+def test_tls_without_the_right_password_is_401(
+    pki: Pki, secure: tuple[str, ExporterServer], auth: tuple[str, str] | None, path: str
+) -> None:
+    url, _ = secure
+
+    response = get(pki, f"{url}{path}", auth=auth)
+
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == (
+        'Basic realm="tencent-ci-exporter", charset="UTF-8"'
+    )
+    assert response.text == "unauthorized\n"
+    # The headers of the web config go out on refusals too.
+    assert response.headers["X-Frame-Options"] == "deny"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Bearer abc",
+        "Basic",
+        "Basic !!!!",
+        "Basic " + base64.b64encode(b"no-colon").decode(),
+        "Basic " + base64.b64encode(b"\xff\xfe:" + PASSWORD.encode()).decode(),
+    ],
+)
+def test_a_malformed_authorization_header_is_401(
+    pki: Pki, secure: tuple[str, ExporterServer], header: str
+) -> None:
+    url, _ = secure
+
+    response = get(pki, f"{url}/metrics", headers={"Authorization": header})
+
+    assert response.status_code == 401
+
+
+def test_probes_need_no_password(
+    pki: Pki, secure: tuple[str, ExporterServer], source: FakeSource
+) -> None:
+    url, _ = secure
+
+    health = get(pki, f"{url}/healthz")
+    not_ready = get(pki, f"{url}/readyz")
+    source.is_ready = True
+    ready = get(pki, f"{url}/readyz")
+
+    assert (health.status_code, health.text) == (200, "ok\n")
+    assert (not_ready.status_code, ready.status_code) == (503, 200)
+    assert health.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_reload_needs_the_password(pki: Pki, secure: tuple[str, ExporterServer]) -> None:
+    url, _ = secure
+
+    refused = requests.post(f"{url}/-/reload", verify=str(pki.ca), timeout=TIMEOUT)
+    accepted = requests.post(
+        f"{url}/-/reload", verify=str(pki.ca), auth=(USER, PASSWORD), timeout=TIMEOUT
+    )
+
+    assert (refused.status_code, accepted.status_code) == (401, 200)
+
+
+def test_plain_http_to_the_tls_port_is_told_so(
+    pki: Pki, secure: tuple[str, ExporterServer]
+) -> None:
+    url, _ = secure
+
+    response = requests.get(url.replace("https:", "http:") + "/metrics", timeout=TIMEOUT)
+
+    assert response.status_code == 400
+    assert response.text == "Client sent an HTTP request to an HTTPS server.\n"
+    assert get(pki, f"{url}/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("first_bytes", [b"", b"\x00\x01garbage", b"\x16\x03\x01\x00"])
+def test_a_silent_or_stalled_tls_client_delays_no_one(
+    pki: Pki, secure: tuple[str, ExporterServer], first_bytes: bytes
+) -> None:
+    url, server = secure
+    with socket.create_connection(("127.0.0.1", server.port), TIMEOUT) as stalled:
+        stalled.sendall(first_bytes)
+
+        response = get(pki, f"{url}/metrics", auth=(USER, PASSWORD))
+
+    assert response.status_code == 200
+
+
+def test_a_stalled_handshake_is_dropped_after_the_timeout(
+    pki: Pki, source: FakeSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server_module, "TLS_HANDSHAKE_TIMEOUT", 0.2)
+    server = serve(source, web_config=web_config(pki))
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), TIMEOUT) as stalled:
+            stalled.sendall(b"\x16\x03\x01\x00")  # half a ClientHello, then nothing
+
+            closed = stalled.recv(1)  # waits for the server to give up
+    finally:
+        server.stop()
+
+    assert closed == b""
+
+
+def test_a_tls_version_below_min_version_is_refused(pki: Pki, source: FakeSource) -> None:
+    server = serve(source, web_config=web_config(pki, tls="  min_version: TLS13\n"))
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", server.port), TIMEOUT) as raw,
+            pytest.raises(ssl.SSLError),
+        ):
+            context.wrap_socket(raw, server_hostname="127.0.0.1")
+        assert get(pki, f"https://127.0.0.1:{server.port}/healthz").status_code == 200
+    finally:
+        server.stop()
+
+
+def test_tls_without_users_serves_everyone(pki: Pki, source: FakeSource) -> None:
+    server = serve(source, web_config=web_config(pki, users=False))
+    try:
+        response = get(pki, f"https://127.0.0.1:{server.port}/metrics")
+    finally:
+        server.stop()
+
+    assert response.status_code == 200
+
+
+def test_basic_auth_without_tls(pki: Pki, source: FakeSource) -> None:
+    server = serve(source, web_config=web_config(pki, tls=None))
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        refused = requests.get(f"{base}/metrics", timeout=TIMEOUT)
+        accepted = requests.get(f"{base}/metrics", auth=(USER, PASSWORD), timeout=TIMEOUT)
+        scheme = server.scheme
+    finally:
+        server.stop()
+
+    assert (refused.status_code, accepted.status_code) == (401, 200)
+    assert scheme == "http"
+
+
+MTLS = "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {ca}\n"
+
+
+@pytest.fixture
+def mtls(pki: Pki, source: FakeSource) -> Iterator[str]:
+    tls = MTLS.format(ca=pki.ca) + "  client_allowed_sans: [prometheus.example]\n"
+    server = serve(source, web_config=web_config(pki, tls=tls, users=False))
+    yield f"https://127.0.0.1:{server.port}"
+    server.stop()
+
+
+def test_mtls_with_an_allowed_client_certificate(pki: Pki, mtls: str) -> None:
+    response = get(pki, f"{mtls}/metrics", cert=(str(pki.client_cert), str(pki.client_key)))
+
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("client", ["none", "other", "rogue"])
+def test_mtls_refuses_other_clients(pki: Pki, mtls: str, client: str) -> None:
+    certs = {
+        "none": None,
+        "other": (str(pki.other_client_cert), str(pki.other_client_key)),  # wrong SAN
+        "rogue": (str(pki.rogue_client_cert), str(pki.rogue_client_key)),  # not from the CA
+    }
+
+    with pytest.raises(requests.exceptions.ConnectionError):
+        get(pki, f"{mtls}/metrics", cert=certs[client])
+
+    # The server is unharmed.
+    assert get(pki, f"{mtls}/healthz", cert=(str(pki.client_cert), str(pki.client_key))).ok
+
+
+def test_set_web_config_swaps_users_and_certificates(pki: Pki, source: FakeSource) -> None:
+    server = serve(source, web_config=web_config(pki))
+    url = f"https://127.0.0.1:{server.port}/metrics"
+    other_hash = "$2b$04$ZkTw99HBjLEylDUw1MEzkeqghRGfX17w81Q9bbh5jmyjRkYfWU41C"  # "other"
+    other = pki.directory / f"web-{uuid.uuid4().hex}.yml"
+    other.write_text(
+        f"tls_server_config: {{cert_file: {pki.server_cert}, key_file: {pki.server_key}}}\n"
+        f"basic_auth_users: {{grafana: '{other_hash}'}}\n"
+    )
+    try:
+        before = get(pki, url, auth=(USER, PASSWORD)).status_code
+        server.set_web_config(load_web_config(str(other)))
+        after = [
+            get(pki, url, auth=auth).status_code
+            for auth in [(USER, PASSWORD), ("grafana", "other")]
+        ]
+        server.set_web_config(None)
+        plain = requests.get(url.replace("https:", "http:"), timeout=TIMEOUT).status_code
+    finally:
+        server.stop()
+
+    assert (before, after, plain) == (200, [401, 200], 200)
+
+
+def test_passwords_never_reach_the_log(
+    pki: Pki, secure: tuple[str, ExporterServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, _ = secure
+    secrets = [
+        PASSWORD,
+        "wrong-secret-guess",
+        base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode(),
+    ]
+
+    with caplog.at_level(logging.DEBUG, logger="exporter"):
+        get(pki, f"{url}/metrics", auth=(USER, PASSWORD))
+        get(pki, f"{url}/metrics", auth=(USER, "wrong-secret-guess"))
+        get(pki, f"{url}/metrics", auth=("wrong-secret-guess", PASSWORD))
+
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "GET /metrics" in logged
+    assert "wrong user or password" in logged
+    for secret in secrets:
+        assert secret not in logged
+    assert "Authorization" not in logged
+
+
+# --- scrapes that arrive together share one rendering ---------------------------------------
+
+
+class BlockingCollector:
+    """Renders `shared_render <n>` (n: its collect() calls), holding the first until released."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.calls = 0
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def collect(self) -> Iterator[Metric]:
+        self.calls += 1
+        self.entered.set()
+        assert self.release.wait(TIMEOUT)
+        if self.fail:
+            raise RuntimeError("broken")
+        yield GaugeMetricFamily("shared_render", "collect() calls so far", value=self.calls)
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["rendered", "failed"])
+def test_scrapes_arriving_during_a_rendering_share_it(
+    source: FakeSource, monkeypatch: pytest.MonkeyPatch, fail: bool
+) -> None:
+    waiting = threading.Semaphore(0)
+
+    class WatchedExposition(server_module._Exposition):
+        def __init__(self) -> None:
+            super().__init__()
+            done = self.done
+
+            class Done(threading.Event):
+                def wait(self, timeout: float | None = None) -> bool:
+                    waiting.release()  # a scrape is now waiting for this rendering
+                    return done.wait(timeout)
+
+                def set(self) -> None:
+                    done.set()
+
+            self.done = Done()
+
+    monkeypatch.setattr(server_module, "_Exposition", WatchedExposition)
+    collector = BlockingCollector(fail)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    server = start(source, registry)
+    url = f"http://127.0.0.1:{server.port}/metrics"
+    responses: list[requests.Response] = []
+    lock = threading.Lock()
+
+    def scrape() -> None:
+        response = requests.get(url, headers={"Accept-Encoding": "gzip"}, timeout=TIMEOUT)
+        with lock:
+            responses.append(response)
+
+    first = threading.Thread(target=scrape)
+    others = [threading.Thread(target=scrape) for _ in range(3)]
+    try:
+        first.start()
+        assert collector.entered.wait(TIMEOUT)
+        for thread in others:
+            thread.start()
+        for _ in others:
+            assert waiting.acquire(timeout=TIMEOUT)
+        collector.release.set()
+        for thread in [first, *others]:
+            thread.join(TIMEOUT)
+    finally:
+        collector.release.set()
+        server.stop()
+
+    assert collector.calls == 1
+    statuses = {r.status_code for r in responses}
+    bodies = {r.text for r in responses}
+    assert len(responses) == 4
+    if fail:
+        assert (statuses, bodies) == ({500}, {"error rendering metrics, see log\n"})
+    else:
+        assert statuses == {200}
+        assert len(bodies) == 1 and "shared_render 1.0" in bodies.pop()
+
+
+def test_scrapes_one_after_the_other_each_render(source: FakeSource) -> None:
+    collector = BlockingCollector()
+    collector.release.set()
+    registry = CollectorRegistry()
+    registry.register(collector)
+    server = start(source, registry)
+    try:
+        bodies = [
+            requests.get(f"http://127.0.0.1:{server.port}/metrics", timeout=TIMEOUT).text
+            for _ in range(3)
+        ]
+    finally:
+        server.stop()
+
+    assert [f"shared_render {n}.0" in body for n, body in enumerate(bodies, 1)] == [True] * 3
+
+
+class _Recorded(logging.Handler):
+    """Sets `seen` when a record whose message starts with `prefix` is emitted."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.prefix = prefix
+        self.seen = threading.Event()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+        if record.getMessage().startswith(self.prefix):
+            self.seen.set()
+
+
+class HugeCollector:
+    """One metric whose help text is larger than every socket buffer on the way: the server is
+    still writing it when the client goes."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("huge", "x" * (32 << 20), value=1)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_a_client_resetting_mid_answer_is_a_debug_line_not_a_traceback(
+    pki: Pki, source: FakeSource, capsys: pytest.CaptureFixture[str], tls: bool
+) -> None:
+    registry = CollectorRegistry()
+    registry.register(HugeCollector())
+    server = ExporterServer(
+        ("127.0.0.1", 0),
+        source,
+        registry,
+        web_config=web_config(pki, users=False) if tls else None,
+    )
+    server.start()
+    recorded = _Recorded("connection from 127.0.0.1 broke off")
+    server_logger = logging.getLogger("exporter.server")
+    server_logger.addHandler(recorded)
+    level = server_logger.level
+    server_logger.setLevel(logging.DEBUG)
+    try:
+        client = socket.create_connection(("127.0.0.1", server.port), TIMEOUT)
+        if tls:
+            context = ssl.create_default_context(cafile=str(pki.ca))
+            client = context.wrap_socket(client, server_hostname="127.0.0.1")
+        client.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert client.recv(1024).startswith(b"HTTP/1.1 200")  # the answer is on its way
+        # Linger 0: close() sends a reset, not a FIN.
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        assert recorded.seen.wait(TIMEOUT), recorded.messages
+        assert get(pki, f"{server.scheme}://127.0.0.1:{server.port}/healthz").status_code == 200
+    finally:
+        server_logger.removeHandler(recorded)
+        server_logger.setLevel(level)
+        server.stop()
+
+    assert capsys.readouterr().err == ""

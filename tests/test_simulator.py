@@ -644,6 +644,87 @@ def test_oversized_fault_is_large_but_well_formed(sim: Simulator) -> None:
     assert len(job_ids(resp)) == 3
 
 
+def test_slow_down_fault_says_so_in_the_body_only(sim: Simulator) -> None:
+    sim.faults.add(Fault(kind="slow_down", times=1))
+    resp = call(sim, "/queue")
+    assert (resp.status_code, error_code(resp)) == (400, "SlowDown")
+    assert "Retry-After" not in resp.headers
+    sim.faults.add(Fault(kind="slow_down", status=200, times=1))
+    assert call(sim, "/queue").status_code == 200
+
+
+def test_retry_after_as_an_http_date_on_cis_clock(sim: Simulator) -> None:
+    sim.clock_offset = 500
+    sim.faults.add(Fault(kind="http_429", retry_after=90, retry_after_as_date=True))
+    resp = call(sim, "/queue", window=(int(time.time()) + 400, int(time.time()) + 1100))
+    assert resp.status_code == 429
+    after = parsedate_to_datetime(resp.headers["Retry-After"])
+    date = parsedate_to_datetime(resp.headers["Date"])
+    assert (after - date).total_seconds() == 90
+
+
+@pytest.mark.parametrize("field", ["JobId", "State", "CreationTime", "Tag", "QueueId"])
+def test_missing_field_fault_drops_a_field_from_every_job(sim: Simulator, field: str) -> None:
+    params = media_listing(sim)
+    sim.faults.add(Fault(kind="missing_field", job_field=field))
+    assert xml(call(sim, "/queue")).find("QueueList/QueueId") is not None  # no jobs: untouched
+    listing = xml(call(sim, "/jobs", params)).findall("JobsDetail")
+    assert len(listing) == 3
+    assert all(job.find(field) is None and job.find("Progress") is not None for job in listing)
+    job_id = bucket(sim).jobs()[0].job_id
+    described = xml(call(sim, f"/jobs/{job_id}")).findall("JobsDetail")
+    assert len(described) == 1 and described[0].find(field) is None
+
+
+def test_unknown_state_fault_puts_every_job_in_that_state(sim: Simulator) -> None:
+    params = media_listing(sim)
+    sim.faults.add(Fault(kind="unknown_state", state="Frozen"))
+    listing = xml(call(sim, "/jobs", params)).findall("JobsDetail")
+    assert [job.findtext("State") for job in listing] == ["Frozen"] * 3
+    job_id = bucket(sim).jobs()[0].job_id
+    assert xml(call(sim, f"/jobs/{job_id}")).findtext("JobsDetail/State") == "Frozen"
+
+
+def test_skew_fault_moves_one_buckets_front_end_clock(sim: Simulator) -> None:
+    other = sim.add_bucket("other-1250000000")
+    sim.faults.add(Fault(kind="skew", offset=900, bucket=BUCKET))
+    skewed = call(sim, "/queue")  # our window ends 600 s from now: CI is past it
+    assert (skewed.status_code, error_code(skewed)) == (401, "SignatureExpired")
+    date = parsedate_to_datetime(skewed.headers["Date"]).timestamp()
+    assert date == pytest.approx(time.time() + 900, abs=2)
+    assert call(sim, "/queue", bucket=other.name).status_code == 200  # the other bucket: on time
+    now = int(time.time())
+    assert call(sim, "/queue", window=(now + 800, now + 1000)).status_code == 200
+    sim.faults.clear()
+    sim.faults.add(Fault(kind="skew", offset=120))  # within the window: only the Date moves
+    resp = call(sim, "/queue")
+    assert resp.status_code == 200
+    assert parsedate_to_datetime(resp.headers["Date"]).timestamp() == pytest.approx(
+        time.time() + 120, abs=2
+    )
+
+
+def test_auth_fault_refuses_and_quotes_the_token_it_was_sent(sim: Simulator) -> None:
+    sim.faults.add(Fault(kind="auth", code="AccessDenied"))
+    resp = call(sim, "/queue", sid=TMP_SID, key=TMP_KEY, token=TOKEN)
+    assert (resp.status_code, error_code(resp)) == (403, "AccessDenied")
+    assert TOKEN in resp.text  # a careless proxy's echo, for the exporter to redact
+    sim.faults.clear()
+    sim.faults.add(Fault(kind="auth", status=401, code="SecretidNotExist"))
+    resp = call(sim, "/queue")
+    assert (resp.status_code, error_code(resp)) == (401, "SecretidNotExist")
+
+
+def test_latency_delays_every_answer(sim: Simulator) -> None:
+    assert sim.latency == 0
+    assert call(sim, "/queue", timeout=0.5).status_code == 200
+    sim.latency = 2.0  # held like the slow fault, so stop() cuts it short as tested above
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        call(sim, "/queue", timeout=0.5)
+    sim.latency = 0.0
+    assert call(sim, "/queue", timeout=0.5).status_code == 200
+
+
 def test_probabilistic_faults_are_reproducible_and_clearable() -> None:
     def run(seed: int) -> list[int]:
         simulator = Simulator({SID: KEY}, seed=seed)
@@ -664,6 +745,8 @@ def test_fault_kinds_are_checked() -> None:
     assert "repeat_token" in FAULT_KINDS
     with pytest.raises(ValueError):
         Fault(kind="gremlins")
+    assert (Fault("html").status, Fault("slow_down").status, Fault("auth").status) == (
+        502, 400, 403)
     with pytest.raises(ValueError):
         Fault(kind="http_500", probability=1.5)
 

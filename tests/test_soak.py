@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.api_stats import ApiStats
 from exporter.collector import CICollector
-from exporter.config import Config, ServiceConfig, TargetConfig
+from exporter.config import Config, RetryConfig, ServiceConfig, TargetConfig
 from exporter.credentials import Credentials
 from exporter.poller import Poller
 from exporter.simulator import Fault, Simulator
@@ -68,7 +68,11 @@ def test_counts_match_the_simulators_record(seed: int, bounds: str, offset: int)
                 Credentials(SECRET_ID, SECRET_KEY),
                 (ServiceConfig("media", ("Transcode", "Snapshot")),),
             )
-            config = Config((target,), poll_interval=INTERVAL, request_timeout=2)
+            # Faults must reach the accounting (no retry hides them), with streams polled side
+            # by side and idle ones spaced out (the defaults).
+            config = Config(
+                (target,), poll_interval=INTERVAL, request_timeout=2, retry=RetryConfig(attempts=1)
+            )
             stats = ApiStats()
             poller = Poller(config, stats)
             registry = CollectorRegistry(auto_describe=False)

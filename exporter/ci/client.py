@@ -1,15 +1,33 @@
-"""The HTTP side of the CI API: sign, send, time out, classify failures, paginate.
+"""The HTTP side of the CI API: sign, send, time out, classify failures, retry, paginate.
 
-One CIClient per target (bucket, region, endpoint), with its own requests.Session. `_request`
-is exactly one HTTP attempt, counted once in the self-metrics; a retry policy can wrap it later
-without knowing anything about HTTP. Every failure leaves here as a CIError whose message is
-one line, names the endpoint family, and never carries a key, a token or the signature.
+One CIClient per target (bucket, region, endpoint), with its own requests.Session. `_attempt`
+is exactly one HTTP attempt, counted once in the self-metrics; `_request` wraps it in the
+retry policy, the target's pacing and the shared request gate (exporter.ratelimit). Every
+failure leaves here as a CIError whose message is one line, names the endpoint family, and
+never carries a key, a token or the signature.
+
+What is tried again (at most `retry.attempts` calls, exponential back-off with full jitter):
+
+- 429, 503, or Code SlowDown whatever the status (throttling): yes, after Retry-After (at most
+  5 min) or the back-off, whichever is longer; the target's pacing doubles (exporter.ratelimit).
+- other 5xx, a gateway's error page, timeouts, connection refused or reset, a body cut short:
+  yes, after the back-off.
+- a body that is not CI's XML (malformed, HTML with 200, fields missing): yes, after the
+  back-off (mostly damage on the way).
+- a body too large, a job in a state we do not know: no, CI would answer the same.
+- 401, 403, or an auth Code (AccessDenied, InvalidAuthorization, MissingAuthorization,
+  SecretidNotExist, SignatureExpired): no; CIAuthError, kind = the Code.
+- any other 4xx (InvalidArgument, ResourceNotFound, ...): no, the request is wrong, not CI.
+- the credential provider fails: no; CICredentialsError, kind "credentials".
+- shutdown (`stopping` set): no; CIStopped, and every wait is cut short.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import random as random_module
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -22,12 +40,18 @@ import requests
 from exporter import __version__
 from exporter.api_stats import OTHER_ERROR, ApiStats
 from exporter.ci.models import (
+    ALL_STATES,
+    CIAPIError,
+    CIAuthError,
     CIConnectionError,
+    CICredentialsError,
     CIError,
     CIInvalidResponse,
+    CIStopped,
     CITimeout,
     DescribeResult,
     Job,
+    JobPage,
     Queue,
 )
 from exporter.ci.parse import (
@@ -39,7 +63,16 @@ from exporter.ci.parse import (
     parse_queue_page,
 )
 from exporter.ci.services import Service, endpoint_family
-from exporter.credentials import CredentialProvider
+from exporter.credentials import CredentialProvider, Credentials, CredentialsError
+from exporter.ratelimit import (
+    MAX_RETRY_AFTER,
+    NO_RETRY,
+    Pacer,
+    RequestGate,
+    RetryPolicy,
+    Sleep,
+    wait_on,
+)
 from exporter.signing import CLOCK_LEEWAY, DEFAULT_VALIDITY, TOKEN_HEADER, authorization
 
 USER_AGENT = f"tencent-ci-exporter/{__version__}"
@@ -129,7 +162,17 @@ class CIClient:
         max_body_bytes: int = 32 * 1024 * 1024,
         signature_validity: int = DEFAULT_VALIDITY,
         queue_page_size: int = QUEUE_PAGE_SIZE,
+        retry: RetryPolicy | None = None,
+        gate: RequestGate | None = None,
+        stopping: threading.Event | None = None,
+        sleep: Sleep | None = None,
+        random: Callable[[], float] | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
+        """`retry` None is the bare client: one attempt per request and no pacing. With a
+        policy, throttled answers also slow the target down (`pacer`, a Pacer() by default).
+        `gate` is shared by the clients signing with the same keys. `stopping` cuts every wait
+        short (CIStopped); `sleep` and `random` are there for tests."""
         parts = urlsplit(endpoint)
         host = parts.netloc.rpartition("@")[2]
         if parts.scheme not in ("http", "https") or not host or parts.query or parts.fragment:
@@ -152,6 +195,12 @@ class CIClient:
         self._validity = signature_validity
         self._clock_offset: float | None = None
         self._queue_page_size = queue_page_size
+        self._retry = retry if retry is not None else NO_RETRY
+        self._gate = gate
+        self._stopping = stopping if stopping is not None else threading.Event()
+        self._sleep = sleep or wait_on
+        self._random = random or random_module.random
+        self._pacer = pacer if pacer is not None or retry is None else Pacer()
 
     def __repr__(self) -> str:
         return (
@@ -264,14 +313,20 @@ class CIClient:
         if end_creation_time is not None:
             params["endCreationTime"] = format_creation_time(end_creation_time)
         followed: set[str] = set()
-        for _ in range(MAX_JOB_PAGES):
-            page = self._request(service.job_path, dict(params), parse_job_page)
-            token = page.next_token
-            if token in followed:
+
+        def parse_page(body: bytes) -> JobPage:
+            # Checked as part of the answer, so the self-metrics count it as an invalid one.
+            page = _parse_checked_page(body)
+            if page.next_token in followed:
                 raise CIInvalidResponse(
-                    f"GET {family}: NextToken {one_line(repr(token), 80)} repeated in one listing",
-                    endpoint=family,
+                    f"NextToken {one_line(repr(page.next_token), 80)} repeated in one listing",
+                    retryable=False,  # the same page would come back
                 )
+            return page
+
+        for _ in range(MAX_JOB_PAGES):
+            page = self._request(service.job_path, dict(params), parse_page)
+            token = page.next_token
             yield [_fill(job, tag, queue_id) for job in page.jobs]
             if not token:
                 return
@@ -295,21 +350,73 @@ class CIClient:
         missing: list[str] = []
         for start in range(0, len(ids), DESCRIBE_CHUNK):
             path = f"{service.job_path}/{','.join(ids[start : start + DESCRIBE_CHUNK])}"
-            result = self._request(path, {}, parse_describe)
+            result = self._request(path, {}, _parse_checked_describe)
             jobs.extend(result.jobs)
             missing.extend(result.non_exist_ids)
         return DescribeResult(tuple(jobs), tuple(dict.fromkeys(missing)))
 
-    # One attempt
+    # Retries, pacing and the gate
 
     def _request(self, path: str, params: Mapping[str, str], parse: Callable[[bytes], T]) -> T:
+        """One request: attempts as the retry policy allows (see the module)."""
+        family = endpoint_family(path)
+        for attempt in range(1, self._retry.attempts + 1):
+            self._wait(self._pacer.reserve() if self._pacer is not None else 0.0)
+            try:
+                if self._gate is None:
+                    result = self._attempt(path, params, parse)
+                else:
+                    with self._gate.slot(self._stopping):
+                        result = self._attempt(path, params, parse)
+            except CIError as error:
+                delay = self._retry_delay(error, attempt, family)
+                if delay is None:
+                    raise
+                if self._stats is not None:
+                    self._stats.record_retry(self.bucket, self.region, family)
+                self._wait(delay)
+                continue
+            if self._pacer is not None:
+                self._pacer.succeeded()
+                self._report_spacing()
+            return result
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _retry_delay(self, error: CIError, attempt: int, family: str) -> float | None:
+        """How long to wait before trying again after `error`; None: not to be tried again.
+        A throttled answer slows the target down even when it is not retried."""
+        hold = None
+        if isinstance(error, CIAPIError) and error.throttled:
+            hold = min(error.retry_after or 0.0, MAX_RETRY_AFTER)
+            if self._stats is not None:
+                self._stats.record_throttle(self.bucket, self.region, family)
+            if self._pacer is not None:
+                self._pacer.throttled(hold)
+                self._report_spacing()
+        if not error.retryable or attempt >= self._retry.attempts:
+            return None
+        backoff = self._retry.backoff(attempt, self._random)
+        return backoff if hold is None else max(backoff, hold)
+
+    def _report_spacing(self) -> None:
+        if self._stats is not None and self._pacer is not None:
+            self._stats.set_spacing(self.bucket, self.region, self._pacer.spacing)
+
+    def _wait(self, seconds: float) -> None:
+        if self._stopping.is_set() or (seconds > 0 and self._sleep(self._stopping, seconds)):
+            raise CIStopped("stopped while waiting to call CI")
+
+    # One attempt
+
+    def _attempt(self, path: str, params: Mapping[str, str], parse: Callable[[bytes], T]) -> T:
         """One signed GET of `path`, its body handed to `parse`. Counted once in the stats."""
         family = endpoint_family(path)
         full_path = self._prefix + path
         url = f"{self.endpoint}{quote(full_path, safe='/,' + _SAFE)}"
         if params:
             url += "?" + _query(params)
-        headers = self._headers(full_path, params)
+        credentials = self._keys()
+        headers = self._headers(credentials, full_path, params)
         started = time.monotonic()
         status, error = "error", None
         try:
@@ -320,11 +427,14 @@ class CIClient:
                 status = str(response.status_code)
                 body = self._read(response, family, started + self._timeout)
             if not 200 <= response.status_code < 300:
-                raise parse_error(response.status_code, body, response.headers, endpoint=family)
+                failure = parse_error(response.status_code, body, response.headers, endpoint=family)
+                raise _redacted(failure, credentials)
             try:
                 return parse(body)
             except CIInvalidResponse as exc:
-                raise CIInvalidResponse(f"GET {family}: {exc}", endpoint=family) from None
+                raise CIInvalidResponse(
+                    f"GET {family}: {exc}", endpoint=family, retryable=exc.retryable
+                ) from None
         except CIError as exc:
             error = error_label(exc.kind)
             raise
@@ -338,9 +448,16 @@ class CIClient:
                     self.bucket, self.region, family, status, error, time.monotonic() - started
                 )
 
-    def _headers(self, path: str, params: Mapping[str, str]) -> dict[str, str]:
-        """Host (and the token) signed with every query parameter; keys fetched per request."""
-        credentials = self._credentials.get()
+    def _keys(self) -> Credentials:
+        try:
+            return self._credentials.get()
+        except CredentialsError as exc:
+            raise CICredentialsError(f"credentials: {one_line(str(exc))}") from None
+
+    def _headers(
+        self, credentials: Credentials, path: str, params: Mapping[str, str]
+    ) -> dict[str, str]:
+        """Host (and the token) signed with every query parameter; keys fetched per attempt."""
         signed = {"host": self._host}
         if credentials.token:
             signed[TOKEN_HEADER] = credentials.token
@@ -377,7 +494,9 @@ class CIClient:
     def _read(self, response: requests.Response, family: str, deadline: float) -> bytes:
         """The body, streamed: stops as soon as it passes max_body_bytes or the deadline."""
         too_large = CIInvalidResponse(
-            f"GET {family}: body larger than {self._max_body} bytes", endpoint=family
+            f"GET {family}: body larger than {self._max_body} bytes",
+            endpoint=family,
+            retryable=False,
         )
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self._max_body:
@@ -429,3 +548,47 @@ def _fill(job: Job, tag: str, queue_id: str) -> Job:
     if job.tag and (job.queue_id or not queue_id):
         return job
     return dataclasses.replace(job, tag=job.tag or tag, queue_id=job.queue_id or queue_id)
+
+
+def _check_jobs(jobs: Sequence[Job]) -> None:
+    """What the accounting needs of every job, beyond what the parser checks.
+
+    A state we do not know is refused, not skipped: a job left out of a listing may be one
+    that was tracked and will finish later, out of every window, and would never be counted.
+    Refused, the stream's poll fails loudly (up 0, the state named), keeps its state, and
+    catches up exactly once CI's answers are known again. A job without CreationTime cannot
+    be placed in a creation-time window, so it could be counted twice: refused as well.
+    """
+    for job in jobs:
+        if job.state not in ALL_STATES:
+            raise CIInvalidResponse(
+                f"job {job.job_id}: unknown State {one_line(repr(job.state), 60)}",
+                retryable=False,
+            )
+        if job.creation_time is None:
+            raise CIInvalidResponse(f"job {job.job_id}: missing CreationTime")
+
+
+def _parse_checked_page(body: bytes) -> JobPage:
+    page = parse_job_page(body)
+    _check_jobs(page.jobs)
+    return page
+
+
+def _parse_checked_describe(body: bytes) -> DescribeResult:
+    result = parse_describe(body)
+    _check_jobs(result.jobs)
+    return result
+
+
+def _redacted(error: CIAPIError, credentials: Credentials) -> CIAPIError:
+    """CI's own words, without our secrets should a proxy or CI echo them; auth refusals
+    become CIAuthError."""
+    message, request_id = error.message, error.request_id
+    for secret in (credentials.secret_key, credentials.token):
+        if secret:
+            message = message.replace(secret, "<redacted>")
+            request_id = request_id.replace(secret, "<redacted>")
+    if (message, request_id) != (error.message, error.request_id):
+        error = dataclasses.replace(error, message=message, request_id=request_id)
+    return CIAuthError.from_error(error) if error.auth_failed else error

@@ -65,13 +65,27 @@ class DescribeResult:
 
 
 class CIError(Exception):
-    """Anything that made an API call fail. `kind` is the label used in error metrics."""
+    """Anything that made an API call fail. `kind` is the label used in error metrics;
+    `retryable` says whether the same call may answer differently if tried again."""
 
     kind: str = "error"
 
-    def __init__(self, message: str, *, endpoint: str = "") -> None:
+    def __init__(self, message: str, *, endpoint: str = "", retryable: bool = False) -> None:
         super().__init__(message)
         self.endpoint = endpoint
+        self.retryable = retryable
+
+
+# CI's Codes for a request it will not take from these keys, whatever the HTTP status.
+AUTH_CODES: frozenset[str] = frozenset(
+    (
+        "AccessDenied",
+        "InvalidAuthorization",
+        "MissingAuthorization",
+        "SecretidNotExist",
+        "SignatureExpired",
+    )
+)
 
 
 @dataclass(eq=False)
@@ -87,8 +101,11 @@ class CIAPIError(CIError):
 
     def __post_init__(self) -> None:
         rid = f" (RequestId {self.request_id})" if self.request_id else ""
+        # Throttling and CI's own failures pass; any other 4xx is the same answer next time.
         super().__init__(
-            f"HTTP {self.status} {self.code}: {self.message}{rid}", endpoint=self.endpoint
+            f"HTTP {self.status} {self.code}: {self.message}{rid}",
+            endpoint=self.endpoint,
+            retryable=self.throttled or self.status >= 500,
         )
 
     @property
@@ -101,7 +118,33 @@ class CIAPIError(CIError):
 
     @property
     def auth_failed(self) -> bool:
-        return self.status in (401, 403)
+        return self.status in (401, 403) or self.code in AUTH_CODES
+
+
+@dataclass(eq=False)
+class CIAuthError(CIAPIError):
+    """CI refused the keys (401/403 or an auth Code): never retried, the target is down until
+    the keys, their permissions or the clock are put right."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.retryable = False
+        if self.code in ("SignatureExpired", "RequestTimeTooSkewed"):
+            hint = "check this host's clock"
+        else:
+            hint = "check the credentials and their permissions"
+        self.args = (f"{self.args[0]}; not retried: {hint}",)
+
+    @classmethod
+    def from_error(cls, error: CIAPIError) -> CIAuthError:
+        return cls(
+            status=error.status,
+            code=error.code,
+            message=error.message,
+            request_id=error.request_id,
+            endpoint=error.endpoint,
+            retry_after=error.retry_after,
+        )
 
 
 class CIInvalidResponse(CIError):
@@ -109,10 +152,34 @@ class CIInvalidResponse(CIError):
 
     kind = "invalid_response"
 
+    def __init__(self, message: str, *, endpoint: str = "", retryable: bool = True) -> None:
+        # Mostly a body damaged on the way, so tried again by default; a well-formed answer
+        # that CI would give again (too large, a state we do not know) is not.
+        super().__init__(message, endpoint=endpoint, retryable=retryable)
+
 
 class CITimeout(CIError):
     kind = "timeout"
 
+    def __init__(self, message: str, *, endpoint: str = "", retryable: bool = True) -> None:
+        super().__init__(message, endpoint=endpoint, retryable=retryable)
+
 
 class CIConnectionError(CIError):
     kind = "connection"
+
+    def __init__(self, message: str, *, endpoint: str = "", retryable: bool = True) -> None:
+        super().__init__(message, endpoint=endpoint, retryable=retryable)
+
+
+class CICredentialsError(CIError):
+    """No keys to sign with (the provider failed). The message comes from CredentialsError,
+    which never holds a secret."""
+
+    kind = "credentials"
+
+
+class CIStopped(CIError):
+    """The exporter is shutting down: a wait or a retry was cut short. Not a CI failure."""
+
+    kind = "stopped"

@@ -13,18 +13,26 @@ from dataclasses import dataclass, field
 FAULT_KINDS: tuple[str, ...] = (
     "http_500",  # 500 InternalError
     "http_503",  # 503 SlowDown
-    "http_429",  # 429 SlowDown with Retry-After
+    "http_429",  # 429 SlowDown with Retry-After (`retry_after` seconds, or as an HTTP date)
+    "slow_down",  # Code SlowDown in the body, with `status` (400 by default: only the body says it)
     "slow",  # hold the response `delay` seconds, then answer normally
     "reset",  # close the connection (RST) without answering
     "truncated",  # Content-Length larger than the body sent, then close
     "malformed",  # the real body broken like the seed documents (<Tag>x<Tag>)
-    "html",  # an HTML error page with `status` (200 or 502, say)
+    "html",  # an HTML error page with `status` (200 or 502, say; 502 by default)
     "repeat_token",  # job listings answer with the same NextToken forever
     "oversized",  # the real body padded to `size` bytes (still well-formed)
+    "missing_field",  # every job in a job listing or describe answer lacks `job_field`
+    "unknown_state",  # every job in a job listing or describe answer is in State `state`
+    "skew",  # CI's front end is `offset` seconds off: the Date header and signature checks
+    "auth",  # `status` (403 by default) with `code`; the message echoes any token sent
 )
 
 # Kinds that only make sense on a job listing; elsewhere they do not match.
 LISTING_ONLY: frozenset[str] = frozenset({"repeat_token"})
+# Kinds that change jobs: they match job listings and describe-by-id.
+JOBS_ONLY: frozenset[str] = frozenset({"missing_field", "unknown_state"})
+DEFAULT_STATUS: dict[str, int] = {"html": 502, "slow_down": 400, "auth": 403}
 
 
 @dataclass
@@ -35,9 +43,14 @@ class Fault:
     times: int | None = None  # None: until removed
     probability: float = 1.0
     delay: float = 5.0  # slow
-    status: int = 502  # html
-    retry_after: int = 1  # http_429
+    status: int | None = None  # html, slow_down, auth; None: DEFAULT_STATUS
+    retry_after: float = 1  # http_429
+    retry_after_as_date: bool = False  # http_429: an HTTP date `retry_after` s after Date
     size: int = 20 * 1024 * 1024  # oversized
+    job_field: str = "JobId"  # missing_field
+    state: str = "Queuing"  # unknown_state
+    offset: float = 3600.0  # skew
+    code: str = "AccessDenied"  # auth
     hits: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
@@ -47,16 +60,19 @@ class Fault:
             raise ValueError(f"fault probability {self.probability} is not within [0, 1]")
         if self.times is not None and self.times < 1:
             raise ValueError(f"fault times {self.times} must be at least 1")
+        if self.status is None:
+            self.status = DEFAULT_STATUS.get(self.kind, 500)
 
     @property
     def exhausted(self) -> bool:
         return self.times is not None and self.hits >= self.times
 
-    def matches(self, bucket: str, family: str, listing: bool) -> bool:
+    def matches(self, bucket: str, family: str, listing: bool, jobs: bool = False) -> bool:
         return (
             (self.path is None or self.path == family)
             and (self.bucket is None or self.bucket == bucket)
             and (listing or self.kind not in LISTING_ONLY)
+            and (jobs or listing or self.kind not in JOBS_ONLY)
         )
 
 
@@ -85,11 +101,14 @@ class FaultSet:
         with self._lock:
             return [f for f in self._faults if not f.exhausted]
 
-    def pick(self, bucket: str, family: str, listing: bool = False) -> Fault | None:
-        """The first matching fault that fires for this request, counting the hit."""
+    def pick(
+        self, bucket: str, family: str, listing: bool = False, jobs: bool = False
+    ) -> Fault | None:
+        """The first matching fault that fires for this request, counting the hit. `listing`:
+        a job listing; `jobs`: an answer with jobs (a listing or describe-by-id)."""
         with self._lock:
             for fault in self._faults:
-                if fault.exhausted or not fault.matches(bucket, family, listing):
+                if fault.exhausted or not fault.matches(bucket, family, listing, jobs):
                     continue
                 # Draw only for partial faults, so adding a certain fault keeps the sequence.
                 if fault.probability < 1.0 and self._rng.random() >= fault.probability:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 
 from lxml import etree
@@ -157,3 +157,31 @@ def oversize(body: bytes, size: int) -> bytes:
     """Still well-formed XML, padded with a comment up to `size` bytes."""
     pad = max(0, size - len(body) - len(b"<!---->"))
     return body + b"<!--" + b" " * pad + b"-->"
+
+
+def _rewrite_jobs(body: bytes, change: Callable[[etree._Element], None]) -> bytes:
+    """Apply `change` to every JobsDetail of one of our own (well-formed) answers."""
+    root = etree.fromstring(body)
+    for job in root.iter("JobsDetail"):
+        change(job)
+    return _serialize(root)
+
+
+def drop_job_field(body: bytes, name: str) -> bytes:
+    """Every job without its `name` element (JobId, State, CreationTime, ...)."""
+
+    def drop(job: etree._Element) -> None:
+        for child in job.findall(name):
+            job.remove(child)
+
+    return _rewrite_jobs(body, drop)
+
+
+def set_job_state(body: bytes, state: str) -> bytes:
+    """Every job in `state`, one CI's documentation does not list."""
+
+    def restate(job: etree._Element) -> None:
+        for child in job.findall("State"):
+            child.text = state
+
+    return _rewrite_jobs(body, restate)

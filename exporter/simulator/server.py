@@ -20,8 +20,17 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from exporter.ci.services import endpoint_family
+from exporter.signing import TOKEN_HEADER
 from exporter.simulator import render
-from exporter.simulator.api import BOUNDS, JOB_PATHS, Api, ApiError, Reply, bad_request, error_reply
+from exporter.simulator.api import (
+    BOUNDS,
+    JOB_PATHS,
+    Api,
+    ApiError,
+    Reply,
+    bad_request,
+    error_reply,
+)
 from exporter.simulator.faults import Fault, FaultSet
 from exporter.simulator.model import Clock, SimBucket
 
@@ -70,6 +79,8 @@ class Simulator:
         self._log: deque[RequestRecord] = deque(maxlen=log_size)
         self._counts: Counter[tuple[str, str]] = Counter()
         self._workload_thread: threading.Thread | None = None
+        # Seconds every answer waits before it is sent (benchmarks: a remote CI's round trip).
+        self.latency = 0.0
 
     def __repr__(self) -> str:
         # No keys or tokens here: reprs end up in logs.
@@ -275,7 +286,9 @@ class _Handler(BaseHTTPRequestHandler):
         return self.server_version
 
     def date_time_string(self, timestamp: float | None = None) -> str:
-        return formatdate(self.server.sim.now() if timestamp is None else timestamp, usegmt=True)
+        if timestamp is None:
+            timestamp = self.server.sim.now() + getattr(self, "_skew", 0.0)
+        return formatdate(timestamp, usegmt=True)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -300,9 +313,15 @@ class _Handler(BaseHTTPRequestHandler):
         pairs = parse_qsl(split.query, keep_blank_values=True)
         params = dict(pairs)
         family = endpoint_family(path)
-        fault = sim.faults.pick(bucket.name, family, listing=path in JOB_PATHS)
+        fault = sim.faults.pick(
+            bucket.name, family, listing=path in JOB_PATHS, jobs=family in JOB_PATHS
+        )
         kind = fault.kind if fault else ""
+        self._skew = fault.offset if fault is not None and kind == "skew" else 0.0
         self._entry = RequestRecord(bucket.name, self.command, path, params, 0, kind)
+        if sim.latency > 0 and sim.hold(sim.latency):
+            self._reset()
+            return
         self._respond(path, params, len(pairs) != len(params), fault)
 
     def _discard_body(self) -> None:
@@ -327,34 +346,59 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and self._early_fault(fault, request_id):
             return
         reply = self._reply(path, params, duplicated, request_id, kind == "repeat_token")
-        if kind == "malformed":
-            reply.body = render.malform(reply.body)
-        elif kind == "oversized" and fault is not None:
-            reply.body = render.oversize(reply.body, fault.size)
+        if fault is not None:
+            reply.body = self._damage(reply.body, fault)
         self._send(reply, request_id, truncate=kind == "truncated")
+
+    @staticmethod
+    def _damage(body: bytes, fault: Fault) -> bytes:
+        """A good answer's body as the fault spoils it."""
+        if fault.kind == "malformed":
+            return render.malform(body)
+        if fault.kind == "oversized":
+            return render.oversize(body, fault.size)
+        if fault.kind == "missing_field":
+            return render.drop_job_field(body, fault.job_field)
+        if fault.kind == "unknown_state":
+            return render.set_job_state(body, fault.state)
+        return body
 
     def _early_fault(self, fault: Fault, request_id: str) -> bool:
         """Answer instead of the API when the fault says so: whether it did."""
         if fault.kind == "reset":
             self._reset()
             return True
+        status = fault.status if fault.status is not None else 500
         if fault.kind == "html":
-            self._send(Reply(fault.status, render.html_page(), "text/html"), request_id)
+            self._send(Reply(status, render.html_page(), "text/html"), request_id)
             return True
-        errors = {
-            "http_500": ApiError(500, "InternalError", "internal error"),
-            "http_503": ApiError(503, "SlowDown", "frequency control, slow down"),
-            "http_429": ApiError(
-                429,
-                "SlowDown",
-                "frequency control, slow down",
-                {"Retry-After": str(fault.retry_after)},
-            ),
-        }
-        if fault.kind in errors:
-            self._send(error_reply(errors[fault.kind], request_id), request_id)
+        error = self._fault_error(fault, status)
+        if error is not None:
+            self._send(error_reply(error, request_id), request_id)
             return True
         return False
+
+    def _fault_error(self, fault: Fault, status: int) -> ApiError | None:
+        slow_down = "frequency control, slow down"
+        if fault.kind == "http_500":
+            return ApiError(500, "InternalError", "internal error")
+        if fault.kind == "http_503":
+            return ApiError(503, "SlowDown", slow_down)
+        if fault.kind == "slow_down":
+            return ApiError(status, "SlowDown", slow_down)
+        if fault.kind == "http_429":
+            return ApiError(429, "SlowDown", slow_down, {"Retry-After": self._retry_after(fault)})
+        if fault.kind == "auth":
+            # As a careless proxy might: the refusal quotes what it was sent.
+            token = self.headers.get(TOKEN_HEADER)
+            sent = f" (security token {token!r})" if token else ""
+            return ApiError(status, fault.code, f"request refused{sent}")
+        return None
+
+    def _retry_after(self, fault: Fault) -> str:
+        if fault.retry_after_as_date:
+            return self.date_time_string(self.server.sim.now() + self._skew + fault.retry_after)
+        return f"{fault.retry_after:g}"
 
     def _reply(
         self, path: str, params: dict[str, str], duplicated: bool, request_id: str, repeat: bool
@@ -364,7 +408,7 @@ class _Handler(BaseHTTPRequestHandler):
             if duplicated:
                 raise bad_request("a query parameter is repeated")
             return sim.api.answer(
-                bucket, self.command, path, params, self.headers, request_id, repeat
+                bucket, self.command, path, params, self.headers, request_id, repeat, self._skew
             )
         except ApiError as err:
             return error_reply(err, request_id)
