@@ -478,7 +478,7 @@ class Agent:
             raise AgentError(f"{self.role} agent gave no answer within {ANSWER_TIMEOUT:g}s")
         try:
             status, value = self._conn.recv()
-        except EOFError:
+        except (EOFError, OSError):
             raise AgentError(f"{self.role} agent died") from None
         if status != "ok":
             raise AgentError(f"{self.role} agent failed:\n{value}")

@@ -59,6 +59,7 @@ class LatencyResult:
     requests: int = 0
     concurrency: int = 0
     wall: float = 0.0
+    cpu: float = 0.0  # the exporter process's CPU seconds in the poll timed
     rate_bound: GateCheck | None = None
     concurrency_bound: GateCheck | None = None
 
@@ -224,6 +225,7 @@ def run_latency(
         requests=requests,
         concurrency=concurrency,
         wall=report.wall,
+        cpu=report.cpu,
         rate_bound=bound,
         concurrency_bound=unbound,
     )

@@ -59,8 +59,8 @@ class ScaleOptions:
     warmup_polls: int = 20  # of the back-off exporter before the measured polls
     settle_polls: int = 3  # of the every-poll exporter before the measured polls
     polls: int = 10  # measured
-    memory_polls: int = 3  # of the traced exporter, the last ones
-    baseline_runs: int = 3  # of the cron script, spread over the measured polls
+    memory_polls: int = 2  # of the traced exporter, the last ones: the steady state
+    baseline_runs: int = 2  # of the cron script, spread over the measured polls
     idle_tag_backoff: float = 600.0
     baseline_lookback: float = 3600.0
     concurrency: int = 4

@@ -19,7 +19,7 @@ TARGETS = ("1", "2", "3", "4", "5", "6")
 @dataclass(frozen=True)
 class SuiteOptions:
     scale: ScaleOptions = field(default_factory=ScaleOptions)
-    cpu_polls: int = 70
+    cpu_polls: int = 30
     cpu_repetitions: int = 5
     scrape: tuple[int, int, int] = (50, 10, 20)  # targets, queues, tags
     scrape_repetitions: int = 2
@@ -127,7 +127,11 @@ def details(result: SuiteResult) -> dict[str, str]:
             f" {cpu.exporter * 1000:.0f} ms |\n"
             f"| cos-python-sdk-v5: `xml_to_dict` + `format_dict` (as `ci_list_media_jobs`),"
             f" states counted | {cpu.sdk * 1000:.0f} ms |\n\n"
-            f"The SDK takes **{cpu.ratio:.1f}x** the CPU (target: at least {5:g}x).\n"
+            f"The SDK takes **{cpu.ratio:.1f}x** the CPU (target: at least {5:g}x; from"
+            f" {cpu.spread[0]:.1f}x to {cpu.spread[1]:.1f}x repetition by repetition). Of the"
+            f" exporter's {cpu.exporter * 1000:.0f} ms, parsing alone takes"
+            f" {cpu.parse_only * 1000:.0f} ms ({cpu.parse_only / cpu.exporter:.0%}); the rest is"
+            " accounting.\n"
         )
     if result.scrape is not None:
         found["5. /metrics render time"] = _scrape_details(result)
@@ -191,8 +195,29 @@ def _requests_details(scale: ScaleResult) -> str:
         f" {sum(e.queue_pages for e in excess) / polls:.1f} |",
         "",
         _baseline_text(scale),
+        "",
+        _rate_limit_text(scale),
     ]
     return "\n".join(lines)
+
+
+def _rate_limit_text(scale: ScaleResult) -> str:
+    """What the default rate limit makes of a poll this size (in real time)."""
+    from exporter.config import Config
+
+    default = getattr(Config.__dataclass_fields__.get("rate_limit"), "default_factory", None)
+    if not callable(default):
+        return ""
+    per_second = float(default().requests_per_second)
+    exporter = scale.mean("exporter")
+    busiest = max((p.backoff or 0 for p in scale.polls), default=0)
+    return (
+        f"In real time, at the default rate limit ({per_second:g} requests/s per credential),"
+        f" a poll of {exporter:.0f} requests takes at least {exporter / per_second:.0f} s"
+        f" against a poll interval of {scale.options.interval:g} s; with the idle back-off the"
+        f" busiest poll ({busiest} requests) takes {busiest / per_second:.0f} s. Targets sharing"
+        " a credential share that rate."
+    )
 
 
 def _baseline_text(scale: ScaleResult) -> str:
@@ -231,6 +256,8 @@ def _idle_details(scale: ScaleResult) -> str:
     polls = max(1, len(scale.polls))
     backoff, exporter = scale.mean("backoff"), scale.mean("exporter")
     polled = sum(p.backoff_streams or 0 for p in scale.polls) / polls
+    counts = [p.backoff for p in scale.polls if p.backoff is not None]
+    busiest, quietest = max(counts, default=0), min(counts, default=0)
     return (
         f"The same workload, polled side by side by a second exporter process with"
         f" `idle_tag_backoff: {o.idle_tag_backoff:g}s` from {o.warmup_polls} polls before the"
@@ -245,7 +272,10 @@ def _idle_details(scale: ScaleResult) -> str:
         f" {scale.backoff.expected} jobs; exact: {scale.backoff.exact}). The longest any stream"
         f" went unpolled: {scale.longest_idle_gap or 0:g} s (the configured maximum:"
         f" {o.idle_tag_backoff:g} s). Rare tags (a job every {o.shape.rare_every / 60:g} minutes"
-        f" or so) go idle and come back: their first job resets the back-off."
+        f" or so) go idle and come back: their first job resets the back-off.\n\n"
+        f"The requests are not spread evenly: the busiest measured poll made {busiest} requests"
+        f" (the idle streams, which went idle together, all come due in the same poll), the"
+        f" quietest {quietest}."
     )
 
 
@@ -317,7 +347,10 @@ def _latency_details(result: SuiteResult) -> str:
         f" concurrency {latency.concurrency} took {latency.wall:.2f} s, against requests x"
         f" latency / concurrency = {latency.ideal:.2f} s: **{latency.ratio:.2f}x** (target at"
         f" most 1.2x); at most {free.most_in_flight} requests were in flight at the"
-        " simulator.\n\n"
+        f" simulator, and fewer than {latency.concurrency} for {free.underused:.2f} s of the"
+        f" poll. The exporter's process spent {latency.cpu:.2f} s of CPU on the poll,"
+        f" {latency.cpu / max(1, latency.requests) * 1000:.1f} ms per request: time in which a"
+        " worker holds no request in flight.\n\n"
         f"Rate-bound ({gate.requests_per_second:g} requests/s, burst {gate.burst}, concurrency"
         f" {gate.concurrency}): {gate.requests} requests in {gate.wall:.2f} s (the gate allows no"
         f" less than {gate.floor:.2f} s). Replaying a token bucket of the same rate and burst"

@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar, Sample
 from prometheus_client.utils import floatToGoString
 
-from exporter.api_stats import ApiStats
+from exporter.api_stats import ApiStats, ApiStatsSnapshot
 from exporter.ci.models import ACTIVE_STATES, FINISHED_STATES
 from exporter.snapshot import (
     DURATION_BUCKETS,
@@ -67,6 +67,9 @@ API_ERRORS = PREFIX + "api_errors"
 API_DURATION = PREFIX + "api_request_duration_seconds"
 TRACKED_JOBS = PREFIX + "tracked_jobs"
 IDLE_STREAMS = PREFIX + "idle_streams"
+API_RETRIED = PREFIX + "api_retried_requests"
+API_THROTTLED = PREFIX + "api_throttled_requests"
+API_SPACING = PREFIX + "api_request_spacing_seconds"
 RELOAD_OK = PREFIX + "config_last_reload_successful"
 RELOAD_TIME = PREFIX + "config_last_reload_success_timestamp_seconds"
 BUILD_INFO = PREFIX + "exporter_build_info"
@@ -466,12 +469,9 @@ def _api_metrics(api: ApiSnapshot) -> Iterator[Metric]:
         API_DURATION, "Duration of calls to the CI API, by endpoint.", "histogram", durations
     )
     # How the client held back: only ApiStats knows it (a plain ApiSnapshot has none of it).
-    from exporter.api_stats import ApiStatsSnapshot
-
     if not isinstance(api, ApiStatsSnapshot):
         return
-    retried, throttled = PREFIX + "api_retried_requests", PREFIX + "api_throttled_requests"
-    spacing = PREFIX + "api_request_spacing_seconds"
+    retried, throttled, spacing = API_RETRIED, API_THROTTLED, API_SPACING
     for name, counts, help_text in (
         (retried, api.retries, "Calls to the CI API made again after a failed one."),
         (throttled, api.throttled, "CI API answers that said slow down (429, 503, SlowDown)."),

@@ -28,7 +28,11 @@ from exporter.ci.client import JOB_PAGE_SIZE, QUEUE_PAGE_SIZE, CIClient
 from exporter.ci.models import (
     ACTIVE_STATES,
     FINISHED_STATES,
+    CIAPIError,
+    CIAuthError,
+    CICredentialsError,
     CIError,
+    CIStopped,
     DescribeResult,
     Job,
     Queue,
@@ -152,6 +156,9 @@ class TargetPoller:
         self.new_tags: set[tuple[str, str]] = set()
         self.idle: dict[StreamKey, _Idle] = {}
         self.pending: _Update | None = None
+        # An error that every later call of this poll would meet too (credentials refused,
+        # still throttled after retries): the rest of the poll is not attempted.
+        self._fatal: PollError | None = None
         self.skipped_streams = 0  # in the last poll, by the idle back-off
         self.last_poll_time: float | None = None
         self.last_success_time: float | None = None
@@ -249,6 +256,7 @@ class TargetPoller:
         works: list[_StreamWork] = []
         tasks: list[Callable[[], None]] = []
         self.skipped_streams = 0
+        self._fatal = None
         for service_config in self.target.services:
             service = SERVICES[service_config.name]
             queues, listed_before, error = self._list_queues(service)
@@ -286,13 +294,16 @@ class TargetPoller:
         listed_before = service.name in self.queues
         if self.stopping.is_set():
             raise _Stopped
+        if self._fatal is not None:
+            return self.queues.get(service.name, ()), listed_before, self._fatal
         try:
             queues = tuple(self.client.list_queues(service))
         except CIError as listing_error:
-            if self.stopping.is_set():
+            if self.stopping.is_set() or isinstance(listing_error, CIStopped):
                 raise _Stopped from listing_error
             # Keep polling the queues we knew; the target is not up until the listing works.
             error = PollError(listing_error.kind, f"{service.name} queue listing: {listing_error}")
+            self._note_fatal(listing_error, error)
             return self.queues.get(service.name, ()), listed_before, error
         self._replace_queues(service, queues)
         return queues, listed_before, None
@@ -355,8 +366,18 @@ class TargetPoller:
         )
         return _StreamWork(key, tracker, boundary)
 
+    def _note_fatal(self, cause: CIError, error: PollError) -> None:
+        throttled = isinstance(cause, CIAPIError) and cause.throttled
+        if self._fatal is None and (
+            throttled or isinstance(cause, (CIAuthError, CICredentialsError))
+        ):
+            self._fatal = error
+
     def _list_stream(self, service: Service, work: _StreamWork) -> None:
         key, tracker = work.key, work.tracker
+        if self._fatal is not None:
+            work.error = self._fatal
+            return
         with self._stream_errors(work):
             work.active = self.client.list_jobs(service, key.queue_id, key.tag, ACTIVE_STATES)
             work.finished = self.client.list_jobs(
@@ -378,9 +399,10 @@ class TargetPoller:
         try:
             yield
         except CIError as error:
-            if self.stopping.is_set():
+            if self.stopping.is_set() or isinstance(error, CIStopped):
                 raise _Stopped from error
             work.error = PollError(error.kind, f"{where}: {error}")
+            self._note_fatal(error, work.error)
         except _Stopped:
             raise
         except Exception as error:  # a bug must cost one stream, not the whole target
@@ -438,15 +460,20 @@ class TargetPoller:
 
     def _describe(self, service: Service, chunk: list[tuple[str, _StreamWork]]) -> None:
         owners = {job_id: work for job_id, work in chunk}
+        if self._fatal is not None:
+            for work in owners.values():
+                work.error = work.error or self._fatal
+            return
         try:
             result = self.client.describe_jobs(service, list(owners))
         except CIError as error:
-            if self.stopping.is_set():
+            if self.stopping.is_set() or isinstance(error, CIStopped):
                 raise _Stopped from error
             for work in owners.values():
                 key = work.key
                 where = f"{key.service} queue {key.queue_id} tag {key.tag}"
                 work.error = work.error or PollError(error.kind, f"{where}: {error}")
+                self._note_fatal(error, work.error)
             return
         for job in result.jobs:
             if job.job_id in owners:

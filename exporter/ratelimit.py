@@ -42,7 +42,7 @@ Sleep = Callable[[threading.Event, float], bool]
 EPSILON = 1e-9  # of a token: float rounding must not make a due token wait a few ulps more
 SLOT_POLL = 0.1  # seconds; how often a waiter for a slot in flight checks `stopping`
 PACE_FLOOR = 0.1  # seconds between a target's requests after its first throttled answer
-PACE_CAP = 10.0  # seconds: a target throttled again and again still polls
+PACE_CAP = 2.0  # seconds: a target throttled again and again still polls its streams
 PACE_RELIEF = 15 / 16  # the spacing left after a successful request
 MAX_RETRY_AFTER = 300.0  # seconds: a Retry-After beyond this is a broken header, not advice
 

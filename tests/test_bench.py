@@ -4,13 +4,14 @@ the suite's ratios, in docs/benchmarks.md."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from bench.latency import least_tokens, most_in_flight
 from bench.report import SuiteResult, rows, table, write_docs
-from bench.scale import lower_bound, tally
+from bench.scale import compare, lower_bound, tally
 from bench.suite import details, run_suite, smoke_options
 from exporter.simulator import RequestRecord
 
@@ -61,6 +62,26 @@ def test_docs_keep_sections_written_by_others(smoke: SuiteResult, tmp_path: Path
     assert "old table" not in text
     assert text.count("## Summary") == 1
     assert "python3 -m bench --smoke" in text
+
+
+def test_compare_finds_a_job_counted_twice_or_missed() -> None:
+    a, b = ("b", "q", "Transcode"), ("b", "q", "Snapshot")
+    truth = [
+        {a: Counter({("state", "Success"): 5})},  # the exporter's first poll: its baseline
+        {a: Counter({("state", "Success"): 7}), b: Counter({("state", "Failed"): 1})},
+        {
+            a: Counter({("state", "Success"): 9}),
+            b: Counter({("state", "Failed"): 1, ("code", "E1"): 1}),
+        },
+    ]
+    right = {a: Counter({("state", "Success"): 4}), b: Counter({("state", "Failed"): 1})}
+    right[b][("code", "E1")] = 1
+    assert compare(right, truth, 0, {a: 2, b: 2}).exact
+    # b last polled at 1: compared as of then, when its failure code was not yet known.
+    assert not compare(right, truth, 0, {a: 2, b: 1}).exact
+    twice = {**right, a: Counter({("state", "Success"): 5})}
+    result = compare(twice, truth, 0, {a: 2, b: 2})
+    assert (result.wrong_streams, result.expected, result.counted) == (1, 5, 6)
 
 
 def _listing(queue: str, tag: str, states: str, token: str = "") -> RequestRecord:

@@ -60,6 +60,9 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "tencent_ci_api_request_duration_seconds": ("histogram", ("endpoint",)),
     "tencent_ci_tracked_jobs": ("gauge", TARGET_LABELS),
     "tencent_ci_idle_streams": ("gauge", TARGET_LABELS),
+    "tencent_ci_api_retried_requests": ("counter", ("bucket", "region", "endpoint")),
+    "tencent_ci_api_throttled_requests": ("counter", ("bucket", "region", "endpoint")),
+    "tencent_ci_api_request_spacing_seconds": ("gauge", ("bucket", "region")),
     "tencent_ci_config_last_reload_successful": ("gauge", ()),
     "tencent_ci_config_last_reload_success_timestamp_seconds": ("gauge", ()),
     "tencent_ci_exporter_build_info": ("gauge", ("version",)),
@@ -209,6 +212,9 @@ def test_every_family_has_the_contract_type_and_labels() -> None:
     stats = ApiStats()
     stats.record(BUCKET, REGION, "media_jobs", "200", None, 0.2)
     stats.record(BUCKET, REGION, "media_jobs", "error", "timeout", 5.0)
+    stats.record_retry(BUCKET, REGION, "media_jobs")
+    stats.record_throttle(BUCKET, REGION, "media_jobs")
+    stats.set_spacing(BUCKET, REGION, 0.5)
 
     families = scrape(registry_for(FakeSource(full_snapshot()), stats))
 

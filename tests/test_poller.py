@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from clients import bare_client
 
 from exporter.api_stats import ApiStats
 from exporter.config import Config, ServiceConfig, TargetConfig
@@ -43,7 +44,7 @@ def make_poller(sim: Simulator, interval: float = 60.0) -> Poller:
     )
     # Every stream at every poll: these tests are not about the idle back-off.
     config = Config(targets=targets, poll_interval=interval, request_timeout=2, idle_tag_backoff=0)
-    return Poller(config, ApiStats())
+    return Poller(config, ApiStats(), client_factory=bare_client)
 
 
 def test_a_failing_target_logs_once_per_change_of_state(
@@ -185,3 +186,19 @@ def test_scrapes_during_background_polls_always_see_a_whole_snapshot(sim: Simula
     assert not errors
     assert all(seen == sorted(seen) for seen in totals)
     assert poller.stats.total_requests() > 0
+
+
+def test_refused_credentials_end_the_targets_poll_at_once(sim: Simulator) -> None:
+    """Every later call would be refused too: the rest of the poll is not attempted."""
+    for bucket in sim.buckets.values():
+        for n in range(4):
+            bucket.add_queue("speech", name=f"more-{n}")
+    poller = make_poller(sim)
+    poller.poll_once()
+    sim.reset_requests()
+    sim.faults.add(Fault("auth", bucket="bad-1250000001", code="AccessDenied"))
+    poller.poll_once()
+    assert sim.request_count("bad-1250000001") == 1  # the queue listing, refused
+    assert sim.request_count("good-1250000000") == 11  # its queues, 2 listings x 5 streams
+    bad = poller.snapshot().targets[1]
+    assert not bad.up and "AccessDenied" in bad.last_error

@@ -8,6 +8,7 @@ import random
 from collections import Counter
 
 import pytest
+from clients import bare_client
 from freezegun import freeze_time
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -74,7 +75,7 @@ def test_counts_match_the_simulators_record(seed: int, bounds: str, offset: int)
                 (target,), poll_interval=INTERVAL, request_timeout=2, retry=RetryConfig(attempts=1)
             )
             stats = ApiStats()
-            poller = Poller(config, stats)
+            poller = Poller(config, stats, client_factory=bare_client)
             registry = CollectorRegistry(auto_describe=False)
             registry.register(CICollector(poller, stats, "test"))
             # The baseline: what had finished when the first poll ran. (Not "EndTime before
