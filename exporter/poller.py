@@ -692,9 +692,7 @@ class Poller:
 
     # -- targets and reload ---------------------------------------------------------------
 
-    def _client(
-        self, target: TargetConfig, config: Config, stopping: threading.Event
-    ) -> CIClient:
+    def _client(self, target: TargetConfig, config: Config, stopping: threading.Event) -> CIClient:
         if self.client_factory is not None:
             return self.client_factory(target, config, self.stats)
         return build_client(

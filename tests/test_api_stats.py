@@ -58,8 +58,17 @@ def test_the_default_limit_is_fifty() -> None:
 
 def test_the_client_own_failure_kinds_are_never_capped() -> None:
     stats = ApiStats(error_label_limit=1)
-    record_errors(stats, "Junk1", "Junk2", "timeout", "connection", "invalid_response", "error",
-                  "credentials", "stopped")
+    record_errors(
+        stats,
+        "Junk1",
+        "Junk2",
+        "timeout",
+        "connection",
+        "invalid_response",
+        "error",
+        "credentials",
+        "stopped",
+    )
     assert errors_by_label(stats) == {
         "Junk1": 1,
         OTHER_ERROR: 1,
@@ -140,10 +149,14 @@ def test_the_collector_serves_retries_throttles_and_spacing() -> None:
         if "retried" in s.name or "throttled" in s.name or "spacing" in s.name
     }
     assert samples == {
-        ("tencent_ci_api_retried_requests_total",
-         (("bucket", B), ("endpoint", "/jobs"), ("region", R))): 1,
-        ("tencent_ci_api_throttled_requests_total",
-         (("bucket", B), ("endpoint", "/asr_jobs"), ("region", R))): 1,
+        (
+            "tencent_ci_api_retried_requests_total",
+            (("bucket", B), ("endpoint", "/jobs"), ("region", R)),
+        ): 1,
+        (
+            "tencent_ci_api_throttled_requests_total",
+            (("bucket", B), ("endpoint", "/asr_jobs"), ("region", R)),
+        ): 1,
         ("tencent_ci_api_request_spacing_seconds", (("bucket", B), ("region", R))): 0.1,
     }
 

@@ -49,6 +49,7 @@ MEDIA, AI, SPEECH = SERVICES["media"], SERVICES["ai"], SERVICES["speech"]
 
 # The stub CI
 
+
 @dataclass
 class Received:
     path: str  # decoded
@@ -168,8 +169,15 @@ class RecordingStats(ApiStats):
         super().__init__()
         self.calls: list[tuple[str, str, str, str, str | None]] = []
 
-    def record(self, bucket: str, region: str, endpoint: str, status: str, error: str | None,
-               duration: float) -> None:
+    def record(
+        self,
+        bucket: str,
+        region: str,
+        endpoint: str,
+        status: str,
+        error: str | None,
+        duration: float,
+    ) -> None:
         assert duration >= 0
         self.calls.append((bucket, region, endpoint, status, error))
         super().record(bucket, region, endpoint, status, error, duration)
@@ -187,8 +195,9 @@ def stats() -> RecordingStats:
     return RecordingStats()
 
 
-def make_client(stub: StubCI, stats: ApiStats | None = None, *, token: str | None = None,
-                **kwargs: object) -> CIClient:
+def make_client(
+    stub: StubCI, stats: ApiStats | None = None, *, token: str | None = None, **kwargs: object
+) -> CIClient:
     options: dict[str, object] = {"timeout": 5.0, "clock": lambda: NOW}
     options.update(kwargs)
     return CIClient(
@@ -213,19 +222,24 @@ def xml(text: str) -> bytes:
 
 
 def job_xml(job_id: str, state: str = "Running", **extra: str) -> str:
-    fields = {"JobId": job_id, "State": state, "CreationTime": "2022-07-07T12:12:12+0800",
-              **extra}
+    fields = {"JobId": job_id, "State": state, "CreationTime": "2022-07-07T12:12:12+0800", **extra}
     return "<JobsDetail>" + "".join(f"<{k}>{v}</{k}>" for k, v in fields.items()) + "</JobsDetail>"
 
 
 def queue_xml(queue_id: str) -> str:
-    return (f"<QueueList><QueueId>{queue_id}</QueueId><Name>n-{queue_id}</Name>"
-            "<State>Active</State><MaxSize>100</MaxSize><MaxConcurrent>2</MaxConcurrent>"
-            "<NotifyConfig><State>Off</State></NotifyConfig></QueueList>")
+    return (
+        f"<QueueList><QueueId>{queue_id}</QueueId><Name>n-{queue_id}</Name>"
+        "<State>Active</State><MaxSize>100</MaxSize><MaxConcurrent>2</MaxConcurrent>"
+        "<NotifyConfig><State>Off</State></NotifyConfig></QueueList>"
+    )
 
 
-def assert_signed(received: Received, secret_id: str = SECRET_ID, secret_key: str = SECRET_KEY,
-                  token: str | None = None) -> None:
+def assert_signed(
+    received: Received,
+    secret_id: str = SECRET_ID,
+    secret_key: str = SECRET_KEY,
+    token: str | None = None,
+) -> None:
     """Verify the request the way CI does, from what actually arrived."""
     token = token or received.headers.get(TOKEN_HEADER)
     auth = parse_authorization(received.headers["authorization"])
@@ -246,16 +260,30 @@ def assert_signed(received: Received, secret_id: str = SECRET_ID, secret_key: st
 
 # Signing and headers
 
+
 def test_every_request_is_signed_over_host_and_every_parameter(stub: StubCI) -> None:
     stub.handler = lambda r: Reply(body=xml(job_xml("j1")))
     with make_client(stub) as client:
-        client.list_jobs(MEDIA, "q1", "Transcode", ["Submitted", "Running"],
-                         start_creation_time=978278400, end_creation_time=978364799)
+        client.list_jobs(
+            MEDIA,
+            "q1",
+            "Transcode",
+            ["Submitted", "Running"],
+            start_creation_time=978278400,
+            end_creation_time=978364799,
+        )
     (received,) = stub.received
     assert received.headers["host"] == stub.url.removeprefix("http://")
     assert TOKEN_HEADER not in received.headers
-    assert set(received.query) == {"queueId", "tag", "states", "size", "orderByTime",
-                                   "startCreationTime", "endCreationTime"}
+    assert set(received.query) == {
+        "queueId",
+        "tag",
+        "states",
+        "size",
+        "orderByTime",
+        "startCreationTime",
+        "endCreationTime",
+    }
     assert_signed(received)
     assert received.headers["user-agent"] == f"tencent-ci-exporter/{__version__}"
 
@@ -281,8 +309,9 @@ def test_credentials_are_fetched_for_every_request(stub: StubCI) -> None:
         def get(self) -> Credentials:
             return next(keys)
 
-    client = CIClient(bucket="b", region="r", endpoint=stub.url, credentials=Rotating(),
-                      clock=lambda: NOW)
+    client = CIClient(
+        bucket="b", region="r", endpoint=stub.url, credentials=Rotating(), clock=lambda: NOW
+    )
     client.list_queues(AI)
     client.list_queues(AI)
     client.close()
@@ -300,8 +329,12 @@ def test_signature_validity_is_configurable(stub: StubCI) -> None:
 def test_endpoint_must_be_http_url() -> None:
     for bad in ("ci.example.com", "ftp://x", "https://", "https://h/?a=b"):
         with pytest.raises(ValueError, match="endpoint must look like"):
-            CIClient(bucket="b", region="r", endpoint=bad,
-                     credentials=StaticCredentials(Credentials("a", "b")))
+            CIClient(
+                bucket="b",
+                region="r",
+                endpoint=bad,
+                credentials=StaticCredentials(Credentials("a", "b")),
+            )
 
 
 def test_repr_holds_no_secret(stub: StubCI) -> None:
@@ -312,14 +345,20 @@ def test_repr_holds_no_secret(stub: StubCI) -> None:
 
 # Queue listings
 
+
 def capped_queue_server(queue_ids: list[str], cap: int = 10) -> Callable[[Received], Reply]:
     def handle(r: Received) -> Reply:
         size = min(int(r.query["pageSize"]), cap)
         start = (int(r.query["pageNumber"]) - 1) * size
-        items = "".join(queue_xml(q) for q in queue_ids[start:start + size])
-        return Reply(body=xml(f"<TotalCount>{len(queue_ids)}</TotalCount>"
-                              f"<PageNumber>{r.query['pageNumber']}</PageNumber>"
-                              f"<PageSize>{size}</PageSize>{items}"))
+        items = "".join(queue_xml(q) for q in queue_ids[start : start + size])
+        return Reply(
+            body=xml(
+                f"<TotalCount>{len(queue_ids)}</TotalCount>"
+                f"<PageNumber>{r.query['pageNumber']}</PageNumber>"
+                f"<PageSize>{size}</PageSize>{items}"
+            )
+        )
+
     return handle
 
 
@@ -351,9 +390,12 @@ def test_queue_listing_in_one_page_when_allowed(stub: StubCI, client: CIClient) 
 def test_queue_pages_that_overlap_are_deduplicated(stub: StubCI, client: CIClient) -> None:
     ids = [f"q{i:02d}" for i in range(12)]
     pages = {"1": ids[:10], "2": ids[9:]}  # a queue was added between the two calls
-    stub.handler = lambda r: Reply(body=xml(
-        "<TotalCount>12</TotalCount>" + "".join(queue_xml(q) for q in pages[r.query["pageNumber"]])
-    ))
+    stub.handler = lambda r: Reply(
+        body=xml(
+            "<TotalCount>12</TotalCount>"
+            + "".join(queue_xml(q) for q in pages[r.query["pageNumber"]])
+        )
+    )
     assert [q.queue_id for q in client.list_queues(AI)] == ids
     assert len(stub.received) == 2
 
@@ -367,9 +409,9 @@ def test_queue_listing_stops_on_an_empty_page(stub: StubCI, client: CIClient) ->
 
 
 def test_queue_server_ignoring_page_number_does_not_loop(stub: StubCI, client: CIClient) -> None:
-    stub.handler = lambda r: Reply(body=xml(
-        "<TotalCount>50</TotalCount>" + "".join(queue_xml(f"q{i}") for i in range(10))
-    ))
+    stub.handler = lambda r: Reply(
+        body=xml("<TotalCount>50</TotalCount>" + "".join(queue_xml(f"q{i}") for i in range(10)))
+    )
     with pytest.raises(CIInvalidResponse, match="page 2 lists only queues already listed"):
         client.list_queues(AI)
     assert len(stub.received) == 2
@@ -377,22 +419,29 @@ def test_queue_server_ignoring_page_number_does_not_loop(stub: StubCI, client: C
 
 # Job listings
 
-def token_job_server(count: int, page_size: int = 100, final: str = "<NextToken/>"
-                     ) -> Callable[[Received], Reply]:
+
+def token_job_server(
+    count: int, page_size: int = 100, final: str = "<NextToken/>"
+) -> Callable[[Received], Reply]:
     def handle(r: Received) -> Reply:
         start = int(r.query.get("nextToken", "t0")[1:])
         size = min(int(r.query["size"]), page_size)
-        jobs = "".join(job_xml(f"j{i:04d}", QueueId="q1", Tag="Transcode")
-                       for i in range(start, min(start + size, count)))
+        jobs = "".join(
+            job_xml(f"j{i:04d}", QueueId="q1", Tag="Transcode")
+            for i in range(start, min(start + size, count))
+        )
         more = start + size < count
-        return Reply(body=xml(jobs + (f"<NextToken>t{start + size}</NextToken>" if more
-                                      else final)))
+        return Reply(
+            body=xml(jobs + (f"<NextToken>t{start + size}</NextToken>" if more else final))
+        )
+
     return handle
 
 
 @pytest.mark.parametrize("final", ["<NextToken/>", "<NextToken></NextToken>", ""])
-def test_job_pages_follow_next_token(stub: StubCI, client: CIClient, stats: RecordingStats,
-                                     final: str) -> None:
+def test_job_pages_follow_next_token(
+    stub: StubCI, client: CIClient, stats: RecordingStats, final: str
+) -> None:
     stub.handler = token_job_server(250, final=final)
     jobs = client.list_jobs(MEDIA, "q1", "Transcode", ["Success", "Failed", "Cancel"])
     assert [j.job_id for j in jobs] == [f"j{i:04d}" for i in range(250)]
@@ -431,7 +480,10 @@ def test_job_pages_are_requested_one_per_next(stub: StubCI, client: CIClient) ->
     del pages  # the caller has seen enough: no other page is fetched
     assert len(stub.received) == 1
     assert [len(p) for p in client.iter_job_pages(MEDIA, "q1", "Transcode", ["Running"])] == [
-        100, 100, 50]
+        100,
+        100,
+        50,
+    ]
     assert len(stub.received) == 4
 
 
@@ -463,8 +515,14 @@ def test_a_repeated_next_token_is_an_error(stub: StubCI, client: CIClient) -> No
 
 def test_creation_time_bounds_are_china_standard_time(stub: StubCI, client: CIClient) -> None:
     start = int(datetime(2000, 12, 31, 16, 0, 0, tzinfo=timezone.utc).timestamp())
-    client.list_jobs(MEDIA, "q1", "Transcode", ["Running"],
-                     start_creation_time=start, end_creation_time=start + 86399)
+    client.list_jobs(
+        MEDIA,
+        "q1",
+        "Transcode",
+        ["Running"],
+        start_creation_time=start,
+        end_creation_time=start + 86399,
+    )
     (received,) = stub.received
     assert received.query["startCreationTime"] == "2001-01-01T00:00:00+0800"
     assert received.query["endCreationTime"] == "2001-01-01T23:59:59+0800"
@@ -481,8 +539,10 @@ def test_creation_time_format_round_trips(epoch: int) -> None:
 
 # Describe
 
-def test_describe_goes_in_chunks_of_ten(stub: StubCI, client: CIClient,
-                                        stats: RecordingStats) -> None:
+
+def test_describe_goes_in_chunks_of_ten(
+    stub: StubCI, client: CIClient, stats: RecordingStats
+) -> None:
     ids = [f"id{i:02d}" for i in range(23)]
     unknown = {"id05", "id21"}
 
@@ -495,7 +555,8 @@ def test_describe_goes_in_chunks_of_ten(stub: StubCI, client: CIClient,
     stub.handler = handle
     result = client.describe_jobs(MEDIA, ids)
     assert [r.path for r in stub.received] == [
-        "/jobs/" + ",".join(ids[0:10]), "/jobs/" + ",".join(ids[10:20]),
+        "/jobs/" + ",".join(ids[0:10]),
+        "/jobs/" + ",".join(ids[10:20]),
         "/jobs/" + ",".join(ids[20:23]),
     ]
     assert [j.job_id for j in result.jobs] == [i for i in ids if i not in unknown]
@@ -513,8 +574,14 @@ def test_describe_nothing_makes_no_call(stub: StubCI, client: CIClient) -> None:
 
 @pytest.mark.parametrize(
     ("job_id", "shown"),
-    [("a,b", "'a,b'"), ("a/b", "'a/b'"), ("..", "'..'"), ("a b", "'a b'"), ("", "''"),
-     ("x/" * 100, ("'" + "x/" * 100)[:77] + "...")],  # truncated to 80 characters
+    [
+        ("a,b", "'a,b'"),
+        ("a/b", "'a/b'"),
+        ("..", "'..'"),
+        ("a b", "'a b'"),
+        ("", "''"),
+        ("x/" * 100, ("'" + "x/" * 100)[:77] + "..."),
+    ],  # truncated to 80 characters
     ids=["comma", "slash", "dots", "space", "empty", "long"],
 )
 def test_describe_refuses_ids_that_would_change_the_path(
@@ -529,6 +596,7 @@ def test_describe_refuses_ids_that_would_change_the_path(
 
 # Errors, each with its self-metric
 
+
 def call_failing(client: CIClient, stub: StubCI, reply: Reply) -> BaseException:
     stub.handler = lambda r: reply
     with pytest.raises(Exception) as info:
@@ -541,20 +609,35 @@ def call_failing(client: CIClient, stub: StubCI, reply: Reply) -> BaseException:
 
 
 def test_401_body(stub: StubCI, client: CIClient, stats: RecordingStats) -> None:
-    err = call_failing(client, stub, Reply(
-        401, b"<Error><Code>InvalidAuthorization</Code><Message>bad sign</Message></Error>",
-        {"x-ci-request-id": "rid-401"}))
+    err = call_failing(
+        client,
+        stub,
+        Reply(
+            401,
+            b"<Error><Code>InvalidAuthorization</Code><Message>bad sign</Message></Error>",
+            {"x-ci-request-id": "rid-401"},
+        ),
+    )
     assert isinstance(err, CIAPIError)
     assert (err.status, err.code, err.message) == (401, "InvalidAuthorization", "bad sign")
     assert (err.request_id, err.endpoint, err.auth_failed) == ("rid-401", "/jobs", True)
-    assert stats.calls == [("examplebucket-1250000000", "ap-chongqing", "/jobs", "401",
-                            "InvalidAuthorization")]
+    assert stats.calls == [
+        ("examplebucket-1250000000", "ap-chongqing", "/jobs", "401", "InvalidAuthorization")
+    ]
 
 
 def test_503_slow_down(stub: StubCI, client: CIClient, stats: RecordingStats) -> None:
-    err = call_failing(client, stub, Reply(503, (
-        b"<Error><Code>SlowDown</Code><Message>frequency control</Message>"
-        b"<RequestId>rid-b</RequestId></Error>")))
+    err = call_failing(
+        client,
+        stub,
+        Reply(
+            503,
+            (
+                b"<Error><Code>SlowDown</Code><Message>frequency control</Message>"
+                b"<RequestId>rid-b</RequestId></Error>"
+            ),
+        ),
+    )
     assert isinstance(err, CIAPIError)
     assert (err.code, err.request_id, err.throttled) == ("SlowDown", "rid-b", True)
     assert stats.calls[0][2:] == ("/jobs", "503", "SlowDown")
@@ -568,16 +651,20 @@ def test_429_retry_after(stub: StubCI, client: CIClient, stats: RecordingStats) 
 
 
 def test_html_error_page(stub: StubCI, client: CIClient, stats: RecordingStats) -> None:
-    page = (b"<html><head><title>502 Bad Gateway</title></head><body>"
-            + b"<center>nginx</center>" * 2000 + b"</body></html>")
+    page = (
+        b"<html><head><title>502 Bad Gateway</title></head><body>"
+        + b"<center>nginx</center>" * 2000
+        + b"</body></html>"
+    )
     err = call_failing(client, stub, Reply(502, page, {"Content-Type": "text/html"}))
     assert isinstance(err, CIAPIError)
     assert (err.code, err.message) == ("", "non-XML body: 502 Bad Gateway")
     assert stats.calls[0][2:] == ("/jobs", "502", "http_502")
 
 
-def test_html_with_status_200_is_an_invalid_response(stub: StubCI, client: CIClient,
-                                                      stats: RecordingStats) -> None:
+def test_html_with_status_200_is_an_invalid_response(
+    stub: StubCI, client: CIClient, stats: RecordingStats
+) -> None:
     err = call_failing(client, stub, Reply(200, b"<html><body>login</body></html>"))
     assert isinstance(err, CIInvalidResponse)
     assert str(err) == "GET /jobs: expected <Response>, got <html>"
@@ -585,8 +672,9 @@ def test_html_with_status_200_is_an_invalid_response(stub: StubCI, client: CICli
     assert stats.calls[0][2:] == ("/jobs", "200", "invalid_response")
 
 
-def test_seed_example_body_is_an_invalid_response(stub: StubCI, client: CIClient,
-                                                  stats: RecordingStats) -> None:
+def test_seed_example_body_is_an_invalid_response(
+    stub: StubCI, client: CIClient, stats: RecordingStats
+) -> None:
     body = (Path(__file__).parent / "fixtures" / "seed_ai_jobs_translation.xml").read_bytes()
     stub.handler = lambda r: Reply(body=body)
     with pytest.raises(CIInvalidResponse, match=r"^GET /jobs: body is not well-formed XML: "):
@@ -629,9 +717,14 @@ def test_connection_refused(stats: RecordingStats) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    client = CIClient(bucket="b", region="r", endpoint=f"http://127.0.0.1:{port}",
-                      credentials=StaticCredentials(Credentials(SECRET_ID, SECRET_KEY)),
-                      stats=stats, timeout=2)
+    client = CIClient(
+        bucket="b",
+        region="r",
+        endpoint=f"http://127.0.0.1:{port}",
+        credentials=StaticCredentials(Credentials(SECRET_ID, SECRET_KEY)),
+        stats=stats,
+        timeout=2,
+    )
     with pytest.raises(CIConnectionError, match=r"^GET /queue: "):
         client.list_queues(MEDIA)
     assert stats.calls == [("b", "r", "/queue", "error", "connection")]
@@ -677,8 +770,16 @@ def test_error_label_is_ci_code_when_it_looks_like_one(
 
 @pytest.mark.parametrize(
     ("kind", "label"),
-    [("SlowDown", "SlowDown"), ("a" * 64, "a" * 64), ("a" * 65, "other"), ("a\nb", "other"),
-     ("a/b", "other"), ("", "other"), ("http_503", "http_503"), ("timeout", "timeout")],
+    [
+        ("SlowDown", "SlowDown"),
+        ("a" * 64, "a" * 64),
+        ("a" * 65, "other"),
+        ("a\nb", "other"),
+        ("a/b", "other"),
+        ("", "other"),
+        ("http_503", "http_503"),
+        ("timeout", "timeout"),
+    ],
 )
 def test_error_label(kind: str, label: str) -> None:
     assert error_label(kind) == label
@@ -692,6 +793,7 @@ def test_session_survives_errors(stub: StubCI, client: CIClient, stats: Recordin
 
 
 # Clock offset
+
 
 def test_clock_offset_from_date_against_the_middle_of_the_request(stub: StubCI) -> None:
     now = [NOW]
@@ -726,8 +828,9 @@ def test_a_slow_first_answer_leaves_the_clock_unmeasured(stub: StubCI) -> None:
         client.list_queues(AI)
         client.list_queues(AI)
         assert client.clock_offset is None
-        stub.handler = lambda r: Reply(body=xml(""), headers={"Date": formatdate(now[0] + 7,
-                                                                                 usegmt=True)})
+        stub.handler = lambda r: Reply(
+            body=xml(""), headers={"Date": formatdate(now[0] + 7, usegmt=True)}
+        )
         client.list_queues(AI)
         assert client.clock_offset == pytest.approx(7.0)  # the first fast answer
 
@@ -762,6 +865,7 @@ def test_a_slow_answer_does_not_replace_a_good_clock_measure(stub: StubCI) -> No
 
 
 # Retries, throttling, auth, credentials, stopping
+
 
 class Sleeps:
     """The client's sleeper: records each wait and moves a fake clock (`clock`, for pacers) by
@@ -858,8 +962,10 @@ def test_jitter_comes_from_the_injected_random(stub: StubCI, stats: RecordingSta
     stub.handler = scripted(ERROR_500)
     draws = iter([0.25, 0.5])
     sleeps = Sleeps()
-    with retrying_client(stub, stats, sleeps, random=lambda: next(draws)) as client, \
-            pytest.raises(CIAPIError):
+    with (
+        retrying_client(stub, stats, sleeps, random=lambda: next(draws)) as client,
+        pytest.raises(CIAPIError),
+    ):
         client.list_queues(MEDIA)
     assert sleeps.waits == [0.125, 0.5]
 
@@ -875,10 +981,16 @@ def test_without_a_policy_the_client_tries_once(stub: StubCI, stats: RecordingSt
     ("reply", "error", "kind"),
     [
         (Reply(400, b"<Error><Code>InvalidArgument</Code></Error>"), CIAPIError, "InvalidArgument"),
-        (Reply(404, b"<Error><Code>ResourceNotFound</Code></Error>"), CIAPIError,
-         "ResourceNotFound"),
-        (Reply(body=b"<Response>" + b" " * 3000 + b"</Response>"), CIInvalidResponse,
-         "invalid_response"),
+        (
+            Reply(404, b"<Error><Code>ResourceNotFound</Code></Error>"),
+            CIAPIError,
+            "ResourceNotFound",
+        ),
+        (
+            Reply(body=b"<Response>" + b" " * 3000 + b"</Response>"),
+            CIInvalidResponse,
+            "invalid_response",
+        ),
         (Reply(body=xml(job_xml("j1", "Queuing"))), CIInvalidResponse, "invalid_response"),
     ],
     ids=["400", "404", "oversized", "unknown-state"],
@@ -888,8 +1000,10 @@ def test_answers_that_would_be_the_same_again_are_not_retried(
 ) -> None:
     stub.handler = scripted(reply, OK_JOBS)
     sleeps = Sleeps()
-    with retrying_client(stub, stats, sleeps, max_body_bytes=2000) as client, \
-            pytest.raises(error) as info:
+    with (
+        retrying_client(stub, stats, sleeps, max_body_bytes=2000) as client,
+        pytest.raises(error) as info,
+    ):
         client.list_jobs(MEDIA, "q1", "Transcode", ["Success"])
     assert getattr(info.value, "kind", None) == kind
     assert len(stub.received) == 1 and sleeps.waits == [] and retry_counts(stats) == {}
@@ -907,9 +1021,16 @@ def test_an_unknown_job_state_is_named_in_one_line(stub: StubCI, client: CIClien
 
 @pytest.mark.parametrize(
     ("status", "code"),
-    [(401, "AccessDenied"), (403, "AccessDenied"), (401, "InvalidAuthorization"),
-     (401, "MissingAuthorization"), (401, "SecretidNotExist"), (401, "SignatureExpired"),
-     (403, ""), (400, "SignatureExpired")],
+    [
+        (401, "AccessDenied"),
+        (403, "AccessDenied"),
+        (401, "InvalidAuthorization"),
+        (401, "MissingAuthorization"),
+        (401, "SecretidNotExist"),
+        (401, "SignatureExpired"),
+        (403, ""),
+        (400, "SignatureExpired"),
+    ],
 )
 def test_auth_failures_are_not_retried_and_name_the_code(
     stub: StubCI, stats: RecordingStats, status: int, code: str
@@ -934,8 +1055,17 @@ def test_auth_failures_are_not_retried_and_name_the_code(
         (Reply(429, b"", {"Retry-After": "7"}), 7.0),
         (Reply(429, b"", {"Retry-After": "0"}), 0.0),
         (Reply(429, b"", {"Retry-After": "86400"}), 300.0),  # capped at five minutes
-        (Reply(429, b"", {"Retry-After": "Tue, 14 Nov 2023 22:15:20 GMT",
-                          "Date": "Tue, 14 Nov 2023 22:13:20 GMT"}), 120.0),
+        (
+            Reply(
+                429,
+                b"",
+                {
+                    "Retry-After": "Tue, 14 Nov 2023 22:15:20 GMT",
+                    "Date": "Tue, 14 Nov 2023 22:13:20 GMT",
+                },
+            ),
+            120.0,
+        ),
         (Reply(429, b"", {"Retry-After": "soon"}), 0.0),
         (SLOW_DOWN_503, 0.0),
         (Reply(400, b"<Error><Code>SlowDown</Code></Error>"), 0.0),
@@ -994,8 +1124,10 @@ def test_stopping_cuts_a_retry_wait_short(stub: StubCI, stats: RecordingStats) -
     stub.handler = scripted(ERROR_500)
     sleeps = Sleeps(stop_after=1)
     stopping = threading.Event()
-    with retrying_client(stub, stats, sleeps, stopping=stopping) as client, \
-            pytest.raises(CIStopped) as info:
+    with (
+        retrying_client(stub, stats, sleeps, stopping=stopping) as client,
+        pytest.raises(CIStopped) as info,
+    ):
         client.list_queues(MEDIA)
     assert info.value.kind == "stopped"
     assert len(stub.received) == 1  # the retry never went out
@@ -1004,8 +1136,10 @@ def test_stopping_cuts_a_retry_wait_short(stub: StubCI, stats: RecordingStats) -
 def test_a_stopped_client_sends_nothing(stub: StubCI, stats: RecordingStats) -> None:
     stopping = threading.Event()
     stopping.set()
-    with retrying_client(stub, stats, Sleeps(), stopping=stopping) as client, \
-            pytest.raises(CIStopped):
+    with (
+        retrying_client(stub, stats, Sleeps(), stopping=stopping) as client,
+        pytest.raises(CIStopped),
+    ):
         client.list_queues(MEDIA)
     assert stub.received == [] and stats.calls == []
 
@@ -1026,8 +1160,15 @@ def test_a_credentials_failure_is_one_safe_line_and_not_retried(
             raise CredentialsError("role ci-exporter: keys expired at 12:00, refresh failed")
 
     sleeps = Sleeps()
-    client = CIClient(bucket="b", region="r", endpoint=stub.url, credentials=Expired(),
-                      stats=stats, retry=RETRY, sleep=sleeps)
+    client = CIClient(
+        bucket="b",
+        region="r",
+        endpoint=stub.url,
+        credentials=Expired(),
+        stats=stats,
+        retry=RETRY,
+        sleep=sleeps,
+    )
     with client, pytest.raises(CICredentialsError) as info:
         client.list_queues(MEDIA)
     assert info.value.kind == "credentials"
@@ -1038,8 +1179,10 @@ def test_a_credentials_failure_is_one_safe_line_and_not_retried(
 
 
 def test_secrets_echoed_in_an_error_are_redacted(stub: StubCI, stats: RecordingStats) -> None:
-    body = (f"<Error><Code>AccessDenied</Code><Message>token {TOKEN} or key {SECRET_KEY} "
-            f"refused</Message><RequestId>{TOKEN}</RequestId></Error>").encode()
+    body = (
+        f"<Error><Code>AccessDenied</Code><Message>token {TOKEN} or key {SECRET_KEY} "
+        f"refused</Message><RequestId>{TOKEN}</RequestId></Error>"
+    ).encode()
     stub.handler = scripted(Reply(403, body))
     with retrying_client(stub, stats, Sleeps()) as client, pytest.raises(CIAuthError) as info:
         client.list_queues(MEDIA)

@@ -48,9 +48,16 @@ MAX_BODY = 1 << 20
 Labels = frozenset[tuple[str, str]]
 READ = tuple(
     f"tencent_ci_{name}"
-    for name in ("up{", "jobs_finished_total{", "job_failures_total{", "api_requests_total{",
-                 "api_errors_total{", "api_retried_requests_total{",
-                 "api_throttled_requests_total{", "api_request_spacing_seconds{")
+    for name in (
+        "up{",
+        "jobs_finished_total{",
+        "job_failures_total{",
+        "api_requests_total{",
+        "api_errors_total{",
+        "api_retried_requests_total{",
+        "api_throttled_requests_total{",
+        "api_request_spacing_seconds{",
+    )
 )
 
 
@@ -114,7 +121,8 @@ class World:
 
     def up(self, bucket: str) -> float | None:
         found = [
-            v for (n, ls), v in self.samples().items()
+            v
+            for (n, ls), v in self.samples().items()
             if n == "tencent_ci_up" and ("bucket", bucket) in ls
         ]
         return found[0] if found else None
@@ -135,7 +143,8 @@ class World:
     def truth(self, bucket: str) -> tuple[Counter[tuple[str, ...]], Counter[str]]:
         """What the simulator says finished since the exporter started."""
         done = [
-            j for j in self.bucket(bucket).jobs()
+            j
+            for j in self.bucket(bucket).jobs()
             if j.end_time is not None and j.job_id not in self.baseline[bucket]
         ]
         finished = Counter((j.queue_id, j.tag, j.state) for j in done)
@@ -180,8 +189,7 @@ def add_bucket(sim: Simulator, name: str, seed: int) -> Workload:
         for q in queues
         for tag, run in zip(TAGS, (8, 40), strict=True)
     ]
-    return Workload(ci, seed, streams, start=ci.now() - 3600, failure_ratio=0.25,
-                    cancel_ratio=0.1)
+    return Workload(ci, seed, streams, start=ci.now() - 3600, failure_ratio=0.25, cancel_ratio=0.1)
 
 
 @contextmanager
@@ -215,13 +223,21 @@ def make_world(frozen: Any, *, timeout: float = 2.0) -> Iterator[World]:
         )
 
     targets = tuple(
-        TargetConfig(name, REGION, sim.endpoint(name), Credentials(SECRET_ID, SECRET_KEY),
-                     (ServiceConfig("media", TAGS),))
+        TargetConfig(
+            name,
+            REGION,
+            sim.endpoint(name),
+            Credentials(SECRET_ID, SECRET_KEY),
+            (ServiceConfig("media", TAGS),),
+        )
         for name in (SICK, WELL)
     )
     stats = ApiStats()
-    poller = Poller(Config(targets, poll_interval=INTERVAL, request_timeout=timeout), stats,
-                    client_factory=build)
+    poller = Poller(
+        Config(targets, poll_interval=INTERVAL, request_timeout=timeout),
+        stats,
+        client_factory=build,
+    )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(CICollector(poller, stats, "test"))
     world = World(sim, frozen, poller, registry, sleeps, workloads)

@@ -48,36 +48,48 @@ def _raise_and_log(level: str, fmt: str) -> str:
 
 
 def test_logfmt_line() -> None:
-    lines = _emit("info", "logfmt",
-                  (logging.INFO, "poll done", {"target": "b-1", "error": "timed out"}))
-    assert lines == [f'ts={NOW} level=info logger=exporter.poller msg="poll done" target=b-1 '
-                     'error="timed out"']
+    lines = _emit(
+        "info", "logfmt", (logging.INFO, "poll done", {"target": "b-1", "error": "timed out"})
+    )
+    assert lines == [
+        f'ts={NOW} level=info logger=exporter.poller msg="poll done" target=b-1 error="timed out"'
+    ]
 
 
-@pytest.mark.parametrize(("value", "shown"), [
-    ("plain", "plain"),
-    ("two words", '"two words"'),
-    ('say "hi"', '"say \\"hi\\""'),
-    ("a=b", '"a=b"'),
-    ("", '""'),
-    ("line\nbreak", '"line\\nbreak"'),
-    ("back\\slash", '"back\\\\slash"'),
-    ("中文", "中文"),
-    (3, "3"),
-    (1.5, "1.5"),
-    (True, "true"),
-    (None, "null"),
-])
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("plain", "plain"),
+        ("two words", '"two words"'),
+        ('say "hi"', '"say \\"hi\\""'),
+        ("a=b", '"a=b"'),
+        ("", '""'),
+        ("line\nbreak", '"line\\nbreak"'),
+        ("back\\slash", '"back\\\\slash"'),
+        ("中文", "中文"),
+        (3, "3"),
+        (1.5, "1.5"),
+        (True, "true"),
+        (None, "null"),
+    ],
+)
 def test_logfmt_values_are_quoted_when_needed(value: object, shown: str) -> None:
     (line,) = _emit("info", "logfmt", (logging.INFO, "m", {"v": value}))
     assert line.endswith(f" v={shown}")
 
 
 def test_json_line() -> None:
-    (line,) = _emit("info", "json",
-                    (logging.WARNING, "slow down", {"target": "b-1", "retry_in": 2.5}))
-    assert json.loads(line) == {"ts": NOW, "level": "warn", "logger": "exporter.poller",
-                                "msg": "slow down", "target": "b-1", "retry_in": 2.5}
+    (line,) = _emit(
+        "info", "json", (logging.WARNING, "slow down", {"target": "b-1", "retry_in": 2.5})
+    )
+    assert json.loads(line) == {
+        "ts": NOW,
+        "level": "warn",
+        "logger": "exporter.poller",
+        "msg": "slow down",
+        "target": "b-1",
+        "retry_in": 2.5,
+    }
 
 
 def test_json_values_that_are_not_json_become_text() -> None:
@@ -87,12 +99,17 @@ def test_json_values_that_are_not_json_become_text() -> None:
 
 def test_level_names_and_filtering() -> None:
     records: list[tuple[int, str, dict[str, object]]] = [
-        (lvl, name, {}) for name, lvl in LEVELS.items()]
+        (lvl, name, {}) for name, lvl in LEVELS.items()
+    ]
     lines = _emit("warn", "logfmt", *records)
     assert [line.split(" ")[1] for line in lines] == ["level=warn", "level=error"]
     lines = _emit("debug", "logfmt", *records)
     assert [line.split(" ")[1] for line in lines] == [
-        "level=debug", "level=info", "level=warn", "level=error"]
+        "level=debug",
+        "level=info",
+        "level=warn",
+        "level=error",
+    ]
 
 
 def test_an_extra_named_like_a_core_field_does_not_hide_it() -> None:
@@ -112,8 +129,10 @@ def test_an_exception_is_one_line_above_debug(fmt: str) -> None:
     out = _raise_and_log("info", fmt)
     assert out.count("\n") == 1 and "Traceback" not in out
     if fmt == "logfmt":
-        assert out == (f'ts={NOW} level=error logger=exporter.client msg="poll failed" '
-                       'target=b-1 exc="ValueError: bad page\\nsecond line"\n')
+        assert out == (
+            f'ts={NOW} level=error logger=exporter.client msg="poll failed" '
+            'target=b-1 exc="ValueError: bad page\\nsecond line"\n'
+        )
     else:
         assert json.loads(out)["exc"] == "ValueError: bad page\nsecond line"
 
@@ -143,10 +162,16 @@ def test_setting_up_again_replaces_our_handler_and_keeps_others() -> None:
     assert foreign in logging.getLogger().handlers
 
 
-@pytest.mark.parametrize(("text", "level"), [
-    ("debug", logging.DEBUG), ("INFO", logging.INFO), ("warn", logging.WARNING),
-    ("warning", logging.WARNING), (" error ", logging.ERROR),
-])
+@pytest.mark.parametrize(
+    ("text", "level"),
+    [
+        ("debug", logging.DEBUG),
+        ("INFO", logging.INFO),
+        ("warn", logging.WARNING),
+        ("warning", logging.WARNING),
+        (" error ", logging.ERROR),
+    ],
+)
 def test_parse_level(text: str, level: int) -> None:
     assert parse_level(text) == level
 
@@ -155,7 +180,8 @@ def test_bad_level_and_format_are_clear_errors() -> None:
     with pytest.raises(ValueError) as level_error:
         parse_level("verbose")
     assert str(level_error.value) == (
-        "unknown log level 'verbose' (use one of: debug, info, warn, error)")
+        "unknown log level 'verbose' (use one of: debug, info, warn, error)"
+    )
     with pytest.raises(ValueError) as format_error:
         parse_format("text")
     assert str(format_error.value) == "unknown log format 'text' (use one of: logfmt, json)"
@@ -169,7 +195,7 @@ def test_bad_arguments_leave_logging_as_it_was() -> None:
         with pytest.raises(ValueError):
             setup_logging(level, fmt)
     logging.getLogger("x").info("still here")
-    assert "msg=\"still here\"" in stream.getvalue()
+    assert 'msg="still here"' in stream.getvalue()
 
 
 # Every character str.splitlines breaks at; shippers that split there would cut a record.
@@ -208,10 +234,24 @@ def _strict_json(line: str) -> dict[str, object]:
 
 
 def test_json_has_no_nan_or_infinity() -> None:
-    (line,) = _emit("info", "json", (logging.INFO, "m", {
-        "nan": float("nan"), "inf": float("inf"), "ninf": float("-inf"),
-        "inside": [1.5, float("nan")], "ok": 2.5, "n": 3, "b": True, "none": None,
-    }))
+    (line,) = _emit(
+        "info",
+        "json",
+        (
+            logging.INFO,
+            "m",
+            {
+                "nan": float("nan"),
+                "inf": float("inf"),
+                "ninf": float("-inf"),
+                "inside": [1.5, float("nan")],
+                "ok": 2.5,
+                "n": 3,
+                "b": True,
+                "none": None,
+            },
+        ),
+    )
     record = _strict_json(line)
     assert record["nan"] == "nan" and record["inf"] == "inf" and record["ninf"] == "-inf"
     assert record["inside"] == "[1.5, nan]"

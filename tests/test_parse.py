@@ -28,8 +28,7 @@ def fixture(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
 
 
-def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
-        ) -> float:
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> float:
     return datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc).timestamp()
 
 
@@ -45,6 +44,7 @@ def page(*jobs: str, token: str | None = None) -> bytes:
 
 
 # The seed documents' examples, as printed: `<Tag>Translation<Tag>` is not well-formed.
+
 
 @pytest.mark.parametrize(
     ("name", "line"),
@@ -91,7 +91,10 @@ def test_seed_voiceseparate_example_corrected() -> None:
     assert [j.job_id for j in result.jobs] == ["jabcxxxxfeipplsdfwe"] * 2
     job = result.jobs[1]
     assert (job.tag, job.state, job.code, job.message) == (
-        "VoiceSeparate", "Submitted", "Success", "Success"
+        "VoiceSeparate",
+        "Submitted",
+        "Success",
+        "Success",
     )
     assert job.creation_time == utc(2019, 7, 7, 4, 12, 12)
     assert job.start_time is None and job.end_time is None  # empty elements
@@ -149,22 +152,34 @@ def test_queue_notify_on_paused_and_category() -> None:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (b"<Response><QueueList><Name>x</Name><State>Active</State></QueueList></Response>",
-         "QueueList[1]: missing QueueId"),
-        (b"<Response><QueueList><QueueId>a</QueueId><State>Active</State></QueueList>"
-         b"<QueueList><QueueId>b</QueueId></QueueList></Response>",
-         "QueueList[2]: missing State"),
-        (b"<Response><QueueList><QueueId>a</QueueId><State>Active</State>"
-         b"<MaxSize>lots</MaxSize></QueueList></Response>",
-         "QueueList[1]: MaxSize: not a non-negative integer: 'lots'"),
-        (b"<Response><QueueList><QueueId>a</QueueId><State>Active</State>"
-         b"<MaxConcurrent>-1</MaxConcurrent></QueueList></Response>",
-         "QueueList[1]: MaxConcurrent: not a non-negative integer: '-1'"),
-        (b"<Response><TotalCount>1_0</TotalCount></Response>",
-         "TotalCount: not a non-negative integer: '1_0'"),
-        (b"<Response><QueueList><QueueId>a</QueueId><State>Active</State>"
-         b"<CreateTime>yesterday</CreateTime></QueueList></Response>",
-         "QueueList[1]: CreateTime: not a time: 'yesterday'"),
+        (
+            b"<Response><QueueList><Name>x</Name><State>Active</State></QueueList></Response>",
+            "QueueList[1]: missing QueueId",
+        ),
+        (
+            b"<Response><QueueList><QueueId>a</QueueId><State>Active</State></QueueList>"
+            b"<QueueList><QueueId>b</QueueId></QueueList></Response>",
+            "QueueList[2]: missing State",
+        ),
+        (
+            b"<Response><QueueList><QueueId>a</QueueId><State>Active</State>"
+            b"<MaxSize>lots</MaxSize></QueueList></Response>",
+            "QueueList[1]: MaxSize: not a non-negative integer: 'lots'",
+        ),
+        (
+            b"<Response><QueueList><QueueId>a</QueueId><State>Active</State>"
+            b"<MaxConcurrent>-1</MaxConcurrent></QueueList></Response>",
+            "QueueList[1]: MaxConcurrent: not a non-negative integer: '-1'",
+        ),
+        (
+            b"<Response><TotalCount>1_0</TotalCount></Response>",
+            "TotalCount: not a non-negative integer: '1_0'",
+        ),
+        (
+            b"<Response><QueueList><QueueId>a</QueueId><State>Active</State>"
+            b"<CreateTime>yesterday</CreateTime></QueueList></Response>",
+            "QueueList[1]: CreateTime: not a time: 'yesterday'",
+        ),
         (b"<Error><Code>AccessDenied</Code></Error>", "expected <Response>, got <Error>"),
     ],
 )
@@ -175,12 +190,22 @@ def test_bad_queue_pages(body: bytes, message: str) -> None:
 
 # Job pages
 
+
 def test_failed_job_keeps_code_and_message() -> None:
-    body = page(job_xml(
-        "j9", "Failed", Code="InternalError", Message="transcode failed", Tag="Transcode",
-        QueueId="q", CreationTime="2022-07-07T12:12:12+0800",
-        StartTime="2022-07-07T12:12:20+0800", EndTime="2022-07-07T12:13:00+0800",
-    ), token="")
+    body = page(
+        job_xml(
+            "j9",
+            "Failed",
+            Code="InternalError",
+            Message="transcode failed",
+            Tag="Transcode",
+            QueueId="q",
+            CreationTime="2022-07-07T12:12:12+0800",
+            StartTime="2022-07-07T12:12:20+0800",
+            EndTime="2022-07-07T12:13:00+0800",
+        ),
+        token="",
+    )
     (job,) = parse_job_page(body).jobs
     assert (job.state, job.code, job.message) == ("Failed", "InternalError", "transcode failed")
     assert job.end_time is not None and job.start_time is not None
@@ -204,8 +229,12 @@ def test_long_message_is_truncated_to_one_line() -> None:
 
 def test_empty_listing_and_empty_jobs_detail() -> None:
     assert parse_job_page(b"<Response><NextToken/></Response>").jobs == ()
-    assert parse_job_page(b"<Response><JobsDetail></JobsDetail><NextToken></NextToken></Response>"
-                          ).jobs == ()
+    assert (
+        parse_job_page(
+            b"<Response><JobsDetail></JobsDetail><NextToken></NextToken></Response>"
+        ).jobs
+        == ()
+    )
     assert parse_job_page(b"<Response/>").next_token == ""
 
 
@@ -219,8 +248,10 @@ def test_next_token_is_stripped() -> None:
         ([job_xml("j1"), job_xml("j2"), job_xml("")], "JobsDetail[3]: missing JobId"),
         (["<JobsDetail><State>Running</State></JobsDetail>"], "JobsDetail[1]: missing JobId"),
         ([job_xml("j1", "")], "JobsDetail[1]: missing State"),
-        ([job_xml("j1"), job_xml("j2", CreationTime="2022-13-01T00:00:00+0800")],
-         "JobsDetail[2]: CreationTime: not a time: '2022-13-01T00:00:00+0800'"),
+        (
+            [job_xml("j1"), job_xml("j2", CreationTime="2022-13-01T00:00:00+0800")],
+            "JobsDetail[2]: CreationTime: not a time: '2022-13-01T00:00:00+0800'",
+        ),
         ([job_xml("j1", EndTime="soon")], "JobsDetail[1]: EndTime: not a time: 'soon'"),
     ],
 )
@@ -270,8 +301,10 @@ def test_job_ids_with_other_punctuation_are_kept() -> None:
         (b"", "body is empty"),
         (b"  \n", "body is empty"),
         (b"<html><body>Bad gateway</body></html>", "expected <Response>, got <html>"),
-        (b"<!DOCTYPE html><html><head><title>x</title></head><body><br></body></html>",
-         "body is not well-formed XML: "),
+        (
+            b"<!DOCTYPE html><html><head><title>x</title></head><body><br></body></html>",
+            "body is not well-formed XML: ",
+        ),
         (b'{"Response": {}}', "body is not well-formed XML: Start tag expected"),
         (b"<Response><JobsDetail>", "body is not well-formed XML: "),
         (b"<Response>&nbsp;</Response>", "body is not well-formed XML: Entity 'nbsp' not defined"),
@@ -286,12 +319,15 @@ def test_bodies_that_are_not_ci_responses(body: bytes, message: str) -> None:
 
 
 def test_xml_declaration_and_utf8_text() -> None:
-    body = ('<?xml version="1.0" encoding="utf-8"?>'
-            + page(job_xml("j1", "Failed", Message="转码失败")).decode()).encode()
+    body = (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        + page(job_xml("j1", "Failed", Message="转码失败")).decode()
+    ).encode()
     assert parse_job_page(body).jobs[0].message == "转码失败"
 
 
 # Describe
+
 
 @pytest.mark.parametrize(
     "missing_xml",
@@ -316,6 +352,7 @@ def test_describe_without_unknown_ids() -> None:
 
 
 # Times
+
 
 @pytest.mark.parametrize(
     ("text", "expected"),
@@ -366,9 +403,11 @@ def test_parse_time_garbage(text: str) -> None:
 
 # Error bodies
 
+
 def test_parse_error_xml_body() -> None:
-    err = parse_error(503, fixture("error_slowdown.xml"), {"x-ci-request-id": "from-header"},
-                      endpoint="/jobs")
+    err = parse_error(
+        503, fixture("error_slowdown.xml"), {"x-ci-request-id": "from-header"}, endpoint="/jobs"
+    )
     assert isinstance(err, CIAPIError)
     assert (err.status, err.code, err.message) == (503, "SlowDown", "frequency control")
     assert err.request_id == "NjMxMDJhYTNfMThhYTk0MGFfYmU1OV8zZjc="  # the body's, first
@@ -386,8 +425,11 @@ def test_parse_error_request_id_from_header_when_body_has_none() -> None:
 
 
 def test_parse_error_html_page_keeps_only_its_title() -> None:
-    html = (b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>"
-            + b"<p>nginx</p>" * 5000 + b"</body></html>")
+    html = (
+        b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>"
+        + b"<p>nginx</p>" * 5000
+        + b"</body></html>"
+    )
     err = parse_error(502, html, {})
     assert err.code == ""
     assert err.message == "non-XML body: 502 Bad Gateway"
@@ -415,8 +457,13 @@ def test_parse_error_unexpected_xml_root_is_summarised() -> None:
         ({"Retry-After": "-3"}, 0.0),
         ({"Retry-After": "nan"}, None),
         ({"Retry-After": "soon"}, None),
-        ({"Retry-After": "Wed, 21 Oct 2015 07:28:30 GMT",
-          "Date": "Wed, 21 Oct 2015 07:28:00 GMT"}, 30.0),
+        (
+            {
+                "Retry-After": "Wed, 21 Oct 2015 07:28:30 GMT",
+                "Date": "Wed, 21 Oct 2015 07:28:00 GMT",
+            },
+            30.0,
+        ),
         ({"Retry-After": "Wed, 21 Oct 2015 07:28:30 GMT"}, None),  # no Date to measure from
         ({}, None),
     ],
@@ -459,9 +506,11 @@ def test_billion_laughs_is_refused_quickly() -> None:
 
 
 def test_internal_entity_is_not_expanded() -> None:
-    body = (b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY e "EXPANDED">]>'
-            b"<ROOT><Code>&e;</Code><Message>&e;</Message>"
-            b"<JobsDetail><JobId>&e;</JobId><State>Running</State></JobsDetail></ROOT>")
+    body = (
+        b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY e "EXPANDED">]>'
+        b"<ROOT><Code>&e;</Code><Message>&e;</Message>"
+        b"<JobsDetail><JobId>&e;</JobId><State>Running</State></JobsDetail></ROOT>"
+    )
     with pytest.raises(CIInvalidResponse, match=r"^body has a DOCTYPE, which CI never sends$"):
         parse_job_page(with_root(body, "Response"))
     err = parse_error(500, with_root(body, "Error"))
@@ -471,8 +520,10 @@ def test_internal_entity_is_not_expanded() -> None:
 def test_external_entity_is_not_resolved(tmp_path: Path) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_text("TOPSECRET")
-    body = (f'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "{secret.as_uri()}">]>'
-            "<ROOT><Code>&x;</Code><Message>&x;</Message></ROOT>").encode()
+    body = (
+        f'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "{secret.as_uri()}">]>'
+        "<ROOT><Code>&x;</Code><Message>&x;</Message></ROOT>"
+    ).encode()
     with pytest.raises(CIInvalidResponse, match="DOCTYPE") as info:
         parse_job_page(with_root(body, "Response"))
     assert "TOPSECRET" not in str(info.value)

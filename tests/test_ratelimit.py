@@ -161,8 +161,9 @@ def test_threads_sharing_a_gate_keep_the_rate_and_the_concurrency() -> None:
 # -- concurrency, order, stopping ---------------------------------------------------------
 
 
-def start_waiter(gate: RequestGate, name: str, log: list[str],
-                 stopping: threading.Event | None = None) -> threading.Thread:
+def start_waiter(
+    gate: RequestGate, name: str, log: list[str], stopping: threading.Event | None = None
+) -> threading.Thread:
     def run() -> None:
         try:
             with gate.slot(stopping):
@@ -344,8 +345,12 @@ def test_backoff_is_full_jitter_between_zero_and_the_ceiling() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"attempts": 0}, {"initial_backoff": -1}, {"initial_backoff": 5, "max_backoff": 1},
-     {"max_backoff": float("inf")}],
+    [
+        {"attempts": 0},
+        {"initial_backoff": -1},
+        {"initial_backoff": 5, "max_backoff": 1},
+        {"max_backoff": float("inf")},
+    ],
 )
 def test_retry_policy_is_checked(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):

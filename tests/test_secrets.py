@@ -121,16 +121,27 @@ def test_in_process_nothing_leaks(sim: Simulator, caplog: pytest.LogCaptureFixtu
 
     def build(target: TargetConfig, config: Config, stats: ApiStats) -> CIClient:
         return CIClient(
-            bucket=target.bucket, region=target.region, endpoint=target.endpoint,
-            credentials=credentials, timeout=config.request_timeout, stats=stats,
-            max_body_bytes=1 << 20, retry=RetryPolicy(2, 0.1, 0.2),
-            gate=RequestGate(1000, 100, 4), stopping=stopping, sleep=NoSleep(),
+            bucket=target.bucket,
+            region=target.region,
+            endpoint=target.endpoint,
+            credentials=credentials,
+            timeout=config.request_timeout,
+            stats=stats,
+            max_body_bytes=1 << 20,
+            retry=RetryPolicy(2, 0.1, 0.2),
+            gate=RequestGate(1000, 100, 4),
+            stopping=stopping,
+            sleep=NoSleep(),
             pacer=Pacer(clock=lambda: 0.0),
         )
 
-    target = TargetConfig(BUCKET, REGION, sim.endpoint(BUCKET),
-                          Credentials(SECRET_ID, SECRET_KEY, TOKEN),
-                          (ServiceConfig("media", ("Transcode",)),))
+    target = TargetConfig(
+        BUCKET,
+        REGION,
+        sim.endpoint(BUCKET),
+        Credentials(SECRET_ID, SECRET_KEY, TOKEN),
+        (ServiceConfig("media", ("Transcode",)),),
+    )
     config = Config((target,), poll_interval=60, request_timeout=0.5)
     stats = ApiStats()
     poller = Poller(config, stats, client_factory=build)
@@ -142,6 +153,7 @@ def test_in_process_nothing_leaks(sim: Simulator, caplog: pytest.LogCaptureFixtu
     client = poller.targets[0].client
     (queue_id,) = [q.queue_id for q in sim.bucket(BUCKET).queues()]
     try:
+
         def observe(name: str) -> None:
             poller.poll_once()
             texts[f"{name} /metrics"] = requests.get(f"{base}/metrics", timeout=10).text
@@ -152,8 +164,10 @@ def test_in_process_nothing_leaks(sim: Simulator, caplog: pytest.LogCaptureFixtu
                 client.list_queues(SERVICES["media"])
                 client.list_jobs(SERVICES["media"], queue_id, "Transcode", ["Running"])
             except CIError as error:
-                texts[f"{name} error"] = str(error) + repr(error) + "".join(
-                    traceback.format_exception(type(error), error, error.__traceback__)
+                texts[f"{name} error"] = (
+                    str(error)
+                    + repr(error)
+                    + "".join(traceback.format_exception(type(error), error, error.__traceback__))
                 )
 
         observe("healthy")
@@ -185,8 +199,17 @@ def test_in_process_nothing_leaks(sim: Simulator, caplog: pytest.LogCaptureFixtu
     assert "expired" in texts["expired keys error"]
     assert poller.snapshot().targets[0].up
     texts["reprs"] = " ".join(
-        repr(x) for x in (client, vars(client), poller.targets[0], config, target, credentials,
-                          stats.snapshot(), sim)
+        repr(x)
+        for x in (
+            client,
+            vars(client),
+            poller.targets[0],
+            config,
+            target,
+            credentials,
+            stats.snapshot(),
+            sim,
+        )
     )
     formatters = (LogfmtFormatter(with_stack=True), JsonFormatter(with_stack=True))
     texts["logs"] = "\n".join(f.format(r) for r in caplog.records for f in formatters)
@@ -273,8 +296,9 @@ def test_a_debug_run_through_every_fault_logs_no_secret(sim: Simulator, tmp_path
         # On the job listings: the queue listing works, so every stream of a poll fails anew.
         copy.path = "/jobs"
         faults.append(sim.faults.add(copy))
-    process = Process("--config.file", str(config), "--log.level", "debug",
-                      "--web.listen-address", "127.0.0.1:0")
+    process = Process(
+        "--config.file", str(config), "--log.level", "debug", "--web.listen-address", "127.0.0.1:0"
+    )
     pages: list[str] = []
     try:
         announced = process.wait_for("/metrics")
@@ -328,10 +352,7 @@ WRONG_PLACES = {
 
 def wrong_place_config(path: Path, credentials: str) -> Path:
     path.write_text(
-        "targets:\n"
-        f"  - bucket: {BUCKET}\n"
-        f"    region: {REGION}\n"
-        "    credentials:\n" + credentials
+        f"targets:\n  - bucket: {BUCKET}\n    region: {REGION}\n    credentials:\n" + credentials
     )
     return path
 
@@ -361,7 +382,9 @@ def test_the_cli_refuses_a_bad_config_in_one_line_without_secrets(tmp_path: Path
     config = wrong_place_config(tmp_path / "config.yml", WRONG_PLACES["yaml-colon"])
     result = subprocess.run(
         [sys.executable, "-m", "exporter", "--config.file", str(config), "--log.level", "debug"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr

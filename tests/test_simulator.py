@@ -746,7 +746,10 @@ def test_fault_kinds_are_checked() -> None:
     with pytest.raises(ValueError):
         Fault(kind="gremlins")
     assert (Fault("html").status, Fault("slow_down").status, Fault("auth").status) == (
-        502, 400, 403)
+        502,
+        400,
+        403,
+    )
     with pytest.raises(ValueError):
         Fault(kind="http_500", probability=1.5)
 
