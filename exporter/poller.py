@@ -38,7 +38,7 @@ from exporter.ci.models import (
     Queue,
 )
 from exporter.ci.services import SERVICES, Service
-from exporter.config import Config, RateLimitConfig, TargetConfig
+from exporter.config import Config, RateLimitConfig, ServiceConfig, TargetConfig
 from exporter.credentials import (
     CredentialProvider,
     CredentialSource,
@@ -252,14 +252,14 @@ class TargetPoller:
             self.last_success_time = finished
 
     def _poll_all(self) -> list[PollError]:
-        errors: list[PollError] = []
-        works: list[_StreamWork] = []
-        tasks: list[Callable[[], None]] = []
+        """Every call of a phase goes out side by side (`concurrency` at a time); a phase
+        needs the one before: queue listings, then each stream's two listings, then what
+        became of the jobs they no longer show, then the commit, stream by stream."""
         self.skipped_streams = 0
         self._fatal = None
-        for service_config in self.target.services:
-            service = SERVICES[service_config.name]
-            queues, listed_before, error = self._list_queues(service)
+        errors: list[PollError] = []
+        works: list[tuple[Service, _StreamWork]] = []
+        for service, service_config, queues, listed_before, error in self._queue_listings():
             if error is not None:
                 errors.append(error)
             for queue in queues:
@@ -269,13 +269,17 @@ class TargetPoller:
                         self.skipped_streams += 1
                         continue
                     new_queue = listed_before and (service.name, tag) not in self.new_tags
-                    work = self._plan(key, new_queue)
-                    works.append(work)
-                    tasks.append(functools.partial(self._list_stream, service, work))
+                    works.append((service, self._plan(key, new_queue)))
             self.new_tags.difference_update({(service.name, t) for t in service_config.tags})
-        self._run(tasks)
-        self._run(self._describe_tasks(works))
-        for work in works:
+        self._run(
+            [
+                functools.partial(listing, service, work)
+                for service, work in works
+                for listing in (self._list_active, self._list_finished)
+            ]
+        )
+        self._find_missing([work for _, work in works], {w.key: s for s, w in works})
+        for _, work in works:
             if self.stopping.is_set():
                 raise _Stopped
             if work.error is not None:
@@ -285,28 +289,50 @@ class TargetPoller:
             self._commit(work)
         return errors
 
-    # -- queues ---------------------------------------------------------------------------
+    def _queue_listings(
+        self,
+    ) -> list[tuple[Service, ServiceConfig, tuple[Queue, ...], bool, PollError | None]]:
+        """Every service's queue listing, fetched side by side, applied in order."""
+        configs = list(self.target.services)
+        fetched: dict[str, tuple[tuple[Queue, ...] | None, CIError | None]] = {}
+        for config in configs:
+            self.service_started.setdefault(config.name, self.clock())
+        self._run([functools.partial(self._fetch_queues, c.name, fetched) for c in configs])
+        return [
+            (SERVICES[c.name], c, *self._apply_queues(c.name, *fetched[c.name])) for c in configs
+        ]
 
-    def _list_queues(self, service: Service) -> tuple[tuple[Queue, ...], bool, PollError | None]:
-        self.service_started.setdefault(service.name, self.clock())
+    def _fetch_queues(
+        self, name: str, into: dict[str, tuple[tuple[Queue, ...] | None, CIError | None]]
+    ) -> None:
+        if self._fatal is not None:
+            into[name] = (None, None)
+            return
+        try:
+            into[name] = (tuple(self.client.list_queues(SERVICES[name])), None)
+        except CIError as error:
+            if self.stopping.is_set() or isinstance(error, CIStopped):
+                raise _Stopped from error
+            into[name] = (None, error)
+
+    def _apply_queues(
+        self, name: str, queues: tuple[Queue, ...] | None, failure: CIError | None
+    ) -> tuple[tuple[Queue, ...], bool, PollError | None]:
         # Queues that show up once a service has been listed are new: nothing in them is
         # baseline. Those of the first listing (even if it came after failures) are not.
-        listed_before = service.name in self.queues
-        if self.stopping.is_set():
-            raise _Stopped
-        if self._fatal is not None:
-            return self.queues.get(service.name, ()), listed_before, self._fatal
-        try:
-            queues = tuple(self.client.list_queues(service))
-        except CIError as listing_error:
-            if self.stopping.is_set() or isinstance(listing_error, CIStopped):
-                raise _Stopped from listing_error
-            # Keep polling the queues we knew; the target is not up until the listing works.
-            error = PollError(listing_error.kind, f"{service.name} queue listing: {listing_error}")
-            self._note_fatal(listing_error, error)
-            return self.queues.get(service.name, ()), listed_before, error
-        self._replace_queues(service, queues)
-        return queues, listed_before, None
+        listed_before = name in self.queues
+        if queues is not None:
+            self._replace_queues(SERVICES[name], queues)
+            return queues, listed_before, None
+        # Keep polling the queues we knew; the target is not up until the listing works.
+        if failure is None:  # not attempted: the poll met an error that ends it
+            assert self._fatal is not None
+            return self.queues.get(name, ()), listed_before, self._fatal
+        error = PollError(failure.kind, f"{name} queue listing: {failure}")
+        self._note_fatal(failure, error)
+        return self.queues.get(name, ()), listed_before, error
+
+    # -- queues ---------------------------------------------------------------------------
 
     def _replace_queues(self, service: Service, queues: tuple[Queue, ...]) -> None:
         present = {queue.queue_id for queue in queues}
@@ -373,24 +399,56 @@ class TargetPoller:
         ):
             self._fatal = error
 
-    def _list_stream(self, service: Service, work: _StreamWork) -> None:
-        key, tracker = work.key, work.tracker
+    def _list_active(self, service: Service, work: _StreamWork) -> None:
         if self._fatal is not None:
-            work.error = self._fatal
+            work.error = work.error or self._fatal
             return
         with self._stream_errors(work):
+            key = work.key
             work.active = self.client.list_jobs(service, key.queue_id, key.tag, ACTIVE_STATES)
+
+    def _list_finished(self, service: Service, work: _StreamWork) -> None:
+        if self._fatal is not None:
+            work.error = work.error or self._fatal
+            return
+        with self._stream_errors(work):
+            key = work.key
             work.finished = self.client.list_jobs(
                 service,
                 key.queue_id,
                 key.tag,
                 FINISHED_STATES,
-                start_creation_time=tracker.finished_listing_start(work.boundary),
+                start_creation_time=work.tracker.finished_listing_start(work.boundary),
                 order="Asc",
             )
-            missing = tracker.to_describe(work.active, work.finished)
-            if missing:
-                work.found, work.to_describe = self._list_missing(service, work, missing)
+
+    def _find_missing(self, works: list[_StreamWork], services: dict[StreamKey, Service]) -> None:
+        """What became of jobs active at the last poll that neither listing returned.
+
+        Describe-by-id takes 10 ids a call, batched across the target's streams. When many are
+        missing in one stream (a backlog drained in creation order), a listing of finished
+        jobs from the oldest of them, 100 a page, is cheaper: it is tried for at most half the
+        calls describing would take, and whatever it did not find is described after it.
+        """
+        listings: list[Callable[[], None]] = []
+        listed: list[_StreamWork] = []
+        for work in works:
+            if work.error is not None:
+                continue
+            missing = work.tracker.to_describe(work.active, work.finished)
+            oldest = work.tracker.oldest_creation(missing) if missing else None
+            budget = math.ceil(len(missing) / DESCRIBE_CHUNK) // 2
+            if oldest is not None and budget > 0:
+                service = services[work.key]
+                listings.append(
+                    functools.partial(self._list_missing, service, work, missing, oldest, budget)
+                )
+                listed.append(work)
+            else:
+                work.to_describe = missing
+        self._run([*listings, *self._describe_tasks(works)])
+        if listed:
+            self._run(self._describe_tasks(listed))
 
     @contextlib.contextmanager
     def _stream_errors(self, work: _StreamWork) -> Iterator[None]:
@@ -412,20 +470,13 @@ class TargetPoller:
             )
 
     def _list_missing(
-        self, service: Service, work: _StreamWork, missing: list[str]
-    ) -> tuple[list[Job], list[str]]:
-        """What became of jobs active at the last poll that neither listing returned.
-
-        Describe-by-id takes 10 ids a call (batched across the target's streams). When many
-        are missing (a backlog drained in creation order), a listing of finished jobs from the
-        oldest of them, 100 a page, is cheaper: it is tried for at most half the calls
-        describing would take, and whatever it did not find is left to describe.
-        """
+        self, service: Service, work: _StreamWork, missing: list[str], oldest: float, budget: int
+    ) -> None:
+        if self._fatal is not None:
+            work.error = work.error or self._fatal
+            return
         wanted = set(missing)
-        found: list[Job] = []
-        oldest = work.tracker.oldest_creation(missing)
-        budget = math.ceil(len(missing) / DESCRIBE_CHUNK) // 2
-        if oldest is not None and budget > 0:
+        with self._stream_errors(work):
             pages = self.client.iter_job_pages(
                 service,
                 work.key.queue_id,
@@ -435,11 +486,11 @@ class TargetPoller:
                 order="Asc",
             )
             for page in itertools.islice(pages, budget):
-                found.extend(job for job in page if job.job_id in wanted)
+                work.found.extend(job for job in page if job.job_id in wanted)
                 wanted.difference_update(job.job_id for job in page)
                 if not wanted:
                     break
-        return found, [job_id for job_id in missing if job_id in wanted]
+        work.to_describe = [job_id for job_id in missing if job_id in wanted]
 
     def _describe_tasks(self, works: list[_StreamWork]) -> list[Callable[[], None]]:
         """Describe calls for every stream's missing jobs, 10 ids a call whatever stream they
