@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,8 +17,10 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.accounting import CodeLimiter
 from exporter.demo import DEMO_POLL_INTERVAL
 from exporter.simulator import Simulator
+from exporter.state import load_state
 
 FAMILIES = (
     "tencent_ci_queue_info",
@@ -298,3 +302,71 @@ def test_sighup_reloads_a_valid_config_and_refuses_a_bad_one(tmp_path: Path) -> 
             if process.poll() is None:
                 process.kill()
             process.wait(5)
+
+
+def test_sigterm_mid_poll_exits_fast_and_leaves_the_state_file_whole(tmp_path: Path) -> None:
+    sim = Simulator({RELOAD_ID: RELOAD_KEY})
+    bucket = sim.add_bucket("first-1250000000", "ap-beijing")
+    for n in range(6):
+        queue = bucket.add_queue("speech", name=f"asr-{n}")
+        bucket.start_job(bucket.create_job(queue, "SpeechRecognition"))
+    state = tmp_path / "state.json"
+    config = tmp_path / "config.yml"
+    with sim.start():
+        config.write_text(
+            _config_text(sim, ["first-1250000000"]) + f"state_file: {state}\n"
+            "rate_limit: {concurrency: 1}\n"
+        )
+        env = {
+            **os.environ,
+            "TENCENTCLOUD_SECRET_ID": RELOAD_ID,
+            "TENCENTCLOUD_SECRET_KEY": RELOAD_KEY,
+        }
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "--config.file",
+                str(config),
+                "--web.listen-address",
+                "127.0.0.1:0",
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not state.exists():  # the first poll is done and saved
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.05)
+            saved = state.read_bytes()
+            # Every answer now takes a second: the next poll (13 calls, one at a time) is
+            # surely in progress when the signal comes.
+            sim.latency = 1.0
+            sim.reset_requests()
+            while sim.request_count() < 2:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.05)
+            process.send_signal(signal.SIGTERM)
+            began = time.monotonic()
+            assert process.wait(10) == 0
+            assert time.monotonic() - began < 5.0
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait(5)
+        assert process.stderr is not None
+        assert "Traceback" not in process.stderr.read()
+    # The poll cut short committed nothing: the file holds what the last whole poll saved
+    # (but for its time stamp), and loads.
+    def content(data: bytes) -> dict[str, object]:
+        document = json.loads(data)
+        document.pop("saved_at")
+        return dict(document)
+
+    assert content(state.read_bytes()) == content(saved)
+    loaded = load_state(state, CodeLimiter(50), lambda name: deque(maxlen=50))
+    (target,) = loaded.values()
+    assert sum(t.tracked_jobs for t in target.trackers.values()) == 6
