@@ -103,7 +103,7 @@ def _scale_rows(scale: ScaleResult) -> list[Row]:
     ratio = scale.ratio("exporter")
     found = [
         Row(
-            f"1. API requests per poll, {scale.jobs_per_day / 1e6:.2f}M jobs/day",
+            f"1. API requests per poll, {scale.jobs_per_day_overall / 1e6:.2f}M jobs/day",
             f"{exporter:.0f}",
             f"{REQUESTS_TARGET:g} x {bound:.0f}",
             _x(ratio),

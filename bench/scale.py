@@ -160,6 +160,7 @@ class ScaleResult:
     options: ScaleOptions
     streams: Counter[str]
     jobs_per_day: float  # as played during the measured polls
+    jobs_per_day_overall: float  # as played over the whole run, history included
     polls: list[MeasuredPoll]
     exporter: Exactness
     backoff: Exactness | None
@@ -455,6 +456,9 @@ def _drive(
         options=options,
         streams=run.workload.kinds(),
         jobs_per_day=played / seconds * 86400,
+        jobs_per_day_overall=run.workload.created
+        / (options.history + (total - 1) * options.interval)
+        * 86400,
         polls=measured,
         exporter=exactness["exporter"],
         backoff=exactness.get("backoff"),

@@ -26,6 +26,7 @@ from exporter.server import (
     parse_listen_address,
 )
 from exporter.sharding import Shard, resolve_shard
+from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 
 log = logging.getLogger("exporter")
 
@@ -56,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=f":{DEFAULT_PORT}",
         metavar="[HOST]:PORT",
         help=f"address to serve on (default :{DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="TLS and basic auth, in the Prometheus exporter-toolkit's web config format",
     )
     parser.add_argument(
         "--web.telemetry-path",
@@ -120,6 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         shard = resolve_shard(args.shard_count, args.shard_index, os.environ)
     except ValueError as error:
         return _usage(str(error))
+    try:
+        web_config = load_web_config(args.web_config_file) if args.web_config_file else None
+    except WebConfigError as error:
+        return _usage(f"--web.config.file: {error}")
 
     simulator = None
     if args.demo:
@@ -137,7 +148,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         return _usage(NO_CONFIG_HINT)
 
-    app = _App(config, address, args.telemetry_path, shard, config_file=args.config_file)
+    app = _App(
+        config,
+        address,
+        args.telemetry_path,
+        shard,
+        config_file=args.config_file,
+        web_config=web_config,
+        web_config_file=args.web_config_file,
+    )
     try:
         return app.serve(demo=simulator is not None)
     finally:
@@ -161,8 +180,13 @@ class _App:
         shard: Shard,
         *,
         config_file: str | None,
+        web_config: WebConfig | None = None,
+        web_config_file: str | None = None,
     ) -> None:
         self.config = config
+        self.web_config = web_config
+        self.web_config_file = web_config_file
+        self.server: ExporterServer | None = None
         self.address = address
         self.telemetry_path = telemetry_path
         self.shard = shard
@@ -175,13 +199,15 @@ class _App:
         self._reload_lock = threading.Lock()
 
     def reload(self) -> tuple[bool, str]:
-        """Re-read the configuration file; a bad one is refused and the running one kept."""
+        """Re-read the configuration file (and the web config); both must be valid, or the
+        running ones are kept."""
         if self.config_file is None:
             return False, "nothing to reload: the exporter runs without a configuration file"
         with self._reload_lock:
             try:
                 config = load_config(self.config_file)
-            except ConfigError as error:
+                web = load_web_config(self.web_config_file) if self.web_config_file else None
+            except (ConfigError, WebConfigError) as error:
                 self.poller.reload_failed()
                 log.error(
                     "configuration reload failed; keeping the running configuration",
@@ -190,6 +216,9 @@ class _App:
                 return False, str(error)
             self.poller.reload(config)
             self.config = config
+            if self.web_config_file is not None and self.server is not None:
+                self.server.set_web_config(web)
+                self.web_config = web
             return True, "configuration reloaded"
 
     def serve(self, *, demo: bool) -> int:
@@ -203,14 +232,16 @@ class _App:
                 registry,
                 self.telemetry_path,
                 version=__version__,
+                web_config=self.web_config,
                 reload=None if self.config_file is None else self.reload,
             )
             server.start()
+            self.server = server
         except OSError as error:
             # ExporterServer's message already says "cannot listen on host:port: reason".
             return _usage(f"--web.listen-address: {error}")
         self._install_signals()
-        self._announce(server.port, demo=demo)
+        self._announce(server.port, server.scheme, demo=demo)
         self.poller.start()
         while True:
             self._wake.wait()
@@ -239,11 +270,11 @@ class _App:
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, _on_hangup)
 
-    def _announce(self, port: int, *, demo: bool) -> None:
+    def _announce(self, port: int, scheme: str, *, demo: bool) -> None:
         host = "localhost" if self.address[0] in ("", "0.0.0.0", "::") else self.address[0]
         if ":" in host:
             host = f"[{host}]"
-        url = f"http://{host}:{port}{self.telemetry_path}"
+        url = f"{scheme}://{host}:{port}{self.telemetry_path}"
         if demo:
             print(
                 f"Demo running against the built-in CI simulator; metrics at {url}\n"
@@ -255,6 +286,12 @@ class _App:
             "targets": len(self.poller.targets),
             "poll_interval": self.config.poll_interval,
         }
+        web = self.web_config
+        if web is not None:
+            extra["tls"] = "yes" if web.tls is not None else "no"
+            extra["basic_auth"] = "yes" if web.auth is not None else "no"
+            if web.auth is not None and web.tls is None:
+                log.warning("basic auth without TLS: passwords cross the network in clear")
         if self.shard.count > 1:
             extra["shard"] = f"{self.shard.index}/{self.shard.count}"
             extra["configured_targets"] = len(self.config.targets)

@@ -13,9 +13,11 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import bcrypt
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from test_webconfig import make_pki, tls_section
 
 from exporter.accounting import CodeLimiter
 from exporter.demo import DEMO_POLL_INTERVAL
@@ -359,6 +361,7 @@ def test_sigterm_mid_poll_exits_fast_and_leaves_the_state_file_whole(tmp_path: P
             process.wait(5)
         assert process.stderr is not None
         assert "Traceback" not in process.stderr.read()
+
     # The poll cut short committed nothing: the file holds what the last whole poll saved
     # (but for its time stamp), and loads.
     def content(data: bytes) -> dict[str, object]:
@@ -370,3 +373,87 @@ def test_sigterm_mid_poll_exits_fast_and_leaves_the_state_file_whole(tmp_path: P
     loaded = load_state(state, CodeLimiter(50), lambda name: deque(maxlen=50))
     (target,) = loaded.values()
     assert sum(t.tracked_jobs for t in target.trackers.values()) == 6
+
+
+def test_bad_web_config_is_one_line(tmp_path: Path) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  prometheus: hunter2-in-clear\n")
+    line = one_line_error(run_cli("--demo", "--web.config.file", str(web)))
+    assert line.startswith(f"tencent-ci-exporter: --web.config.file: {web}: ")
+    assert "hunter2" not in line
+
+
+def test_tls_basic_auth_and_reload_endpoint_in_the_real_process(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    password = "scrape-password-31337"
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+    web = tmp_path / "web.yml"
+    web.write_text(tls_section(pki) + f"basic_auth_users:\n  prometheus: '{hashed}'\n")
+    sim = Simulator({RELOAD_ID: RELOAD_KEY})
+    for name in ("first-1250000000", "second-1250000000"):
+        sim.add_bucket(name, "ap-beijing").add_queue("speech", name="asr")
+    config = tmp_path / "config.yml"
+    with sim.start():
+        config.write_text(_config_text(sim, ["first-1250000000", "second-1250000000"]))
+        env = {
+            **os.environ,
+            "TENCENTCLOUD_SECRET_ID": RELOAD_ID,
+            "TENCENTCLOUD_SECRET_KEY": RELOAD_KEY,
+        }
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "--config.file",
+                str(config),
+                "--web.config.file",
+                str(web),
+                "--web.listen-address",
+                "127.0.0.1:0",
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            assert process.stderr is not None
+            line = ""
+            while "serving metrics" not in line:
+                line = process.stderr.readline()
+                assert line, "the exporter exited before serving"
+            url = line[line.index("https://") :].split()[0].strip('"')
+            base = url.rsplit("/", 1)[0]
+            session = requests.Session()
+            session.trust_env = False  # else REQUESTS_CA_BUNDLE overrides session.verify
+            session.verify = str(pki.ca)
+            assert session.get(url, timeout=5).status_code == 401
+            assert session.get(url, auth=("prometheus", "wrong"), timeout=5).status_code == 401
+            assert session.get(f"{base}/healthz", timeout=5).status_code == 200
+            session.auth = ("prometheus", password)
+            deadline = time.monotonic() + 20
+            while (
+                _value(
+                    session.get(url, timeout=5).text, "tencent_ci_up", bucket="second-1250000000"
+                )
+                != 1
+            ):
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+
+            config.write_text(_config_text(sim, ["first-1250000000"]))
+            answer = session.post(f"{base}/-/reload", timeout=10)
+            assert answer.status_code == 200, answer.text
+            body = session.get(url, timeout=5).text
+            assert _value(body, "tencent_ci_up", bucket="second-1250000000") is None
+
+            config.write_text("targets: nonsense\n")
+            answer = session.post(f"{base}/-/reload", timeout=10)
+            assert answer.status_code == 500 and "targets" in answer.text
+            body = session.get(url, timeout=5).text
+            assert _value(body, "tencent_ci_config_last_reload_successful") == 0
+            assert _value(body, "tencent_ci_up", bucket="first-1250000000") is not None
+        finally:
+            process.terminate()
+            process.wait(5)
+        assert password not in process.stderr.read()
