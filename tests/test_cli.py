@@ -11,6 +11,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import bcrypt
@@ -223,11 +224,16 @@ def _config_text(sim: Simulator, buckets: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _wait_for(url: str, predicate: Callable[[str], bool], timeout: float = 20.0) -> str:
+def _wait_for(
+    url: str,
+    predicate: Callable[[str], bool],
+    timeout: float = 20.0,
+    get: Callable[..., requests.Response] = requests.get,
+) -> str:
     deadline = time.monotonic() + timeout
     body = ""
     while time.monotonic() < deadline:
-        body = requests.get(url, timeout=5).text
+        body = get(url, timeout=5).text
         if predicate(body):
             return body
         time.sleep(0.1)
@@ -242,56 +248,65 @@ def _value(body: str, name: str, **labels: str) -> float | None:
     return None
 
 
-def test_sighup_reloads_a_valid_config_and_refuses_a_bad_one(tmp_path: Path) -> None:
+@contextmanager
+def exporter_process(config: Path, *flags: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """The exporter as a real process on an OS-chosen port, with the reload tests' keys; yields
+    it once it serves, with its metrics URL. Killed at the end if still running."""
+    env = {**os.environ, "TENCENTCLOUD_SECRET_ID": RELOAD_ID, "TENCENTCLOUD_SECRET_KEY": RELOAD_KEY}
+    command = [sys.executable, "-m", "exporter", "--config.file", str(config), *flags]
+    process = subprocess.Popen(
+        [*command, "--web.listen-address", "127.0.0.1:0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert process.stderr is not None
+        line = ""
+        while "serving metrics" not in line:
+            line = process.stderr.readline()
+            assert line, "the exporter exited before serving"
+        url = line[line.index("url=") + 4 :].split()[0].strip('"')
+        yield process, url
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(5)
+
+
+def two_buckets() -> Simulator:
     sim = Simulator({RELOAD_ID: RELOAD_KEY})
     for name in ("first-1250000000", "second-1250000000"):
         sim.add_bucket(name, "ap-beijing").add_queue("speech", name="asr")
+    return sim
+
+
+def test_sighup_reloads_a_valid_config_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    sim = two_buckets()
     config = tmp_path / "config.yml"
+    both = ["first-1250000000", "second-1250000000"]
     with sim.start():
         config.write_text(_config_text(sim, ["first-1250000000"]))
-        env = {
-            **os.environ,
-            "TENCENTCLOUD_SECRET_ID": RELOAD_ID,
-            "TENCENTCLOUD_SECRET_KEY": RELOAD_KEY,
-        }
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "exporter",
-                "--config.file",
-                str(config),
-                "--web.listen-address",
-                "127.0.0.1:0",
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        try:
-            assert process.stderr is not None
-            line = ""
-            while "serving metrics" not in line:
-                line = process.stderr.readline()
-                assert line, "the exporter exited before serving"
-            url = line[line.index("http://") :].split()[0].strip('"')
+        with exporter_process(config) as (process, url):
             _wait_for(url, lambda b: _value(b, "tencent_ci_up", bucket="first-1250000000") == 1)
 
-            config.write_text(_config_text(sim, ["first-1250000000", "second-1250000000"]))
+            config.write_text(_config_text(sim, both))
             process.send_signal(signal.SIGHUP)
             body = _wait_for(
                 url, lambda b: _value(b, "tencent_ci_up", bucket="second-1250000000") == 1
             )
             assert _value(body, "tencent_ci_config_last_reload_successful") == 1
 
-            good = _config_text(sim, ["first-1250000000", "second-1250000000"])
-            config.write_text(good.replace("poll_interval: 1s", "poll_interval: soon"))
+            config.write_text(
+                _config_text(sim, both).replace("poll_interval: 1s", "poll_interval: soon")
+            )
             process.send_signal(signal.SIGHUP)
             body = _wait_for(
                 url, lambda b: _value(b, "tencent_ci_config_last_reload_successful") == 0
             )
             # The running configuration stays.
             assert _value(body, "tencent_ci_up", bucket="second-1250000000") == 1
+            assert process.stderr is not None
             error = ""
             while "reload failed" not in error:
                 error = process.stderr.readline()
@@ -300,10 +315,6 @@ def test_sighup_reloads_a_valid_config_and_refuses_a_bad_one(tmp_path: Path) -> 
 
             process.send_signal(signal.SIGTERM)
             assert process.wait(5) == 0
-        finally:
-            if process.poll() is None:
-                process.kill()
-            process.wait(5)
 
 
 def test_sigterm_mid_poll_exits_fast_and_leaves_the_state_file_whole(tmp_path: Path) -> None:
@@ -319,26 +330,7 @@ def test_sigterm_mid_poll_exits_fast_and_leaves_the_state_file_whole(tmp_path: P
             _config_text(sim, ["first-1250000000"]) + f"state_file: {state}\n"
             "rate_limit: {concurrency: 1}\n"
         )
-        env = {
-            **os.environ,
-            "TENCENTCLOUD_SECRET_ID": RELOAD_ID,
-            "TENCENTCLOUD_SECRET_KEY": RELOAD_KEY,
-        }
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "exporter",
-                "--config.file",
-                str(config),
-                "--web.listen-address",
-                "127.0.0.1:0",
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        try:
+        with exporter_process(config) as (process, _):
             deadline = time.monotonic() + 30
             while not state.exists():  # the first poll is done and saved
                 assert time.monotonic() < deadline and process.poll() is None
@@ -355,12 +347,8 @@ def test_sigterm_mid_poll_exits_fast_and_leaves_the_state_file_whole(tmp_path: P
             began = time.monotonic()
             assert process.wait(10) == 0
             assert time.monotonic() - began < 5.0
-        finally:
-            if process.poll() is None:
-                process.kill()
-            process.wait(5)
-        assert process.stderr is not None
-        assert "Traceback" not in process.stderr.read()
+            assert process.stderr is not None
+            assert "Traceback" not in process.stderr.read()
 
     # The poll cut short committed nothing: the file holds what the last whole poll saved
     # (but for its time stamp), and loads.
@@ -389,40 +377,12 @@ def test_tls_basic_auth_and_reload_endpoint_in_the_real_process(tmp_path: Path) 
     hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
     web = tmp_path / "web.yml"
     web.write_text(tls_section(pki) + f"basic_auth_users:\n  prometheus: '{hashed}'\n")
-    sim = Simulator({RELOAD_ID: RELOAD_KEY})
-    for name in ("first-1250000000", "second-1250000000"):
-        sim.add_bucket(name, "ap-beijing").add_queue("speech", name="asr")
+    sim = two_buckets()
     config = tmp_path / "config.yml"
     with sim.start():
         config.write_text(_config_text(sim, ["first-1250000000", "second-1250000000"]))
-        env = {
-            **os.environ,
-            "TENCENTCLOUD_SECRET_ID": RELOAD_ID,
-            "TENCENTCLOUD_SECRET_KEY": RELOAD_KEY,
-        }
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "exporter",
-                "--config.file",
-                str(config),
-                "--web.config.file",
-                str(web),
-                "--web.listen-address",
-                "127.0.0.1:0",
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        try:
-            assert process.stderr is not None
-            line = ""
-            while "serving metrics" not in line:
-                line = process.stderr.readline()
-                assert line, "the exporter exited before serving"
-            url = line[line.index("https://") :].split()[0].strip('"')
+        with exporter_process(config, "--web.config.file", str(web)) as (process, url):
+            assert url.startswith("https://")
             base = url.rsplit("/", 1)[0]
             session = requests.Session()
             session.trust_env = False  # else REQUESTS_CA_BUNDLE overrides session.verify
@@ -431,15 +391,11 @@ def test_tls_basic_auth_and_reload_endpoint_in_the_real_process(tmp_path: Path) 
             assert session.get(url, auth=("prometheus", "wrong"), timeout=5).status_code == 401
             assert session.get(f"{base}/healthz", timeout=5).status_code == 200
             session.auth = ("prometheus", password)
-            deadline = time.monotonic() + 20
-            while (
-                _value(
-                    session.get(url, timeout=5).text, "tencent_ci_up", bucket="second-1250000000"
-                )
-                != 1
-            ):
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+            _wait_for(
+                url,
+                lambda b: _value(b, "tencent_ci_up", bucket="second-1250000000") == 1,
+                get=session.get,
+            )
 
             config.write_text(_config_text(sim, ["first-1250000000"]))
             answer = session.post(f"{base}/-/reload", timeout=10)
@@ -453,7 +409,7 @@ def test_tls_basic_auth_and_reload_endpoint_in_the_real_process(tmp_path: Path) 
             body = session.get(url, timeout=5).text
             assert _value(body, "tencent_ci_config_last_reload_successful") == 0
             assert _value(body, "tencent_ci_up", bucket="first-1250000000") is not None
-        finally:
             process.terminate()
             process.wait(5)
-        assert password not in process.stderr.read()
+            assert process.stderr is not None
+            assert password not in process.stderr.read()
