@@ -1,8 +1,9 @@
-"""deploy/kubernetes: the kustomize base and the sharded overlay, rendered and checked.
+"""deploy/kubernetes: the kustomize base and the sharded overlays, rendered and checked.
 
 There is no kustomize on PyPI, so `render` below builds the subset these kustomizations use
-(resources, and patches that delete an object), refusing anything else; its output was
-compared with `kubectl kustomize` (kustomize v5.5.0) when it was written. Core kinds go through
+(resources, patches that delete an object, and strategic-merge patches that only merge maps,
+by target kind and name, with allowNameChange), refusing anything else; its output for every
+kustomization here was compared with `kubectl kustomize` (kustomize v5.5.0). Core kinds go through
 kubernetes-validate (strict); the Prometheus Operator kinds are checked field by field.
 """
 
@@ -14,7 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 KUBE = ROOT / "deploy" / "kubernetes"
 BASE = KUBE / "base"
 SHARDED = KUBE / "overlays" / "sharded"
+SHARDED_HA = KUBE / "overlays" / "sharded-ha"
 RULES = ROOT / "deploy" / "prometheus" / "rules"
 GENERATOR = KUBE / "generate_prometheusrule.py"
 
@@ -74,7 +76,7 @@ def render(directory: Path) -> list[Manifest]:
         objects.extend(_resource(directory, entry))
     _check_unique(objects, directory)
     for patch in kustomization.get("patches", []):
-        _apply_delete(objects, directory, patch)
+        _apply_patch(objects, directory, patch)
     return objects
 
 
@@ -105,17 +107,81 @@ def _check_unique(objects: list[Manifest], directory: Path) -> None:
         seen.add(identity)
 
 
-def _apply_delete(objects: list[Manifest], directory: Path, patch: dict[str, Any]) -> None:
-    if set(patch) != {"path"}:
+PATCH_KEYS = {"path", "target", "options"}
+TARGET_KEYS = {"kind", "name"}
+OPTION_KEYS = {"allowNameChange"}
+
+
+def _apply_patch(objects: list[Manifest], directory: Path, entry: dict[str, Any]) -> None:
+    """A strategic-merge patch file: `$patch: delete` of the one object it names, or a merge
+    into the objects `target` selects (by kind, and by exact name rather than kustomize's
+    regular expression) or else into the one object it names."""
+    if "path" not in entry or set(entry) - PATCH_KEYS:
         raise KustomizeError(f"{directory}: the test renderer does patches by path only")
-    document = yaml.safe_load((directory / patch["path"]).read_text())
-    if document.get("$patch") != "delete":
-        raise KustomizeError(f"{directory}: the test renderer does $patch: delete only")
-    target = _identity(document)
-    matches = [m for m in objects if _identity(m) == target]
-    if len(matches) != 1:
-        raise KustomizeError(f"{directory}: the delete patch matches no object: {target}")
-    objects.remove(matches[0])
+    target = entry.get("target")
+    options = entry.get("options", {})
+    if target is not None and (not target or set(target) - TARGET_KEYS):
+        raise KustomizeError(f"{directory}: the test renderer targets by kind and name only")
+    if set(options) - OPTION_KEYS:
+        raise KustomizeError(f"{directory}: the test renderer does options {sorted(OPTION_KEYS)}")
+    documents = [d for d in yaml.safe_load_all((directory / entry["path"]).read_text()) if d]
+    if len(documents) != 1:
+        raise KustomizeError(f"{directory}: {entry['path']}: one patch per file")
+    (patch,) = documents
+    if patch.get("$patch") == "delete" and target is None:
+        objects.remove(_matches(objects, directory, lambda m: _identity(m) == _identity(patch))[0])
+        return
+    if target is None:
+        selected = _matches(objects, directory, lambda m: _identity(m) == _identity(patch))
+    else:
+        selected = _matches(objects, directory, lambda m: _targeted(m, target))
+    for manifest in selected:
+        _merge_patch(manifest, patch, directory, options.get("allowNameChange") is True)
+
+
+def _matches(
+    objects: list[Manifest], directory: Path, chosen: Callable[[Manifest], bool]
+) -> list[Manifest]:
+    matches = [m for m in objects if chosen(m)]
+    if not matches:
+        raise KustomizeError(f"{directory}: the patch matches no object")
+    return matches
+
+
+def _targeted(manifest: Manifest, target: dict[str, str]) -> bool:
+    return all(
+        (manifest["kind"] if key == "kind" else manifest["metadata"]["name"]) == value
+        for key, value in target.items()
+    )
+
+
+def _merge_patch(manifest: Manifest, patch: Manifest, directory: Path, rename: bool) -> None:
+    """Like kustomize: the patch's apiVersion and namespace are ignored, its name is taken only
+    with allowNameChange."""
+    if patch.get("kind") != manifest["kind"]:
+        raise KustomizeError(f"{directory}: the test renderer does not change kinds")
+    body = {k: v for k, v in patch.items() if k not in ("apiVersion", "kind")}
+    metadata = dict(body.pop("metadata", {}))
+    name = metadata.pop("name", None)
+    metadata.pop("namespace", None)
+    _merge(manifest, {**body, "metadata": metadata}, directory)
+    if rename and name is not None:
+        manifest["metadata"]["name"] = name
+
+
+def _merge(into: dict[str, Any], patch: dict[str, Any], directory: Path) -> None:
+    """Strategic merge where it equals a plain merge: maps merge, scalars replace, and a list
+    may only be added where there is none (merging lists depends on the schema's merge keys)."""
+    for key, value in patch.items():
+        if key.startswith("$"):
+            raise KustomizeError(f"{directory}: the test renderer does $patch: delete only")
+        current = into.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            _merge(current, value, directory)
+        elif isinstance(value, list) and current is not None:
+            raise KustomizeError(f"{directory}: the test renderer does not merge lists ({key})")
+        else:
+            into[key] = copy.deepcopy(value)
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -131,9 +197,15 @@ def sharded() -> list[Manifest]:
     return render(SHARDED)
 
 
+@pytest.fixture(scope="module")
+def sharded_ha() -> list[Manifest]:
+    return render(SHARDED_HA)
+
+
 def renderings() -> Iterator[tuple[str, list[Manifest]]]:
     yield "base", render(BASE)
     yield "sharded", render(SHARDED)
+    yield "sharded-ha", render(SHARDED_HA)
 
 
 def one(objects: list[Manifest], kind: str, name: str | None = None) -> Manifest:
@@ -142,10 +214,15 @@ def one(objects: list[Manifest], kind: str, name: str | None = None) -> Manifest
     return found[0]
 
 
-def workload(objects: list[Manifest]) -> Manifest:
+def workloads(objects: list[Manifest]) -> list[Manifest]:
     found = [o for o in objects if o["kind"] in ("Deployment", "StatefulSet")]
-    assert len(found) == 1
-    return found[0]
+    assert found
+    return found
+
+
+def workload(objects: list[Manifest]) -> Manifest:
+    (only,) = workloads(objects)
+    return only
 
 
 def container(manifest: Manifest) -> dict[str, Any]:
@@ -208,6 +285,33 @@ def test_renderer_takes_resources_from_files_and_bases_and_deletes_by_patch(
     assert [o["metadata"]["name"] for o in render(tmp_path / "over")] == ["b", "c"]
 
 
+def test_renderer_merges_patches_into_targets_and_renames_only_when_allowed(
+    tmp_path: Path,
+) -> None:
+    _write(tmp_path / "a.yaml", _cm("a"), _cm("b"), {**_cm("c"), "data": {"k": "v"}})
+    _write(tmp_path / "all.yaml", {**_cm("ignored"), "data": {"new": "1"}})
+    _write(
+        tmp_path / "rename.yaml", {**_cm("a2"), "metadata": {"name": "a2", "labels": {"l": "x"}}}
+    )
+    _write(tmp_path / "kept.yaml", _cm("b2"))
+    _write(tmp_path / "own.yaml", {**_cm("c"), "data": {"k": "w"}})
+    patches = [
+        {"path": "all.yaml", "target": {"kind": "ConfigMap"}},
+        {"path": "rename.yaml", "target": {"name": "a"}, "options": {"allowNameChange": True}},
+        {"path": "kept.yaml", "target": {"kind": "ConfigMap", "name": "b"}},
+        {"path": "own.yaml"},
+    ]
+    _write(
+        tmp_path / "kustomization.yaml",
+        _kustomization(resources=["a.yaml"], patches=patches),
+    )
+    assert render(tmp_path) == [
+        {**_cm("a2"), "metadata": {"name": "a2", "labels": {"l": "x"}}, "data": {"new": "1"}},
+        {**_cm("b"), "data": {"new": "1"}},
+        {**_cm("c"), "data": {"k": "w", "new": "1"}},
+    ]
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
@@ -216,7 +320,32 @@ def test_renderer_takes_resources_from_files_and_bases_and_deletes_by_patch(
         ({"resources": ["missing.yaml"]}, "no resource"),
         ({"resources": ["../outside.yaml"]}, "outside the kustomization"),
         ({"resources": ["a.yaml"], "patches": [{"path": "gone.yaml"}]}, "matches no object"),
-        ({"resources": ["a.yaml"], "patches": [{"path": "merge.yaml"}]}, "delete only"),
+        ({"resources": ["a.yaml"], "patches": [{"path": "replace.yaml"}]}, "delete only"),
+        ({"resources": ["a.yaml"], "patches": [{"path": "list.yaml"}]}, "does not merge lists"),
+        ({"resources": ["a.yaml"], "patches": [{"path": "two.yaml"}]}, "one patch per file"),
+        ({"resources": ["a.yaml"], "patches": [{"patch": "{}"}]}, "by path only"),
+        (
+            {"resources": ["a.yaml"], "patches": [{"path": "list.yaml", "target": {"name": "z"}}]},
+            "matches no object",
+        ),
+        (
+            {
+                "resources": ["a.yaml"],
+                "patches": [{"path": "list.yaml", "target": {"labelSelector": "x=y"}}],
+            },
+            "kind and name only",
+        ),
+        (
+            {
+                "resources": ["a.yaml"],
+                "patches": [{"path": "list.yaml", "options": {"allowKindChange": True}}],
+            },
+            "does options",
+        ),
+        (
+            {"resources": ["a.yaml"], "patches": [{"path": "kind.yaml", "target": {"name": "a"}}]},
+            "does not change kinds",
+        ),
     ],
 )
 def test_renderer_refuses_what_it_does_not_do(
@@ -224,9 +353,12 @@ def test_renderer_refuses_what_it_does_not_do(
 ) -> None:
     _write(tmp_path / "outside.yaml", _cm("o"))
     (tmp_path / "k").mkdir()
-    _write(tmp_path / "k" / "a.yaml", _cm("a"))
+    _write(tmp_path / "k" / "a.yaml", {**_cm("a"), "items": [1]})
     _write(tmp_path / "k" / "gone.yaml", {"$patch": "delete", **_cm("zzz")})
-    _write(tmp_path / "k" / "merge.yaml", _cm("a"))
+    _write(tmp_path / "k" / "replace.yaml", {"$patch": "replace", **_cm("a")})
+    _write(tmp_path / "k" / "list.yaml", {**_cm("a"), "items": [2]})
+    _write(tmp_path / "k" / "two.yaml", _cm("a"), _cm("a"))
+    _write(tmp_path / "k" / "kind.yaml", {**_cm("a"), "kind": "Secret"})
     _write(tmp_path / "k" / "kustomization.yaml", _kustomization(**fields))
     with pytest.raises(KustomizeError, match=message):
         render(tmp_path / "k")
@@ -359,15 +491,14 @@ def test_the_deployment_has_resources_probes_config_and_keys(base: list[Manifest
     assert one(base, "ServiceAccount", account)["automountServiceAccountToken"] is False
 
 
-def test_the_args_are_flags_the_exporter_takes(
-    base: list[Manifest], sharded: list[Manifest]
-) -> None:
+def test_the_args_are_flags_the_exporter_takes() -> None:
     from exporter.cli import build_parser
 
-    for objects in (base, sharded):
-        args = container(workload(objects))["args"]
-        parsed = build_parser().parse_args(args)
-        assert parsed.config_file == flags(args)["config.file"]
+    for _, objects in renderings():
+        for manifest in workloads(objects):
+            args = container(manifest)["args"]
+            parsed = build_parser().parse_args(args)
+            assert parsed.config_file == flags(args)["config.file"]
 
 
 def test_the_config_map_is_a_config_the_exporter_loads(base: list[Manifest]) -> None:
@@ -394,14 +525,15 @@ def test_service_and_service_monitor_scrape_each_pod_once() -> None:
         ]
         assert len(scraped) == 1, f"{name}: {len(scraped)} Services scraped"
         service = scraped[0]
-        pod = workload(objects)["spec"]["template"]
-        assert selects(service["spec"]["selector"], pod["metadata"]["labels"])
         (endpoint,) = monitor["spec"]["endpoints"]
         (port,) = service["spec"]["ports"]
         assert endpoint["port"] == port["name"]
-        assert port["targetPort"] == container(workload(objects))["ports"][0]["name"]
         assert endpoint["path"] == "/metrics"
-        assert "web.telemetry-path" not in flags(container(workload(objects))["args"])
+        for manifest in workloads(objects):
+            pod = manifest["spec"]["template"]
+            assert selects(service["spec"]["selector"], pod["metadata"]["labels"])
+            assert port["targetPort"] == container(manifest)["ports"][0]["name"]
+            assert "web.telemetry-path" not in flags(container(manifest)["args"])
         # The exporter's `service` label (media, ai, ...) must survive the Operator's own.
         assert endpoint["honorLabels"] is True
 
@@ -439,7 +571,8 @@ def test_images_agree_with_compose_and_the_version() -> None:
     expected = f"tencent-ci-exporter:{pyproject_version()}"
     assert compose["services"]["tencent-ci-exporter"]["image"] == expected
     for _, objects in renderings():
-        assert container(workload(objects))["image"] == expected
+        for manifest in workloads(objects):
+            assert container(manifest)["image"] == expected
 
 
 # --- the sharded overlay ------------------------------------------------------------------
@@ -498,6 +631,146 @@ def test_the_headless_service_governs_the_stateful_set(sharded: list[Manifest]) 
         headless["spec"]["selector"], stateful_set["spec"]["template"]["metadata"]["labels"]
     )
     assert stateful_set["spec"]["selector"]["matchLabels"] == headless["spec"]["selector"]
+
+
+# --- the sharded-ha overlay: every shard twice ---------------------------------------------
+
+REPLICA_LABEL = "tencent-ci-exporter/replica"
+POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"  # set by Kubernetes on StatefulSet pods
+
+
+def replica_sets(objects: list[Manifest]) -> list[Manifest]:
+    found = [o for o in objects if o["kind"] == "StatefulSet"]
+    assert len(found) == 2, f"expected two StatefulSets, found {len(found)}"
+    return found
+
+
+def without_replica_identity(stateful_set: Manifest) -> Manifest:
+    """The StatefulSet minus its name and the label that tells the replicas apart."""
+    stripped = copy.deepcopy(stateful_set)
+    del stripped["metadata"]["name"]
+    spec = stripped["spec"]
+    for labels in (
+        stripped["metadata"]["labels"],
+        spec["selector"]["matchLabels"],
+        spec["template"]["metadata"]["labels"],
+    ):
+        del labels[REPLICA_LABEL]
+    return stripped
+
+
+def test_the_ha_overlay_is_the_sharded_one_with_its_stateful_set_twice(
+    sharded: list[Manifest], sharded_ha: list[Manifest]
+) -> None:
+    shared = [o for o in sharded if o["kind"] != "StatefulSet"]
+    assert sorted(map(_identity, (o for o in sharded_ha if o["kind"] != "StatefulSet"))) == sorted(
+        map(_identity, shared)
+    )
+    assert all(o in sharded_ha for o in shared)
+    names = sorted(o["metadata"]["name"] for o in replica_sets(sharded_ha))
+    assert names == ["tencent-ci-exporter-a", "tencent-ci-exporter-b"]
+
+
+def test_the_two_replica_sets_differ_only_in_name_and_replica_label(
+    sharded: list[Manifest], sharded_ha: list[Manifest]
+) -> None:
+    first, second = replica_sets(sharded_ha)
+    assert without_replica_identity(first) == without_replica_identity(second)
+    values = {s["metadata"]["labels"][REPLICA_LABEL] for s in (first, second)}
+    assert len(values) == 2
+    # And each is the sharded overlay's StatefulSet plus the spreading of its pods.
+    spread = without_replica_identity(first)
+    del spread["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    original = copy.deepcopy(one(sharded, "StatefulSet"))
+    del original["metadata"]["name"]
+    assert spread == original
+
+
+def test_each_replica_set_selects_its_own_pods_only(sharded_ha: list[Manifest]) -> None:
+    first, second = replica_sets(sharded_ha)
+    for owner, other in ((first, second), (second, first)):
+        selector = owner["spec"]["selector"]["matchLabels"]
+        assert selects(selector, owner["spec"]["template"]["metadata"]["labels"])
+        assert not selects(selector, other["spec"]["template"]["metadata"]["labels"])
+        headless = one(sharded_ha, "Service", owner["spec"]["serviceName"])
+        assert headless["spec"]["clusterIP"] == "None"
+        assert selects(
+            headless["spec"]["selector"], owner["spec"]["template"]["metadata"]["labels"]
+        )
+
+
+def pod_shards(stateful_set: Manifest) -> dict[str, Any]:
+    """Pod name -> the Shard that pod's exporter resolves from its HOSTNAME."""
+    from exporter.sharding import resolve_shard
+
+    exporter = container(stateful_set)
+    options = flags(exporter["args"])
+    assert "shard.index" not in options
+    count = int(options["shard.count"])
+    assert stateful_set["spec"]["replicas"] == count > 1
+    (hostname,) = [e for e in exporter["env"] if e["name"] == "HOSTNAME"]
+    assert hostname["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    pods = [f"{stateful_set['metadata']['name']}-{i}" for i in range(count)]
+    return {pod: resolve_shard(count, None, {"HOSTNAME": pod}) for pod in pods}
+
+
+def test_every_bucket_is_polled_by_one_pod_of_each_replica_set(
+    sharded_ha: list[Manifest],
+) -> None:
+    from exporter.sharding import Shard
+
+    first, second = replica_sets(sharded_ha)
+    shards = {name: pod_shards(s) for name, s in ((1, first), (2, second))}
+    for replica in shards.values():
+        count = len(replica)
+        assert sorted(replica.values(), key=lambda s: s.index) == [
+            Shard(i, count) for i in range(count)
+        ]
+    text = one(sharded_ha, "ConfigMap")["data"]["config.yml"]
+    env = {"TENCENTCLOUD_SECRET_ID": "AKIDtest", "TENCENTCLOUD_SECRET_KEY": "key"}
+    targets = parse_config(text, "configmap.yaml", env).targets
+    assert len(targets) >= 2
+    for target in targets:
+        pollers = [
+            (replica, shard.index)
+            for replica, pods in shards.items()
+            for shard in pods.values()
+            if shard.owns(target.bucket)
+        ]
+        assert len(pollers) == 2, f"{target.bucket}: polled by {pollers}"
+        (a, a_index), (b, b_index) = pollers
+        assert a != b and a_index == b_index
+
+
+def test_the_two_pods_of_a_shard_prefer_different_nodes(sharded_ha: list[Manifest]) -> None:
+    for stateful_set in replica_sets(sharded_ha):
+        (spread,) = stateful_set["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        assert spread["topologyKey"] == "kubernetes.io/hostname"
+        assert spread["maxSkew"] == 1
+        # A preference: a cluster with one node still runs every shard.
+        assert spread["whenUnsatisfiable"] == "ScheduleAnyway"
+        # Counted among the pods of the same shard index, of both replica sets.
+        assert spread["matchLabelKeys"] == [POD_INDEX_LABEL]
+        for other in replica_sets(sharded_ha):
+            labels = other["spec"]["template"]["metadata"]["labels"]
+            assert selects(spread["labelSelector"]["matchLabels"], labels)
+
+
+def test_the_service_monitor_scrapes_both_replicas_through_one_service(
+    sharded_ha: list[Manifest],
+) -> None:
+    selector = one(sharded_ha, "ServiceMonitor")["spec"]["selector"]["matchLabels"]
+    services = [
+        s
+        for s in sharded_ha
+        if s["kind"] == "Service" and selects(selector, s["metadata"]["labels"])
+    ]
+    assert [s["metadata"]["name"] for s in services] == ["tencent-ci-exporter"]
+    policy = one(sharded_ha, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"]
+    for stateful_set in replica_sets(sharded_ha):
+        labels = stateful_set["spec"]["template"]["metadata"]["labels"]
+        assert selects(services[0]["spec"]["selector"], labels)
+        assert selects(policy, labels)
 
 
 # --- the PrometheusRule: generated from deploy/prometheus/rules ---------------------------
