@@ -44,7 +44,6 @@ file must be a regular file of at most 1 MiB.
 from __future__ import annotations
 
 import errno
-import json
 import math
 import os
 import re
@@ -54,8 +53,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
-
-import yaml
 
 from exporter.ci.services import SERVICES
 from exporter.credentials import (
@@ -74,6 +71,16 @@ from exporter.credentials import (
     from_environment,
     header_safe,
     parse_iso_time,
+)
+from exporter.yamlfile import (
+    MAX_INT_DIGITS,
+    Checks,
+    FileError,
+    OddNumber,
+    StrictLoader,
+    load_yaml,
+    quote,
+    read_text,
 )
 
 DEFAULT_POLL_INTERVAL = 60.0
@@ -100,7 +107,6 @@ MAX_BURST = 10_000
 MAX_CONCURRENCY = 64
 MAX_RETRY_ATTEMPTS = 10
 MAX_BACKOFF = 5 * 60.0
-MAX_FILE_BYTES = 1 << 20
 
 TOP_KEYS = (
     "poll_interval",
@@ -123,24 +129,11 @@ ROLE_CREDENTIAL_KEYS = ("cvm_role", "metadata_endpoint")
 CREDENTIAL_KEYS = STATIC_CREDENTIAL_KEYS + FILE_CREDENTIAL_KEYS + ROLE_CREDENTIAL_KEYS
 SERVICE_KEYS = ("tags",)
 _SECRET_FIELDS = ("secret_key", "token")
+_Loader = StrictLoader  # the name the tests reach the loader by
 
 
-class ConfigError(Exception):
+class ConfigError(FileError):
     """One line: `<source>: <key.path>: <problem>` (parts that are unknown are left out)."""
-
-    def __init__(self, where: str, problem: str, source: str | None = None) -> None:
-        self.where = where
-        self.problem = problem
-        self.source = source
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        parts = (p for p in (self.source, self.where, self.problem) if p)
-        # One line whatever a key, a value or a YAML message holds.
-        return ": ".join(parts).replace("\r", " ").replace("\n", " ")
-
-    def with_source(self, source: str) -> ConfigError:
-        return ConfigError(self.where, self.problem, source)
 
 
 @dataclass(frozen=True)
@@ -197,40 +190,19 @@ class Config:
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
     """Read and parse the file at `path`; `environ` defaults to os.environ."""
     try:
-        text = _read_bytes(path).decode("utf-8")
-    except OSError as exc:
-        raise ConfigError("", f"cannot read file: {exc.strerror or exc}", path) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError("", f"not UTF-8 text (bad byte at offset {exc.start})", path) from None
-    except ConfigError as exc:
-        raise exc.with_source(path) from None
+        text = read_text(path)
+    except FileError as exc:
+        raise ConfigError(exc.where, exc.problem, path) from None
     return parse_config(text, path, os.environ if environ is None else environ)
-
-
-def _read_bytes(path: str) -> bytes:
-    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer. The type is
-    # checked on the open descriptor, so the file cannot be swapped between check and read.
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as handle:
-        mode = os.fstat(handle.fileno()).st_mode
-        if stat.S_ISDIR(mode):
-            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
-        if not stat.S_ISREG(mode):
-            # /dev/zero would be read forever, a FIFO or a terminal would wait.
-            raise ConfigError("", "cannot read file: not a regular file")
-        data = handle.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-        raise ConfigError("", "file is larger than 1 MiB (not a configuration file?)")
-    return data
 
 
 def parse_config(text: str, source: str, environ: Mapping[str, str]) -> Config:
     """Parse YAML `text`; `source` names it in errors (usually the file's path)."""
     try:
-        document = _load_yaml(text)
+        document = load_yaml(text)
         return _parse_top(document, environ)
-    except ConfigError as exc:
-        raise exc.with_source(source) from None
+    except FileError as exc:
+        raise ConfigError(exc.where, exc.problem, source) from None
 
 
 def parse_duration(
@@ -249,158 +221,32 @@ def parse_duration(
     return seconds
 
 
-# --- YAML ---------------------------------------------------------------------------------
-
-
-_STR_TAG = "tag:yaml.org,2002:str"
-_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
-# Integers in this form only: YAML 1.1 reads 010, 0x1e, 0b101, 1_000 and 1:30 as 8, 30, 5,
-# 1000 and 90, which no reader of the file expects, so those are refused.
-_PLAIN_INT_RE = re.compile(r"[-+]?(?:0|[1-9][0-9]*)", re.ASCII)
-# More digits than any setting needs; int() refuses over 4300 and float() overflows at 309.
-_MAX_INT_DIGITS = 30
-
-
-@dataclass(frozen=True)
-class _OddNumber:
-    """A YAML number kept as its source text: ambiguous (010, 0x1e, 1_000, 1:30) or too large.
-
-    It is not an int or float, so every type check refuses it; the numeric settings say why.
-    """
-
-    text: str
-    kind: str  # "integer" or "number", as _type_name says it
-    too_large: bool = False
-
-    def __str__(self) -> str:
-        return self.text
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader made stricter; see the module doc. Errors are ConfigErrors naming the line."""
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
-        tag = getattr(event, "tag", None)
-        # `!` changes nothing in PyYAML and `!!str` only makes a scalar text; every other tag
-        # runs a constructor on text the user chose (`!!int SECRET` fails quoting it) or
-        # names a Python object.
-        harmless = tag is None or (isinstance(event, yaml.ScalarEvent) and tag in ("!", _STR_TAG))
-        if not harmless:
-            raise ConfigError(
-                _at(event.start_mark),
-                "explicit YAML tags (!!int, !!binary, !foo, ...) are not supported; "
-                "write the plain value",
-            )
-        return super().compose_node(parent, index)
-
-    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        try:
-            return super().construct_object(node, deep)
-        except (ConfigError, yaml.YAMLError, RecursionError, MemoryError):
-            raise
-        except Exception:
-            # Any other constructor failure: its text may quote the value (a secret).
-            raise ConfigError(_at(node.start_mark), "cannot read this value") from None
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[str, Any]:
-    seen: set[str] = set()
-    for key_node, _ in node.value:
-        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
-            continue
-        if key_node.value in seen:
-            line = key_node.start_mark.line + 1
-            raise ConfigError(f"line {line}", f"duplicate key {_quote(key_node.value)}")
-        seen.add(key_node.value)
-    loader.flatten_mapping(node)  # `<<: *anchor` merges; keys given here win
-    mapping: dict[str, Any] = {}
-    for key_node, value_node in node.value:
-        if not isinstance(key_node, yaml.ScalarNode):
-            raise ConfigError(_at(key_node.start_mark), "a key must be text, not a list or mapping")
-        # Every key is its text: `1:`, `~:` and `yes:` are the keys "1", "~" and "yes".
-        mapping[key_node.value] = loader.construct_object(value_node, deep=True)
-    return mapping
-
-
-def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int | _OddNumber:
-    text = str(node.value)
-    if not _PLAIN_INT_RE.fullmatch(text):
-        return _OddNumber(text, "integer")
-    if len(text.lstrip("+-")) > _MAX_INT_DIGITS:
-        return _OddNumber(text, "integer", too_large=True)
-    return int(text)
-
-
-def _construct_float(loader: _Loader, node: yaml.ScalarNode) -> float | _OddNumber:
-    text = str(node.value)
-    if "_" in text or ":" in text:
-        return _OddNumber(text, "number")
-    return loader.construct_yaml_float(node)
-
-
-# Dates stay text: no setting is a date, and an impossible one (2001-13-45) fails in the
-# constructor.
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != _TIMESTAMP_TAG]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
-_Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
-
-
-def _load_yaml(text: str) -> object:
-    try:
-        # A SafeLoader subclass: no arbitrary objects.
-        return yaml.load(text, Loader=_Loader)
-    except ConfigError:
-        raise
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError(_at(mark), f"YAML syntax error: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError("", f"YAML syntax error: {exc}") from None
-    except RecursionError:
-        # PyYAML composes and constructs nodes recursively: `[[[[...` thousands deep runs out
-        # of stack. No real configuration nests more than a few levels.
-        raise ConfigError("", "YAML nested too deeply") from None
-    except Exception:
-        # Not expected past the Loader's own guard; the text may hold a value, so not shown.
-        raise ConfigError("", "cannot read the YAML") from None
-
-
-def _at(mark: yaml.Mark | None) -> str:
-    return f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-
-
 # --- the schema ---------------------------------------------------------------------------
 
 
 def _parse_top(document: object, environ: Mapping[str, str]) -> Config:
     if document is None:
         raise ConfigError("top level", "expected a mapping, got an empty document")
-    top = _mapping(document, "top level")
+    top = _CHECKS.mapping(document, "top level")
     _check_keys(top, "", TOP_KEYS, required=("targets",))
+    settings = _Section(top, "", environ)
     # The settings before the targets: the order a reader meets them in the file.
     poll_interval = _duration_key(
-        top, "poll_interval", environ, DEFAULT_POLL_INTERVAL, MIN_POLL_INTERVAL, MAX_POLL_INTERVAL
+        settings, "poll_interval", DEFAULT_POLL_INTERVAL, MIN_POLL_INTERVAL, MAX_POLL_INTERVAL
     )
-    request_timeout = _positive_duration(top, "request_timeout", environ)
+    request_timeout = _positive_duration(settings, "request_timeout")
     failure_code_limit = _int_key(
-        top,
+        settings,
         "failure_code_limit",
-        environ,
         DEFAULT_FAILURE_CODE_LIMIT,
         minimum=1,
         maximum=MAX_FAILURE_CODE_LIMIT,
     )
     clock_skew = _duration_key(
-        top, "clock_skew_tolerance", environ, DEFAULT_CLOCK_SKEW, 0.0, MAX_CLOCK_SKEW
+        settings, "clock_skew_tolerance", DEFAULT_CLOCK_SKEW, 0.0, MAX_CLOCK_SKEW
     )
     idle_tag_backoff = _duration_key(
-        top, "idle_tag_backoff", environ, DEFAULT_IDLE_TAG_BACKOFF, 0.0, MAX_IDLE_TAG_BACKOFF
+        settings, "idle_tag_backoff", DEFAULT_IDLE_TAG_BACKOFF, 0.0, MAX_IDLE_TAG_BACKOFF
     )
     rate_limit = _rate_limit(top.get("rate_limit"), environ)
     retry = _retry(top.get("retry"), environ)
@@ -421,40 +267,23 @@ def _parse_top(document: object, environ: Mapping[str, str]) -> Config:
 def _rate_limit(value: object, environ: Mapping[str, str]) -> RateLimitConfig:
     if value is None:
         return RateLimitConfig()
-    raw = _mapping(value, "rate_limit")
-    _check_keys(raw, "rate_limit", RATE_LIMIT_KEYS, required=())
+    settings = _section(value, "rate_limit", RATE_LIMIT_KEYS, environ)
     per_second = _positive_number_key(
-        raw,
-        "requests_per_second",
-        environ,
-        DEFAULT_REQUESTS_PER_SECOND,
-        MAX_REQUESTS_PER_SECOND,
-        "rate_limit",
+        settings, "requests_per_second", DEFAULT_REQUESTS_PER_SECOND, MAX_REQUESTS_PER_SECOND
     )
     # A second's worth of calls at once by default: a poll's first calls need not queue.
-    burst = _int_key(
-        raw, "burst", environ, max(1, math.ceil(per_second)), 1, MAX_BURST, "rate_limit"
-    )
-    concurrency = _int_key(
-        raw, "concurrency", environ, DEFAULT_CONCURRENCY, 1, MAX_CONCURRENCY, "rate_limit"
-    )
+    burst = _int_key(settings, "burst", max(1, math.ceil(per_second)), 1, MAX_BURST)
+    concurrency = _int_key(settings, "concurrency", DEFAULT_CONCURRENCY, 1, MAX_CONCURRENCY)
     return RateLimitConfig(per_second, burst, concurrency)
 
 
 def _retry(value: object, environ: Mapping[str, str]) -> RetryConfig:
     if value is None:
         return RetryConfig()
-    raw = _mapping(value, "retry")
-    _check_keys(raw, "retry", RETRY_KEYS, required=())
-    attempts = _int_key(
-        raw, "attempts", environ, DEFAULT_RETRY_ATTEMPTS, 1, MAX_RETRY_ATTEMPTS, "retry"
-    )
-    initial = _duration_key(
-        raw, "initial_backoff", environ, DEFAULT_INITIAL_BACKOFF, 0.0, MAX_BACKOFF, "retry"
-    )
-    longest = _duration_key(
-        raw, "max_backoff", environ, DEFAULT_MAX_BACKOFF, 0.0, MAX_BACKOFF, "retry"
-    )
+    settings = _section(value, "retry", RETRY_KEYS, environ)
+    attempts = _int_key(settings, "attempts", DEFAULT_RETRY_ATTEMPTS, 1, MAX_RETRY_ATTEMPTS)
+    initial = _duration_key(settings, "initial_backoff", DEFAULT_INITIAL_BACKOFF, 0.0, MAX_BACKOFF)
+    longest = _duration_key(settings, "max_backoff", DEFAULT_MAX_BACKOFF, 0.0, MAX_BACKOFF)
     if initial > longest:
         raise ConfigError(
             "retry.initial_backoff",
@@ -469,10 +298,10 @@ def _state_file(value: object, environ: Mapping[str, str]) -> str | None:
     path = _local_path(value, "state_file", environ)
     # The file itself may not exist yet (the first run writes it); its directory must.
     if _is_directory(path):
-        raise ConfigError("state_file", f"{_quote(path)} is a directory, not a file")
+        raise ConfigError("state_file", f"{quote(path)} is a directory, not a file")
     directory = os.path.dirname(path)
     if not _is_directory(directory):
-        raise ConfigError("state_file", f"directory {_quote(directory)} does not exist")
+        raise ConfigError("state_file", f"directory {quote(directory)} does not exist")
     return path
 
 
@@ -494,7 +323,7 @@ def _is_directory(path: str) -> bool:
 def _parse_targets(value: object, environ: Mapping[str, str]) -> tuple[TargetConfig, ...]:
     if value is None or (isinstance(value, list) and not value):
         raise ConfigError("targets", "must list at least one target")
-    items = _list(value, "targets")
+    items = _CHECKS.items(value, "targets")
     targets: list[TargetConfig] = []
     first_seen: dict[tuple[str, str], int] = {}
     for index, item in enumerate(items):
@@ -511,7 +340,7 @@ def _parse_targets(value: object, environ: Mapping[str, str]) -> tuple[TargetCon
 
 
 def _parse_target(value: object, path: str, environ: Mapping[str, str]) -> TargetConfig:
-    raw = _mapping(value, path)
+    raw = _CHECKS.mapping(value, path)
     _check_keys(raw, path, TARGET_KEYS, required=("bucket", "region"))
     bucket = _bucket(raw["bucket"], f"{path}.bucket", environ)
     region = _region(raw["region"], f"{path}.region", environ)
@@ -538,13 +367,11 @@ _REGION_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 def _bucket(value: object, path: str, environ: Mapping[str, str]) -> str:
     bucket = _string(value, path, environ, nonempty=True)
     if not _APPID_RE.fullmatch(bucket):
-        raise ConfigError(
-            path, f"{_quote(bucket)} has no -APPID suffix (expected BucketName-APPID)"
-        )
+        raise ConfigError(path, f"{quote(bucket)} has no -APPID suffix (expected BucketName-APPID)")
     if not _BUCKET_RE.fullmatch(bucket):
         raise ConfigError(
             path,
-            f"{_quote(bucket)} is not a valid bucket name "
+            f"{quote(bucket)} is not a valid bucket name "
             "(lowercase letters, digits and dashes, then -APPID)",
         )
     return bucket
@@ -555,7 +382,7 @@ def _region(value: object, path: str, environ: Mapping[str, str]) -> str:
     if not _REGION_RE.fullmatch(region):
         raise ConfigError(
             path,
-            f"{_quote(region)} is not a region "
+            f"{quote(region)} is not a region "
             "(lowercase letters, digits and dashes, e.g. ap-guangzhou)",
         )
     return region
@@ -599,14 +426,14 @@ def _url(
     elif not with_path and (parts.path not in ("", "/") or parts.query or parts.fragment):
         problem = "must not have a path, query or fragment"
     if problem:
-        raise ConfigError(path, f"{_quote(_clip(text, 80))} {problem} (expected {form})")
+        raise ConfigError(path, f"{quote(_clip(text, 80))} {problem} (expected {form})")
     return parts
 
 
 def _credentials(value: object, path: str, environ: Mapping[str, str]) -> CredentialSource:
     if value is None:
         return _environment_credentials(path, environ)
-    raw = _mapping(value, path)
+    raw = _CHECKS.mapping(value, path)
     _check_keys(raw, path, CREDENTIAL_KEYS, required=())
     forms = [
         keys
@@ -664,11 +491,11 @@ def _static_credentials(
 def _expiration(value: object, credentials_path: str, environ: Mapping[str, str]) -> float:
     path = f"{credentials_path}.expiration"
     if not isinstance(value, str):
-        raise ConfigError(path, f"expected {ISO_HINT}, got {_type_name(value)}")
+        raise ConfigError(path, f"expected {ISO_HINT}, got {_CHECKS.type_name(value)}")
     text = _expand(value, path, environ)
     expires = parse_iso_time(text)
     if expires is None:
-        raise ConfigError(path, f"{_quote(_clip(text.strip()))} is not {ISO_HINT}")
+        raise ConfigError(path, f"{quote(_clip(text.strip()))} is not {ISO_HINT}")
     # Static keys are never refreshed: expired ones would fail every request.
     if expires <= time.time():
         raise ConfigError(path, f"temporary credentials expired at {format_iso_time(expires)}")
@@ -685,7 +512,7 @@ def _credentials_file(
     name = DEFAULT_PROFILE if profile is None else _profile(profile, f"{path}.profile", environ)
     problem = _unreadable(file_path)
     if problem:
-        raise ConfigError(f"{path}.file", f"cannot read {_quote(file_path)}: {problem}")
+        raise ConfigError(f"{path}.file", f"cannot read {quote(file_path)}: {problem}")
     return CredentialsFile(file_path, name)
 
 
@@ -697,7 +524,7 @@ def _profile(value: object, path: str, environ: Mapping[str, str]) -> str:
     if not name.isprintable() or not _PROFILE_RE.fullmatch(name):
         raise ConfigError(
             path,
-            f"{_quote(_clip(name))} is not a profile name (the name of a [section] of the file)",
+            f"{quote(_clip(name))} is not a profile name (the name of a [section] of the file)",
         )
     return name
 
@@ -746,7 +573,7 @@ def _role_name(value: object, path: str, environ: Mapping[str, str]) -> str | No
     if not ROLE_NAME_RE.fullmatch(name):
         raise ConfigError(
             path,
-            f"{_quote(_clip(name))} is not a CAM role name (up to 128 letters, digits and "
+            f"{quote(_clip(name))} is not a CAM role name (up to 128 letters, digits and "
             "+=,.@_-; or auto to ask the metadata service)",
         )
     return name
@@ -792,7 +619,7 @@ def _environment_credentials(path: str, environ: Mapping[str, str]) -> Credentia
 def _services(value: object, path: str, environ: Mapping[str, str]) -> tuple[ServiceConfig, ...]:
     if value is None:
         return tuple(ServiceConfig(s.name, s.tags) for s in SERVICES.values())
-    raw = _mapping(value, path)
+    raw = _CHECKS.mapping(value, path)
     if not raw:
         raise ConfigError(path, "names no service (leave it out to watch every service)")
     for name in raw:
@@ -805,7 +632,7 @@ def _services(value: object, path: str, environ: Mapping[str, str]) -> tuple[Ser
 def _service(name: str, value: object, path: str, environ: Mapping[str, str]) -> ServiceConfig:
     if value is None:
         return ServiceConfig(name, SERVICES[name].tags)
-    raw = _mapping(value, path)
+    raw = _CHECKS.mapping(value, path)
     _check_keys(raw, path, SERVICE_KEYS, required=())
     tags = raw.get("tags")
     if tags is None:
@@ -814,7 +641,7 @@ def _service(name: str, value: object, path: str, environ: Mapping[str, str]) ->
 
 
 def _tags(value: object, path: str, environ: Mapping[str, str]) -> tuple[str, ...]:
-    items = _list(value, path)
+    items = _CHECKS.items(value, path)
     if not items:
         raise ConfigError(path, "is empty (leave tags out for the service's documented tags)")
     tags: list[str] = []
@@ -822,7 +649,7 @@ def _tags(value: object, path: str, environ: Mapping[str, str]) -> tuple[str, ..
         item_path = f"{path}[{index}]"
         tag = _string(item, item_path, environ, nonempty=True)
         if tag in tags:
-            raise ConfigError(item_path, f"duplicate tag {_quote(tag)}")
+            raise ConfigError(item_path, f"duplicate tag {quote(tag)}")
         tags.append(tag)
     return tuple(tags)
 
@@ -830,26 +657,38 @@ def _tags(value: object, path: str, environ: Mapping[str, str]) -> tuple[str, ..
 # --- typed values -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Section:
+    """A mapping of settings, the path to it, and the environment its `${VAR}`s come from."""
+
+    raw: Mapping[Any, Any]
+    path: str
+    environ: Mapping[str, str]
+
+    def setting(self, key: str) -> tuple[str, object]:
+        """The key's path and value, text with its `${VAR}`s expanded; None when not set."""
+        path = _join(self.path, key)
+        value = self.raw.get(key)
+        return path, _expand(value, path, self.environ) if isinstance(value, str) else value
+
+
+def _section(
+    value: object, path: str, allowed: tuple[str, ...], environ: Mapping[str, str]
+) -> _Section:
+    raw = _CHECKS.mapping(value, path)
+    _check_keys(raw, path, allowed, required=())
+    return _Section(raw, path, environ)
+
+
 def _duration_key(
-    raw: Mapping[Any, Any],
-    key: str,
-    environ: Mapping[str, str],
-    default: float,
-    minimum: float,
-    maximum: float,
-    prefix: str = "",
+    settings: _Section, key: str, default: float, minimum: float, maximum: float
 ) -> float:
-    value = raw.get(key)
-    if value is None:
-        return default
-    path = _join(prefix, key)
-    if isinstance(value, str):
-        value = _expand(value, path, environ)
-    return parse_duration(value, path, minimum, maximum)
+    path, value = settings.setting(key)
+    return default if value is None else parse_duration(value, path, minimum, maximum)
 
 
-def _positive_duration(top: Mapping[Any, Any], key: str, environ: Mapping[str, str]) -> float:
-    seconds = _duration_key(top, key, environ, DEFAULT_REQUEST_TIMEOUT, 0.0, MAX_REQUEST_TIMEOUT)
+def _positive_duration(settings: _Section, key: str) -> float:
+    seconds = _duration_key(settings, key, DEFAULT_REQUEST_TIMEOUT, 0.0, MAX_REQUEST_TIMEOUT)
     if seconds <= 0:
         raise ConfigError(key, "must be more than 0s")
     return seconds
@@ -865,23 +704,25 @@ DURATION_HINT = "use e.g. 30s, 2m, 1h, 1m30s, 500ms or a number of seconds"
 def _duration_seconds(value: object, path: str) -> float:
     """Seconds, infinite when the digits are too many for a float (the caller's maximum
     then refuses it); NaN, infinite and negative YAML numbers are refused here."""
-    if isinstance(value, _OddNumber):
+    if isinstance(value, OddNumber):
         if not value.too_large:
             raise ConfigError(path, _ambiguous_number(value.text))
         seconds = -math.inf if value.text.startswith("-") else math.inf
     elif isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ConfigError(path, f"expected a duration, got {_type_name(value)} ({DURATION_HINT})")
+        raise ConfigError(
+            path, f"expected a duration, got {_CHECKS.type_name(value)} ({DURATION_HINT})"
+        )
     elif isinstance(value, str):
         seconds_or_none = _duration_text(value.strip())
         if seconds_or_none is None:
-            raise ConfigError(path, f"bad duration {_quote(_clip(value))} ({DURATION_HINT})")
+            raise ConfigError(path, f"bad duration {quote(_clip(value))} ({DURATION_HINT})")
         return seconds_or_none  # the patterns take no sign, NaN or inf
     else:
         seconds = _float(value)
     if math.isnan(seconds) or seconds < 0 or (isinstance(value, float) and math.isinf(seconds)):
         raise ConfigError(
             path,
-            f"bad duration {_quote(_clip(str(value)))} "
+            f"bad duration {quote(_clip(str(value)))} "
             "(must be a finite amount of time, not negative)",
         )
     return seconds
@@ -906,26 +747,17 @@ def _duration_text(text: str) -> float | None:
     return total if position == len(text) and text else None
 
 
-def _int_key(
-    raw: Mapping[Any, Any],
-    key: str,
-    environ: Mapping[str, str],
-    default: int,
-    minimum: int,
-    maximum: int,
-    prefix: str = "",
-) -> int:
-    value = raw.get(key)
+def _int_key(settings: _Section, key: str, default: int, minimum: int, maximum: int) -> int:
+    path, value = settings.setting(key)
     if value is None:
         return default
-    path = _join(prefix, key)
     if isinstance(value, str):
-        text = _expand(value, path, environ).strip()
+        text = value.strip()
         if not text.isascii() or not text.isdigit():
-            raise ConfigError(path, f"expected an integer, got string {_quote(_clip(text))}")
-        too_large = len(text) > _MAX_INT_DIGITS  # int() refuses over 4300 digits
-        value = _OddNumber(text, "integer", too_large=True) if too_large else int(text)
-    if isinstance(value, _OddNumber):
+            raise ConfigError(path, f"expected an integer, got string {quote(_clip(text))}")
+        too_large = len(text) > MAX_INT_DIGITS  # int() refuses over 4300 digits
+        value = OddNumber(text, "integer", too_large=True) if too_large else int(text)
+    if isinstance(value, OddNumber):
         if not value.too_large:
             raise ConfigError(path, _ambiguous_number(value.text))
         digits = len(value.text.lstrip("+-"))
@@ -933,7 +765,7 @@ def _int_key(
             raise ConfigError(path, f"must be at least {minimum}, got a {digits}-digit number")
         raise ConfigError(path, f"must be at most {maximum}, got a {digits}-digit number")
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(path, f"expected an integer, got {_type_name(value)}")
+        raise ConfigError(path, f"expected an integer, got {_CHECKS.type_name(value)}")
     if value < minimum:
         raise ConfigError(path, f"must be at least {minimum}, got {value}")
     if value > maximum:
@@ -941,30 +773,20 @@ def _int_key(
     return value
 
 
-def _positive_number_key(
-    raw: Mapping[Any, Any],
-    key: str,
-    environ: Mapping[str, str],
-    default: float,
-    maximum: float,
-    prefix: str = "",
-) -> float:
+def _positive_number_key(settings: _Section, key: str, default: float, maximum: float) -> float:
     """A number more than 0: 15, 0.5, or a string of them (from `${VAR}`)."""
-    value = raw.get(key)
+    path, value = settings.setting(key)
     if value is None:
         return default
-    path = _join(prefix, key)
     if isinstance(value, str):
-        text = _expand(value, path, environ).strip()
+        text = value.strip()
         if not _NUMBER_RE.fullmatch(text):
-            raise ConfigError(path, f"expected a number, got string {_quote(_clip(text))}")
+            raise ConfigError(path, f"expected a number, got string {quote(_clip(text))}")
         digits = len(text.partition(".")[0])
         value = (
-            _OddNumber(text, "number", too_large=True)
-            if digits > _MAX_INT_DIGITS
-            else (float(text))
+            OddNumber(text, "number", too_large=True) if digits > MAX_INT_DIGITS else (float(text))
         )
-    if isinstance(value, _OddNumber):
+    if isinstance(value, OddNumber):
         if not value.too_large:
             raise ConfigError(path, _ambiguous_number(value.text))
         if value.text.startswith("-"):
@@ -974,7 +796,7 @@ def _positive_number_key(
             path, f"must be at most {_show_number(maximum)}, got a {digits}-digit number"
         )
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(path, f"expected a number, got {_type_name(value)}")
+        raise ConfigError(path, f"expected a number, got {_CHECKS.type_name(value)}")
     number = _float(value)
     if not math.isfinite(number):
         raise ConfigError(path, f"must be a finite number, got {_show_number(number)}")
@@ -1002,34 +824,34 @@ def _ambiguous_number(text: str) -> str:
     )
 
 
+# This file's words for a YAML value's type: "expected a mapping, got list".
+_CHECKS = Checks(
+    ConfigError,
+    {
+        type(None): "null",
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "list",
+        dict: "mapping",
+    },
+    lambda value: value.kind if isinstance(value, OddNumber) else type(value).__name__,
+)
+
+
 def _string(value: object, path: str, environ: Mapping[str, str], nonempty: bool = False) -> str:
     # The value itself is never shown here: it may be a secret.
-    if not isinstance(value, str):
-        raise ConfigError(path, f"expected a string, got {_type_name(value)}")
-    text = _expand(value, path, environ)
+    text = _expand(_CHECKS.expect(value, str, path, "a string"), path, environ)
     if nonempty and not text.strip():
         raise ConfigError(path, "must not be empty")
     return text
 
 
-def _mapping(value: object, path: str) -> dict[Any, Any]:
-    if not isinstance(value, dict):
-        raise ConfigError(path, f"expected a mapping, got {_type_name(value)}")
-    return value
-
-
-def _list(value: object, path: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise ConfigError(path, f"expected a list, got {_type_name(value)}")
-    return value
-
-
 def _check_keys(
     raw: Mapping[Any, Any], path: str, allowed: tuple[str, ...], required: tuple[str, ...]
 ) -> None:
-    for key in raw:
-        if key not in allowed:
-            raise ConfigError(_join(path, key), f"unknown key (allowed: {', '.join(allowed)})")
+    _CHECKS.check_keys(raw, allowed, lambda key: _join(path, key))
     for key in required:
         if key not in raw:
             raise ConfigError(_join(path, key), "required key is missing")
@@ -1065,7 +887,7 @@ def _variable(body: str, path: str, environ: Mapping[str, str]) -> str:
     name, sep, default = body.partition(":-")
     if not _VAR_NAME_RE.fullmatch(name):
         # A secret that happens to hold `${` is no variable name: show none of it.
-        shown = "" if path.rpartition(".")[2] in _SECRET_FIELDS else f" {_quote(_clip(name))}"
+        shown = "" if path.rpartition(".")[2] in _SECRET_FIELDS else f" {quote(_clip(name))}"
         raise ConfigError(
             path,
             f"bad variable name{shown} in ${{...}} "
@@ -1091,10 +913,6 @@ def _join(path: str, key: object) -> str:
     return f"{path}.{shown}" if path else shown
 
 
-def _quote(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
-
-
 def _clip(text: str, limit: int = 40) -> str:
     """Enough of a long value to recognise it; the whole may be megabytes."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -1112,23 +930,3 @@ def _show_limit(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     return _show_seconds(seconds)
-
-
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, dict):
-        return "mapping"
-    if isinstance(value, _OddNumber):
-        return value.kind
-    return type(value).__name__

@@ -15,12 +15,10 @@ baseline, never a crash and never a half-restored target.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import math
 import os
-import stat
 import tempfile
 import threading
 import time
@@ -38,6 +36,7 @@ from exporter.accounting import (
 from exporter.ci.models import ACTIVE_STATES
 from exporter.ci.parse import is_job_id
 from exporter.snapshot import FailedJob
+from exporter.yamlfile import FileShapeError, read_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -275,11 +274,11 @@ def load_state(
     file and the problem otherwise. Never raises for what the file holds."""
     where = os.fspath(path)
     try:
-        data = _read(where)
+        data = read_regular_file(where, MAX_STATE_BYTES)
     except FileNotFoundError:
         log.info("no state file yet: starting from a fresh baseline", extra={"state_file": where})
         return {}
-    except (OSError, StateError) as error:
+    except (OSError, FileShapeError) as error:
         problem = error.strerror if isinstance(error, OSError) and error.strerror else error
         return _ignored(where, f"cannot read it: {problem}")
     try:
@@ -294,22 +293,6 @@ def _ignored(where: str, problem: str) -> dict[str, TargetState]:
         extra={"state_file": where, "error": problem},
     )
     return {}
-
-
-def _read(path: str) -> bytes:
-    # O_NONBLOCK: a FIFO would otherwise wait for a writer. The type is checked on the open
-    # descriptor, so the file cannot be swapped between the check and the read.
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as handle:
-        mode = os.fstat(handle.fileno()).st_mode
-        if stat.S_ISDIR(mode):
-            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
-        if not stat.S_ISREG(mode):
-            raise StateError("not a regular file")
-        data = handle.read(MAX_STATE_BYTES + 1)
-    if len(data) > MAX_STATE_BYTES:
-        raise StateError(f"larger than {MAX_STATE_BYTES // (1024 * 1024)} MiB")
-    return data
 
 
 def _decode(

@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import json
 import os
 import re
 import secrets
@@ -43,7 +42,7 @@ from typing import Any
 
 import bcrypt
 
-from exporter.config import ConfigError, _load_yaml, _read_bytes
+from exporter.yamlfile import Checks, FileError, load_yaml, quote, read_small_file, read_text
 
 TOP_KEYS = ("tls_server_config", "http_server_config", "basic_auth_users")
 TLS_KEYS = (
@@ -131,18 +130,11 @@ BCRYPT_MAX_PASSWORD = 72  # bcrypt reads no further; the library refuses longer 
 HASH_HINT = "hash it with e.g. htpasswd -nBC 10 \"\" | tr -d ':\\n'"
 
 
-class WebConfigError(Exception):
+class WebConfigError(FileError):
     """One line: `<file>: <key.path>: <problem>` (parts that are unknown are left out)."""
 
     def __init__(self, where: str, problem: str, source: str = "") -> None:
-        self.where = where
-        self.problem = problem
-        self.source = source
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        parts = (p for p in (self.source, self.where, self.problem) if p)
-        return ": ".join(parts).replace("\r", " ").replace("\n", " ")
+        super().__init__(where, problem, source)
 
 
 # --- basic auth ---------------------------------------------------------------------------
@@ -270,12 +262,8 @@ class WebConfig:
 def load_web_config(path: str) -> WebConfig:
     """Read, check and build the web config at `path`; WebConfigError on any problem."""
     try:
-        text = _read_bytes(path).decode("utf-8")
-    except OSError as exc:
-        raise WebConfigError("", f"cannot read file: {exc.strerror or exc}", path) from None
-    except UnicodeDecodeError as exc:
-        raise WebConfigError("", f"not UTF-8 text (bad byte at offset {exc.start})", path) from None
-    except ConfigError as exc:
+        text = read_text(path)
+    except FileError as exc:
         raise WebConfigError(exc.where, exc.problem, path) from None
     return parse_web_config(text, path, os.path.dirname(os.path.abspath(path)))
 
@@ -283,21 +271,17 @@ def load_web_config(path: str) -> WebConfig:
 def parse_web_config(text: str, source: str, directory: str) -> WebConfig:
     """Parse YAML `text`; `source` names it in errors, `directory` anchors relative paths."""
     try:
-        document = _load_yaml(text)
-    except ConfigError as exc:
-        raise WebConfigError(exc.where, exc.problem, source) from None
-    try:
-        return _parse_top(document, source, directory)
-    except WebConfigError as exc:
+        return _parse_top(load_yaml(text), source, directory)
+    except FileError as exc:
         raise WebConfigError(exc.where, exc.problem, source) from None
 
 
 def _parse_top(document: object, source: str, directory: str) -> WebConfig:
     if document is None:
         return WebConfig(source)  # an empty file: plain HTTP, no users, as in the toolkit
-    top = _mapping(document, "top level")
+    top = _CHECKS.mapping(document, "top level")
     _check_keys(top, "", TOP_KEYS)
-    http = _mapping(_or_empty(top.get("http_server_config")), "http_server_config")
+    http = _CHECKS.mapping(_or_empty(top.get("http_server_config")), "http_server_config")
     _check_keys(http, "http_server_config", HTTP_KEYS)
     return WebConfig(
         source=source,
@@ -310,7 +294,7 @@ def _parse_top(document: object, source: str, directory: str) -> WebConfig:
 
 def _tls(value: object, directory: str) -> TLSServerConfig | None:
     path = "tls_server_config"
-    raw = _mapping(_or_empty(value), path)
+    raw = _CHECKS.mapping(_or_empty(value), path)
     if not raw:
         return None  # present but empty: plain HTTP, as in the toolkit
     _check_keys(raw, path, TLS_KEYS)
@@ -347,7 +331,7 @@ def _client_auth(value: str, has_ca: bool) -> str:
         )
     if value not in _CLIENT_AUTH:
         raise WebConfigError(
-            where, f"unknown value {_quote(value)} (allowed: {', '.join(_CLIENT_AUTH)})"
+            where, f"unknown value {quote(value)} (allowed: {', '.join(_CLIENT_AUTH)})"
         )
     if value != NO_CLIENT_CERT and not has_ca:
         raise WebConfigError(
@@ -365,7 +349,9 @@ def _sans(value: object, client_auth: str) -> tuple[str, ...]:
     where = "tls_server_config.client_allowed_sans"
     if value is None:
         return ()
-    sans = tuple(_string(item, f"{where}[{i}]") for i, item in enumerate(_list(value, where)))
+    sans = tuple(
+        _string(item, f"{where}[{i}]") for i, item in enumerate(_CHECKS.items(value, where))
+    )
     if client_auth != REQUIRE_AND_VERIFY:
         raise WebConfigError(where, f"needs client_auth_type {REQUIRE_AND_VERIFY}")
     return sans
@@ -375,7 +361,7 @@ def _version(value: object, where: str) -> str:
     text = _string(value, where)
     if text not in TLS_VERSIONS:
         raise WebConfigError(
-            where, f"unknown TLS version {_quote(text)} (allowed: {', '.join(TLS_VERSIONS)})"
+            where, f"unknown TLS version {quote(text)} (allowed: {', '.join(TLS_VERSIONS)})"
         )
     return text
 
@@ -384,12 +370,14 @@ def _ciphers(value: object) -> tuple[str, ...]:
     where = "tls_server_config.cipher_suites"
     if value is None:
         return ()
-    names = tuple(_string(item, f"{where}[{i}]") for i, item in enumerate(_list(value, where)))
+    names = tuple(
+        _string(item, f"{where}[{i}]") for i, item in enumerate(_CHECKS.items(value, where))
+    )
     for index, name in enumerate(names):
         if name not in CIPHER_SUITES and name not in TLS13_CIPHER_SUITES:
             raise WebConfigError(
                 f"{where}[{index}]",
-                f"unknown or insecure cipher suite {_quote(name)} (Go's names, e.g. "
+                f"unknown or insecure cipher suite {quote(name)} (Go's names, e.g. "
                 "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)",
             )
     return names
@@ -472,10 +460,8 @@ def _load_client_ca(context: ssl.SSLContext, path: str) -> None:
 
 def _read_pem(path: str, where: str) -> bytes:
     try:
-        return _read_bytes(path)
-    except OSError as exc:
-        raise WebConfigError(where, f"cannot read {path}: {exc.strerror or exc}") from None
-    except ConfigError as exc:
+        return read_small_file(path)
+    except FileError as exc:
         raise WebConfigError(
             where, f"cannot read {path}: {exc.problem.removeprefix('cannot read file: ')}"
         ) from None
@@ -488,7 +474,7 @@ def _users(value: object) -> BasicAuth | None:
     where = "basic_auth_users"
     if value is None:
         return None
-    raw = _mapping(value, where)
+    raw = _CHECKS.mapping(value, where)
     if not raw:
         return None  # no users: no authentication, as in the toolkit
     hashes: dict[str, str] = {}
@@ -516,7 +502,7 @@ def _headers(value: object) -> tuple[tuple[str, str], ...]:
     where = "http_server_config.headers"
     if value is None:
         return ()
-    raw = _mapping(value, where)
+    raw = _CHECKS.mapping(value, where)
     headers: list[tuple[str, str]] = []
     for name, text in raw.items():
         header_where = f"{where}.{_key_text(name)}"
@@ -530,7 +516,7 @@ def _headers(value: object) -> tuple[tuple[str, str], ...]:
         allowed = HEADERS[name]
         if content and allowed and content.lower() not in allowed:
             raise WebConfigError(
-                header_where, f"{_quote(content)} is not allowed (allowed: {', '.join(allowed)})"
+                header_where, f"{quote(content)} is not allowed (allowed: {', '.join(allowed)})"
             )
         if content:  # blank leaves the header unset, as in the toolkit
             headers.append((name, content))
@@ -545,37 +531,21 @@ def _or_empty(value: object) -> object:
     return {} if value is None else value
 
 
-def _mapping(value: object, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise WebConfigError(where, f"expected a mapping, got {_type_name(value)}")
-    return value
-
-
-def _list(value: object, where: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise WebConfigError(where, f"expected a list, got {_type_name(value)}")
-    return value
-
-
 def _string(value: object, where: str) -> str:
-    if not isinstance(value, str):
-        raise WebConfigError(where, f"expected text, got {_type_name(value)}")
-    return value
+    return _CHECKS.expect(value, str, where, "text")
 
 
 def _bool(value: object, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise WebConfigError(where, f"expected true or false, got {_type_name(value)}")
-    return value
+    return _CHECKS.expect(value, bool, where, "true or false")
 
 
 def _check_keys(raw: Mapping[str, Any], path: str, allowed: tuple[str, ...]) -> None:
-    for key in raw:
-        where = f"{path}.{_key_text(key)}" if path else _key_text(key)
-        if where in _UNSUPPORTED:
-            raise WebConfigError(where, _UNSUPPORTED[where])
-        if key not in allowed:
-            raise WebConfigError(where, f"unknown key (allowed: {', '.join(allowed)})")
+    _CHECKS.check_keys(
+        raw,
+        allowed,
+        lambda key: f"{path}.{_key_text(key)}" if path else _key_text(key),
+        _UNSUPPORTED,
+    )
 
 
 def _key_text(key: str) -> str:
@@ -583,24 +553,20 @@ def _key_text(key: str) -> str:
     plain = (
         key.isprintable() and key.strip() == key and key != "" and not any(c in key for c in ".: ")
     )
-    return key if plain else _quote(key)
+    return key if plain else quote(key)
 
 
-def _quote(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
-
-
-def _type_name(value: object) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return "an unsupported value"
+# This file's words for a YAML value's type: "expected a mapping, got a list".
+_CHECKS = Checks(
+    WebConfigError,
+    {
+        type(None): "nothing",
+        bool: "true/false",
+        int: "a number",
+        float: "a number",
+        str: "text",
+        list: "a list",
+        dict: "a mapping",
+    },
+    lambda value: "an unsupported value",
+)
