@@ -185,6 +185,14 @@ def _fields(element: etree._Element, wanted: frozenset[str]) -> dict[str, str]:
     return fields
 
 
+def _job_time(fields: Mapping[str, str], name: str, where: str) -> float | None:
+    # _fields has stripped the text already; the cached conversion is all that is left.
+    try:
+        return _time_value(fields.get(name, ""))
+    except CIInvalidResponse as exc:
+        raise CIInvalidResponse(f"{where}: {name}: {exc}") from None
+
+
 def _job(element: etree._Element, where: str) -> Job:
     fields = _fields(element, _JOB_FIELDS)
     job_id = fields.get("JobId")
@@ -200,9 +208,9 @@ def _job(element: etree._Element, where: str) -> Job:
         tag=fields.get("Tag", ""),
         state=state,
         queue_id=fields.get("QueueId", ""),
-        creation_time=_field_time(fields, "CreationTime", where),
-        start_time=_field_time(fields, "StartTime", where),
-        end_time=_field_time(fields, "EndTime", where),
+        creation_time=_job_time(fields, "CreationTime", where),
+        start_time=_job_time(fields, "StartTime", where),
+        end_time=_job_time(fields, "EndTime", where),
         code=one_line(fields.get("Code", "")),
         message=one_line(fields.get("Message", "")),
     )
