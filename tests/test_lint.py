@@ -15,8 +15,16 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+PYTHON_TREES = ("exporter", "tests", "bench", "deploy")
+
+
 def test_ruff_clean() -> None:
-    result = run("ruff", "check", "exporter", "tests")
+    result = run("ruff", "check", *PYTHON_TREES)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format_clean() -> None:
+    result = run("ruff", "format", "--check", *PYTHON_TREES)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
