@@ -383,5 +383,9 @@ def _method() -> str:
         " limit's rate unbounded (its concurrency, 4, kept); target 6 measures the limit in real"
         " time.\n"
         "- Ratios, not absolute times, are the results: the machine was shared with other work"
-        " while this ran. `python3 -m bench --smoke` runs tiny sizes (tests/test_bench.py).\n"
+        " while this ran. Targets 3 and 6 sit closest to their bounds and move most with other"
+        " load (CPU caches and scheduling for 3, the exporter's CPU per request for 6): compare"
+        " a few runs before reading a pass or a fail into them.\n"
+        "- `python3 -m bench --smoke` runs tiny sizes (tests/test_bench.py); `--only 1,3` runs"
+        " some targets (1, 2 and 4 come from one run).\n"
     )

@@ -10,6 +10,7 @@ import logging
 import math
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -114,6 +115,15 @@ def idle_delay(streak: int, interval: float, longest: float) -> float:
     if streak < IDLE_AFTER or longest <= interval:
         return interval
     return min(longest, interval * 2.0 ** (streak - IDLE_AFTER + 1))
+
+
+def idle_phase(key: StreamKey, delay: float, interval: float) -> float:
+    """How much earlier than `delay` an idle stream is due again. Streams that went idle
+    together would otherwise all come due in one poll, every idle_tag_backoff: a burst of
+    calls that the rate limit then stretches. Each stream keeps a phase of its own, whole
+    intervals, up to a quarter of the delay (never later: the maximum holds)."""
+    intervals = int(delay / interval / 4)
+    return (zlib.crc32(repr(key).encode()) % (intervals + 1)) * interval
 
 
 class TargetPoller:
@@ -548,7 +558,10 @@ class TargetPoller:
         idle.streak = 0 if seen else idle.streak + 1
         delay = idle_delay(idle.streak, self.poll_interval, self.idle_tag_backoff)
         # Not backing off: due at every poll, however often polls come (tests, --once).
-        idle.due = self.clock() + delay if delay > self.poll_interval else 0.0
+        if delay <= self.poll_interval:
+            idle.due = 0.0
+            return
+        idle.due = self.clock() + delay - idle_phase(work.key, delay, self.poll_interval)
 
     def _run(self, tasks: list[Callable[[], None]]) -> None:
         """Run a phase's requests, `concurrency` at a time (the credential's gate decides how

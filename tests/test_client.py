@@ -1189,3 +1189,29 @@ def test_secrets_echoed_in_an_error_are_redacted(stub: StubCI, stats: RecordingS
     text = str(info.value) + repr(info.value)
     assert TOKEN not in text and SECRET_KEY not in text
     assert "token <redacted> or key <redacted> refused" in text
+
+
+def test_the_environment_is_read_once_when_the_client_is_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/custom.pem")
+    client = CIClient(
+        bucket="examplebucket-1250000000",
+        region="ap-beijing",
+        endpoint="https://examplebucket-1250000000.ci.ap-beijing.myqcloud.com",
+        credentials=StaticCredentials(Credentials("AKIDenv", "key")),
+    )
+    session = client._session
+    assert session.proxies.get("https") == "http://proxy.example:3128"
+    assert session.verify == "/etc/ssl/certs/custom.pem"
+    assert session.trust_env is False  # not looked up again on every request
+    monkeypatch.setenv("NO_PROXY", "examplebucket-1250000000.ci.ap-beijing.myqcloud.com")
+    bypassed = CIClient(
+        bucket="examplebucket-1250000000",
+        region="ap-beijing",
+        endpoint="https://examplebucket-1250000000.ci.ap-beijing.myqcloud.com",
+        credentials=StaticCredentials(Credentials("AKIDenv", "key")),
+    )
+    assert "https" not in bypassed._session.proxies

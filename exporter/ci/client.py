@@ -25,6 +25,7 @@ What is tried again (at most `retry.attempts` calls, exponential back-off with f
 from __future__ import annotations
 
 import dataclasses
+import os
 import random as random_module
 import re
 import threading
@@ -147,6 +148,20 @@ def _is_timeout(exc: BaseException) -> bool:
     )
 
 
+def _session_for(endpoint: str) -> requests.Session:
+    """A session that reads the environment once. By default requests looks up proxies, netrc
+    and CA bundles in the environment on every request: about 1 ms of CPU each, a fifth of a
+    poll's CPU. The endpoint never changes, so the answers cannot either."""
+    session = requests.Session()
+    session.headers["User-Agent"] = USER_AGENT
+    session.proxies.update(requests.utils.get_environ_proxies(endpoint))
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+    session.trust_env = False
+    return session
+
+
 class CIClient:
     def __init__(
         self,
@@ -185,10 +200,8 @@ class CIClient:
         self._credentials = credentials
         self._timeout = timeout
         self._stats = stats
-        self._session = session if session is not None else requests.Session()
+        self._session = session if session is not None else _session_for(self.endpoint)
         self._owns_session = session is None
-        if self._owns_session:
-            self._session.headers["User-Agent"] = USER_AGENT
         # Looked up at each call so that freezegun can move it in tests.
         self._clock = clock or (lambda: time.time())
         self._max_body = max_body_bytes
