@@ -20,15 +20,12 @@ from collections import Counter, deque
 from dataclasses import dataclass
 
 from exporter.ci.services import MEDIA_TAGS
+from exporter.simulator import FAILURE_CODES as SIMULATOR_FAILURE_CODES
 from exporter.simulator import SimBucket, Simulator
 
-# Failure codes look like CI's; ten of them, as the issue asks.
+# Failure codes look like CI's; ten of them, as the issue asks: the simulator's five and five more.
 FAILURE_CODES: tuple[tuple[str, str], ...] = (
-    ("InputFileNotExist", "the input file does not exist"),
-    ("InvalidInputFile", "the input file format is not supported"),
-    ("InternalError", "internal error, please retry"),
-    ("OutputBucketNoPermission", "no permission to write the output bucket"),
-    ("TemplateNotExist", "the template does not exist"),
+    *SIMULATOR_FAILURE_CODES,
     ("InvalidParameter", "a parameter of the job is invalid"),
     ("DecodeFailed", "the input stream cannot be decoded"),
     ("Timeout", "the job did not finish within its time limit"),

