@@ -7,7 +7,6 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from exporter.ci.models import (
@@ -36,18 +35,6 @@ FIXED_ERROR_LABELS = frozenset(
         OTHER_ERROR,
     )
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ApiStatsSnapshot(ApiSnapshot):
-    """ApiSnapshot plus how the client held back."""
-
-    # (bucket, region, endpoint) -> calls made again after a failure
-    retries: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
-    # (bucket, region, endpoint) -> answers that said slow down (429, 503, SlowDown)
-    throttled: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
-    # (bucket, region) -> seconds kept between the target's requests since CI throttled it
-    spacing: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
 
 @dataclass
@@ -124,7 +111,7 @@ class ApiStats:
         with self._lock:
             return sum(self._requests.values())
 
-    def snapshot(self) -> ApiStatsSnapshot:
+    def snapshot(self) -> ApiSnapshot:
         with self._lock:
             durations = {}
             for endpoint, hist in self._durations.items():
@@ -135,7 +122,7 @@ class ApiStats:
                 durations[endpoint] = Histogram(
                     REQUEST_BUCKETS, tuple(cumulative), hist.total, hist.count
                 )
-            return ApiStatsSnapshot(
+            return ApiSnapshot(
                 dict(self._requests),
                 dict(self._errors),
                 durations,

@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar, Sample
 from prometheus_client.utils import floatToGoString
 
-from exporter.api_stats import ApiStats, ApiStatsSnapshot
+from exporter.api_stats import ApiStats
 from exporter.ci.models import ACTIVE_STATES, FINISHED_STATES
 from exporter.snapshot import (
     DURATION_BUCKETS,
@@ -468,9 +468,6 @@ def _api_metrics(api: ApiSnapshot) -> Iterator[Metric]:
     yield _family(
         API_DURATION, "Duration of calls to the CI API, by endpoint.", "histogram", durations
     )
-    # How the client held back: only ApiStats knows it (a plain ApiSnapshot has none of it).
-    if not isinstance(api, ApiStatsSnapshot):
-        return
     retried, throttled, spacing = API_RETRIED, API_THROTTLED, API_SPACING
     for name, counts, help_text in (
         (retried, api.retries, "Calls to the CI API made again after a failed one."),

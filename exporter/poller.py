@@ -402,6 +402,13 @@ class TargetPoller:
         )
         return _StreamWork(key, tracker, boundary)
 
+    def _skipped(self, work: _StreamWork) -> bool:
+        """Whether this poll already met an error that ends it; the stream then shares it."""
+        if self._fatal is None:
+            return False
+        work.error = work.error or self._fatal
+        return True
+
     def _note_fatal(self, cause: CIError, error: PollError) -> None:
         throttled = isinstance(cause, CIAPIError) and cause.throttled
         if self._fatal is None and (
@@ -410,16 +417,14 @@ class TargetPoller:
             self._fatal = error
 
     def _list_active(self, service: Service, work: _StreamWork) -> None:
-        if self._fatal is not None:
-            work.error = work.error or self._fatal
+        if self._skipped(work):
             return
         with self._stream_errors(work):
             key = work.key
             work.active = self.client.list_jobs(service, key.queue_id, key.tag, ACTIVE_STATES)
 
     def _list_finished(self, service: Service, work: _StreamWork) -> None:
-        if self._fatal is not None:
-            work.error = work.error or self._fatal
+        if self._skipped(work):
             return
         with self._stream_errors(work):
             key = work.key
@@ -482,8 +487,7 @@ class TargetPoller:
     def _list_missing(
         self, service: Service, work: _StreamWork, missing: list[str], oldest: float, budget: int
     ) -> None:
-        if self._fatal is not None:
-            work.error = work.error or self._fatal
+        if self._skipped(work):
             return
         wanted = set(missing)
         with self._stream_errors(work):
@@ -523,7 +527,7 @@ class TargetPoller:
         owners = {job_id: work for job_id, work in chunk}
         if self._fatal is not None:
             for work in owners.values():
-                work.error = work.error or self._fatal
+                self._skipped(work)
             return
         try:
             result = self.client.describe_jobs(service, list(owners))
@@ -831,10 +835,16 @@ class Poller:
                 self._start_threads()
             self.reload_successful = True
             self.last_reload_success_time = self.clock()
+            self._republish()
             log.info("configuration reloaded", extra={"targets": len(self._order)})
 
     def reload_failed(self) -> None:
         self.reload_successful = False
+        self._republish()
+
+    def _republish(self) -> None:
+        with self._lock:
+            self._current = self._build()
 
     # -- the snapshot ---------------------------------------------------------------------
 
@@ -854,11 +864,7 @@ class Poller:
             self._current = self._build()
 
     def snapshot(self) -> Snapshot:
-        current = self._current
-        if current.reload.successful != self.reload_successful:
-            with self._lock:
-                self._current = current = self._build()
-        return current
+        return self._current
 
     def ready(self) -> bool:
         return all(t.polled for t in self._current.targets)

@@ -4,7 +4,7 @@ the collector only reads. Aggregates only: its size does not grow with the numbe
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from exporter.ci.models import Queue
 
@@ -97,6 +97,12 @@ class ApiSnapshot:
     requests: Mapping[tuple[str, str, str, str], int]  # (bucket, region, endpoint, status)
     errors: Mapping[tuple[str, str, str, str], int]  # (bucket, region, endpoint, error)
     durations: Mapping[str, Histogram]  # endpoint -> histogram
+    # How the client held back. (bucket, region, endpoint) -> calls made again after a failure
+    retries: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
+    # (bucket, region, endpoint) -> answers that said slow down (429, 503, SlowDown)
+    throttled: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
+    # (bucket, region) -> seconds kept between the target's requests since CI throttled it
+    spacing: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,24 @@ class Clock:
         return time.time() + self.offset
 
 
+class ClockView:
+    """`clock_offset` and `now()` of the Clock an object holds as `clock` (a bucket's, the
+    simulator's): one way to read and move CI's clock."""
+
+    clock: Clock
+
+    @property
+    def clock_offset(self) -> float:
+        return self.clock.offset
+
+    @clock_offset.setter
+    def clock_offset(self, seconds: float) -> None:
+        self.clock.offset = seconds
+
+    def now(self) -> float:
+        return self.clock.now()
+
+
 @dataclass(slots=True)
 class SimQueue:
     queue_id: str
@@ -125,7 +143,7 @@ class JobQuery:
 
 
 @dataclass
-class SimBucket:
+class SimBucket(ClockView):
     """One bucket's queues and jobs. `seed` makes the generated ids reproducible."""
 
     name: str
@@ -146,17 +164,6 @@ class SimBucket:
         self._rng = random.Random(self.seed)
 
     # -- clock ---------------------------------------------------------------------------
-
-    @property
-    def clock_offset(self) -> float:
-        return self.clock.offset
-
-    @clock_offset.setter
-    def clock_offset(self, seconds: float) -> None:
-        self.clock.offset = seconds
-
-    def now(self) -> float:
-        return self.clock.now()
 
     def _second(self, at: float | None) -> int:
         # CI reports times to the second.

@@ -32,7 +32,7 @@ from exporter.simulator.api import (
     error_reply,
 )
 from exporter.simulator.faults import Fault, FaultSet
-from exporter.simulator.model import Clock, SimBucket
+from exporter.simulator.model import Clock, ClockView, SimBucket
 
 if TYPE_CHECKING:
     from exporter.simulator.workload import Workload
@@ -50,7 +50,7 @@ class RequestRecord:
     fault: str = ""
 
 
-class Simulator:
+class Simulator(ClockView):
     """Fake CI for a set of buckets, each on its own loopback port.
 
     The bucket cannot be read from a loopback Host header, hence one listener per bucket.
@@ -97,17 +97,6 @@ class Simulator:
         self.api.creation_bounds = value
 
     # -- setup ---------------------------------------------------------------------------
-
-    @property
-    def clock_offset(self) -> float:
-        return self.clock.offset
-
-    @clock_offset.setter
-    def clock_offset(self, seconds: float) -> None:
-        self.clock.offset = seconds
-
-    def now(self) -> float:
-        return self.clock.now()
 
     def add_bucket(
         self, name: str, region: str = "ap-guangzhou", seed: int | str | None = None
