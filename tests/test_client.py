@@ -262,7 +262,8 @@ def assert_signed(
 
 
 def test_every_request_is_signed_over_host_and_every_parameter(stub: StubCI) -> None:
-    stub.handler = lambda r: Reply(body=xml(job_xml("j1")))
+    in_window = "2001-01-01T12:00:00+0800"
+    stub.handler = lambda r: Reply(body=xml(job_xml("j1", CreationTime=in_window)))
     with make_client(stub) as client:
         client.list_jobs(
             MEDIA,

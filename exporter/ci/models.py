@@ -1,11 +1,15 @@
 """Plain records the client hands upward. Nothing above the client sees XML.
 
+Thread ownership: records are frozen; an error belongs to the thread that raised it.
+
 Times are epoch seconds (float) or None when CI reports a time not reached yet.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from exporter.ci.redact import is_code
 
 ACTIVE_STATES: tuple[str, ...] = ("Submitted", "Running", "Pause")
 FINISHED_STATES: tuple[str, ...] = ("Success", "Failed", "Cancel")
@@ -110,7 +114,11 @@ class CIAPIError(CIError):
 
     @property
     def kind(self) -> str:  # type: ignore[override]
-        return self.code or f"http_{self.status}"
+        """CI's Code when it has the shape of one (exporter.ci.redact.CODE_RE), "other" when
+        it has not: a proxy's junk or an echo is never a label."""
+        if not self.code:
+            return f"http_{self.status}"
+        return self.code if is_code(self.code) else "other"
 
     @property
     def throttled(self) -> bool:

@@ -1,26 +1,46 @@
 """Where XML ends: CI response bodies (bytes) -> the plain records of exporter.ci.models.
 
+Thread ownership: the only mutable state is one lxml parser per thread (`_local`).
+
 Anything that is not what CI sends gives one CIInvalidResponse whose single line says what is
 wrong and where (`JobsDetail[3]: missing JobId`), never a traceback and never partial records:
-a page with one bad job is a bad page, so nothing above counts wrong numbers from it.
+a page with one bad job is a bad page, so nothing above counts wrong numbers from it. That
+includes an id that could not be stored or sent back safely (exporter.ci.fields): refusing
+the page, counted, loses nothing, where dropping the record could lose a job for good.
 
 The parser is hardened because the body comes from the network: no entity expansion, no DTD
 loading, no network access, libxml2's size limits kept (huge_tree off), and any DOCTYPE is
-refused (CI never sends one). Every listed job passes through here, so the walk is one pass over
-each element's direct children and nothing else (no XPath, no dict-of-everything).
+refused (CI never sends one). A body with more than MAX_MARKUP tags is refused before it is
+parsed: libxml2 spends over a hundred bytes per element, so a dense body would otherwise cost
+thirty times its size. Free text (Code, Message, RequestId) goes through the caller's redactor
+before it is cut to length (exporter.ci.redact). Every listed job passes through here, so the
+walk is one pass over each element's direct children and nothing else (no XPath, no
+dict-of-everything).
 """
 
 from __future__ import annotations
 
-import functools
 import re
 import threading
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
 from lxml import etree
 
+from exporter.ci.fields import (
+    MAX_ID,
+    MAX_TEXT,
+    Redact,
+    count,
+    field_time,
+    free_text,
+    id_field,
+    is_job_id,
+    job_time,
+    label_text,
+    one_line,
+    parse_time,
+)
 from exporter.ci.models import (
     CIAPIError,
     CIInvalidResponse,
@@ -31,7 +51,24 @@ from exporter.ci.models import (
     QueuePage,
 )
 
-MAX_TEXT = 256  # Code and Message are free text of any length; keep what a human reads.
+__all__ = [
+    "MAX_ID",
+    "MAX_MARKUP",
+    "MAX_TEXT",
+    "Redact",
+    "is_job_id",
+    "one_line",
+    "parse_describe",
+    "parse_error",
+    "parse_job_page",
+    "parse_queue_page",
+    "parse_time",
+]
+
+MAX_TOKEN = 1024  # a NextToken is sent back in the next URL
+# A page of 100 jobs with their full Operation and MediaInfo is some 30,000 tags; the tree of
+# 100,000 is some 25 MB at most.
+MAX_MARKUP = 100_000
 _SUMMARY_CHARS = 120  # how much of a non-XML error body goes into a message
 _SUMMARY_BYTES = 4096
 
@@ -42,14 +79,8 @@ _QUEUE_FIELDS = frozenset(
     ("QueueId", "Name", "State", "MaxSize", "MaxConcurrent", "Category", "CreateTime", "UpdateTime")
 )
 
-_TIME_RE = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?"
-    r"(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)\Z",
-    re.ASCII,  # \d would otherwise take any script's digits
-)
 _TITLE_RE = re.compile(rb"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
 _TAG_RE = re.compile(r"<[^>]*>")
-_SPACE_RE = re.compile(r"\s+")
 
 # lxml parsers keep per-parse state; one per thread avoids sharing it between pollers.
 _local = threading.local()
@@ -72,19 +103,11 @@ def _parser() -> etree.XMLParser:
     return parser
 
 
-def one_line(text: str, limit: int = MAX_TEXT) -> str:
-    """Collapse whitespace and control characters so a message stays a single line."""
-    if len(text) <= limit and text.isprintable() and "  " not in text:
-        return text.strip()  # the common case (`Success`, ``), without a regex pass
-    text = _SPACE_RE.sub(" ", text).strip()
-    if not text.isprintable():
-        text = "".join(c if c.isprintable() else "?" for c in text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _root(body: bytes, expected: str = "Response") -> etree._Element:
     if not body.strip():
         raise CIInvalidResponse("body is empty")
+    if body.count(b"<") > MAX_MARKUP:
+        raise CIInvalidResponse(f"body has more than {MAX_MARKUP} tags", retryable=False)
     try:
         root = etree.fromstring(body, _parser())
     except etree.XMLSyntaxError as exc:
@@ -102,80 +125,6 @@ def _text(element: etree._Element) -> str:
     return (element.text or "").strip()
 
 
-@functools.lru_cache(maxsize=8192)
-def _time_value(text: str) -> float | None:
-    # Cached: the same creation/start times come back on every poll of the active jobs.
-    if text in ("", "-"):
-        return None
-    match = _TIME_RE.match(text)
-    if match is None:
-        raise CIInvalidResponse(f"not a time: {one_line(repr(text), 60)}")
-    year, month, day, hour, minute, second, frac, zulu, sign, off_h, off_m = match.groups()
-    offset = 0
-    if not zulu:
-        off_hours, off_minutes = int(off_h), int(off_m or 0)
-        if off_hours > 23 or off_minutes > 59:
-            raise CIInvalidResponse(f"not a time: {one_line(repr(text), 60)}")
-        offset = (off_hours * 3600 + off_minutes * 60) * (-1 if sign == "-" else 1)
-    try:
-        moment = datetime(
-            int(year),
-            int(month),
-            int(day),
-            int(hour),
-            int(minute),
-            int(second),
-            tzinfo=timezone.utc,
-        )
-    except ValueError:
-        raise CIInvalidResponse(f"not a time: {one_line(repr(text), 60)}") from None
-    return moment.timestamp() - offset + (float(frac) if frac else 0.0)
-
-
-def parse_time(text: str | None) -> float | None:
-    """`2022-07-07T12:12:12+0800` (or `Z`, `+08:00`) -> epoch seconds; `-`, empty, None -> None.
-
-    A time without a zone is refused rather than guessed.
-    """
-    if text is None:
-        return None
-    return _time_value(text.strip())
-
-
-def _field_time(fields: Mapping[str, str], name: str, where: str) -> float | None:
-    try:
-        return parse_time(fields.get(name))
-    except CIInvalidResponse as exc:
-        raise CIInvalidResponse(f"{where}: {name}: {exc}") from None
-
-
-def _count(text: str | None, where: str) -> int:
-    """A non-negative integer; missing or empty is 0."""
-    text = (text or "").strip()
-    if not text:
-        return 0
-    # Eighteen digits hold any count CI can have, and keep int() far from its size limit.
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:
-        raise CIInvalidResponse(f"{where}: not a non-negative integer: {one_line(repr(text), 60)}")
-    return int(text)
-
-
-def is_job_id(text: str) -> bool:
-    """Whether `text` can be a job id.
-
-    Describe puts ids in the URL path, comma-separated: a comma, a slash, a dot-only segment or
-    whitespace would ask for other jobs or another path, so such an id is refused wherever it
-    comes from rather than sent.
-    """
-    return (
-        bool(text.strip("."))
-        and text.isprintable()
-        and " " not in text
-        and "," not in text
-        and "/" not in text
-    )
-
-
 def _fields(element: etree._Element, wanted: frozenset[str]) -> dict[str, str]:
     fields: dict[str, str] = {}
     for child in element:
@@ -185,39 +134,36 @@ def _fields(element: etree._Element, wanted: frozenset[str]) -> dict[str, str]:
     return fields
 
 
-def _job_time(fields: Mapping[str, str], name: str, where: str) -> float | None:
-    # _fields has stripped the text already; the cached conversion is all that is left.
-    try:
-        return _time_value(fields.get(name, ""))
-    except CIInvalidResponse as exc:
-        raise CIInvalidResponse(f"{where}: {name}: {exc}") from None
-
-
-def _job(element: etree._Element, where: str) -> Job:
+def _job(element: etree._Element, where: str, redact: Redact | None) -> Job:
     fields = _fields(element, _JOB_FIELDS)
-    job_id = fields.get("JobId")
-    if not job_id:
-        raise CIInvalidResponse(f"{where}: missing JobId")
-    if not is_job_id(job_id):
-        raise CIInvalidResponse(f"{where}: JobId: not a job id: {one_line(repr(job_id), 80)}")
+    job_id = id_field(fields, "JobId", where, "job id")
     state = fields.get("State")
     if not state:
         raise CIInvalidResponse(f"{where}: missing State")
+    queue_id = fields.get("QueueId", "")
+    if queue_id and not is_job_id(queue_id):
+        raise CIInvalidResponse(
+            f"{where}: QueueId: not a queue id: {one_line(repr(queue_id), 80)}",
+            retryable=False,
+        )
     return Job(
         job_id=job_id,
-        tag=fields.get("Tag", ""),
+        tag=label_text(fields, "Tag", where),
         state=state,
-        queue_id=fields.get("QueueId", ""),
-        creation_time=_job_time(fields, "CreationTime", where),
-        start_time=_job_time(fields, "StartTime", where),
-        end_time=_job_time(fields, "EndTime", where),
-        code=one_line(fields.get("Code", "")),
-        message=one_line(fields.get("Message", "")),
+        queue_id=queue_id,
+        creation_time=job_time(fields, "CreationTime", where),
+        start_time=job_time(fields, "StartTime", where),
+        end_time=job_time(fields, "EndTime", where),
+        code=free_text(fields.get("Code", ""), redact),
+        message=free_text(fields.get("Message", ""), redact),
     )
 
 
-def _jobs_and_rest(root: etree._Element) -> tuple[list[Job], list[etree._Element]]:
-    """The JobsDetail children as jobs (an empty JobsDetail is no job), plus the other children."""
+def _jobs_and_rest(
+    root: etree._Element, redact: Redact | None, max_jobs: int | None
+) -> tuple[list[Job], list[etree._Element]]:
+    """The JobsDetail children as jobs (an empty JobsDetail is no job), plus the other children.
+    More than `max_jobs` jobs is an invalid answer, refused before any more is built."""
     jobs: list[Job] = []
     rest: list[etree._Element] = []
     index = 0
@@ -225,19 +171,29 @@ def _jobs_and_rest(root: etree._Element) -> tuple[list[Job], list[etree._Element
         if child.tag == "JobsDetail":
             index += 1
             if len(child):
-                jobs.append(_job(child, f"JobsDetail[{index}]"))
+                if max_jobs is not None and len(jobs) >= max_jobs:
+                    raise CIInvalidResponse(
+                        f"more than the {max_jobs} jobs asked for", retryable=False
+                    )
+                jobs.append(_job(child, f"JobsDetail[{index}]", redact))
         else:
             rest.append(child)
     return jobs, rest
 
 
-def parse_job_page(body: bytes) -> JobPage:
+def parse_job_page(
+    body: bytes, *, redact: Redact | None = None, max_jobs: int | None = None
+) -> JobPage:
     """One page of a job listing: `<Response><JobsDetail/>*<NextToken/></Response>`."""
-    jobs, rest = _jobs_and_rest(_root(body))
+    jobs, rest = _jobs_and_rest(_root(body), redact, max_jobs)
     next_token = ""
     for child in rest:
         if child.tag == "NextToken":
             next_token = _text(child)
+    if len(next_token) > MAX_TOKEN or not next_token.isprintable():
+        raise CIInvalidResponse(
+            f"NextToken: not a valid token: {one_line(repr(next_token), 80)}", retryable=False
+        )
     return JobPage(tuple(jobs), next_token)
 
 
@@ -249,9 +205,11 @@ def _ids(element: etree._Element) -> list[str]:
     return [i for i in ids if i]
 
 
-def parse_describe(body: bytes) -> DescribeResult:
+def parse_describe(
+    body: bytes, *, redact: Redact | None = None, max_jobs: int | None = None
+) -> DescribeResult:
     """`GET <job_path>/<ids>`: JobsDetail* plus NonExistJobIds (repeated, or comma-separated)."""
-    jobs, rest = _jobs_and_rest(_root(body))
+    jobs, rest = _jobs_and_rest(_root(body), redact, max_jobs)
     missing: list[str] = []
     for child in rest:
         if child.tag == "NonExistJobIds":
@@ -261,9 +219,7 @@ def parse_describe(body: bytes) -> DescribeResult:
 
 def _queue(element: etree._Element, where: str) -> Queue:
     fields = _fields(element, _QUEUE_FIELDS)
-    queue_id = fields.get("QueueId")
-    if not queue_id:
-        raise CIInvalidResponse(f"{where}: missing QueueId")
+    queue_id = id_field(fields, "QueueId", where, "queue id")
     state = fields.get("State")
     if not state:
         raise CIInvalidResponse(f"{where}: missing State")
@@ -273,17 +229,17 @@ def _queue(element: etree._Element, where: str) -> Queue:
         queue_id=queue_id,
         name=fields.get("Name", ""),
         state=state,
-        max_size=_count(fields.get("MaxSize"), f"{where}: MaxSize"),
-        max_concurrent=_count(fields.get("MaxConcurrent"), f"{where}: MaxConcurrent"),
+        max_size=count(fields.get("MaxSize"), f"{where}: MaxSize"),
+        max_concurrent=count(fields.get("MaxConcurrent"), f"{where}: MaxConcurrent"),
         category=fields.get("Category", ""),
         notify_enabled=(notify_state or "").strip() == "On",
-        create_time=_field_time(fields, "CreateTime", where),
-        update_time=_field_time(fields, "UpdateTime", where),
+        create_time=field_time(fields, "CreateTime", where),
+        update_time=field_time(fields, "UpdateTime", where),
     )
 
 
-def parse_queue_page(body: bytes) -> QueuePage:
-    """One page of a queue listing.
+def parse_queue_page(body: bytes, *, max_queues: int | None = None) -> QueuePage:
+    """One page of a queue listing; more than `max_queues` queues is an invalid answer.
 
     TotalCount is absent when queues are asked for by id: it is then the number listed.
     PageNumber and PageSize are 0 when absent.
@@ -298,6 +254,10 @@ def parse_queue_page(body: bytes) -> QueuePage:
         if tag == "QueueList":
             index += 1
             if len(child):
+                if max_queues is not None and len(queues) >= max_queues:
+                    raise CIInvalidResponse(
+                        f"more than the {max_queues} queues asked for", retryable=False
+                    )
                 queues.append(_queue(child, f"QueueList[{index}]"))
         elif tag == "NonExistPIDs":
             missing.extend(_ids(child))
@@ -306,9 +266,9 @@ def parse_queue_page(body: bytes) -> QueuePage:
     total = scalars.get("TotalCount")
     return QueuePage(
         queues=tuple(queues),
-        total_count=_count(total, "TotalCount") if total is not None else len(queues),
-        page_number=_count(scalars.get("PageNumber"), "PageNumber"),
-        page_size=_count(scalars.get("PageSize"), "PageSize"),
+        total_count=count(total, "TotalCount") if total is not None else len(queues),
+        page_number=count(scalars.get("PageNumber"), "PageNumber"),
+        page_size=count(scalars.get("PageSize"), "PageSize"),
         request_id=(scalars.get("RequestId") or "").strip(),
         non_exist_ids=tuple(missing),
     )
@@ -340,12 +300,12 @@ def _retry_after(headers: Mapping[str, str] | None) -> float | None:
     return max(seconds, 0.0) if seconds == seconds and seconds != float("inf") else None
 
 
-def _summary(body: bytes) -> str:
+def _summary(body: bytes, redact: Redact | None) -> str:
     """A short human line for a non-XML error body (an HTML page's title, else its first words)."""
     head = body[:_SUMMARY_BYTES]
     title = _TITLE_RE.search(head)
     text = (title.group(1) if title else head).decode("utf-8", "replace")
-    text = one_line(_TAG_RE.sub(" ", text), _SUMMARY_CHARS)
+    text = free_text(_TAG_RE.sub(" ", text), redact, _SUMMARY_CHARS)
     if not text:
         return "empty body" if not body.strip() else "unreadable body"
     return f"non-XML body: {text}"
@@ -357,24 +317,28 @@ def parse_error(
     headers: Mapping[str, str] | None = None,
     *,
     endpoint: str = "",
+    redact: Redact | None = None,
 ) -> CIAPIError:
-    """An error answer -> CIAPIError. Any body is accepted: code is "" when it is not CI's XML."""
+    """An error answer -> CIAPIError. Any body is accepted: code is "" when it is not CI's XML.
+    Every field passes `redact` before it is cut to length."""
     code = message = request_id = ""
-    try:
-        root: etree._Element | None = etree.fromstring(body, _parser()) if body.strip() else None
-    except (etree.XMLSyntaxError, ValueError):
-        root = None
+    root: etree._Element | None = None
+    if body.strip() and body.count(b"<") <= MAX_MARKUP:
+        try:
+            root = etree.fromstring(body, _parser())
+        except (etree.XMLSyntaxError, ValueError):
+            root = None
     if root is not None and root.tag in ("Error", "Response"):
-        code = one_line(root.findtext("Code") or "", 64)
-        message = one_line(root.findtext("Message") or "")
-        request_id = one_line(root.findtext("RequestId") or "", 128)
+        code = free_text(root.findtext("Code") or "", redact, 64)
+        message = free_text(root.findtext("Message") or "", redact)
+        request_id = free_text(root.findtext("RequestId") or "", redact, 128)
     else:
-        message = _summary(body)
+        message = _summary(body, redact)
     return CIAPIError(
         status=status,
         code=code,
         message=message,
-        request_id=request_id or one_line(_header(headers, "x-ci-request-id"), 128),
+        request_id=request_id or free_text(_header(headers, "x-ci-request-id"), redact, 128),
         endpoint=endpoint,
         retry_after=_retry_after(headers),
     )
