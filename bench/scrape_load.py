@@ -52,7 +52,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__
-from exporter import server as server_module
+from exporter import render as render_module
 from exporter.api_stats import ApiStats
 from exporter.collector import CICollector
 from exporter.config import Config, RateLimitConfig
@@ -462,25 +462,25 @@ def _phases(scraping: _Scrapers, spec: LoadSpec, watch: _PollWatch) -> Iterator[
 def _unshared_renders() -> Iterator[None]:
     """Every scrape renders for itself, as ExporterServer did before it shared renderings: the
     other side of the comparison. Reaches into the server's internals on purpose."""
-    shared = server_module._Renderer.render
+    shared = render_module.Renderer.render
 
     def alone(
-        self: server_module._Renderer,
+        self: render_module.Renderer,
         encoder: Callable[[CollectorRegistry], bytes],
         content_type: str,
-    ) -> server_module._Exposition:
-        exposition = server_module._Exposition()
+    ) -> render_module.Exposition:
+        exposition = render_module.Exposition()
         try:
             exposition.body = encoder(self._registry)
         finally:
             exposition.done.set()
         return exposition
 
-    server_module._Renderer.render = alone  # type: ignore[method-assign]
+    render_module.Renderer.render = alone  # type: ignore[method-assign]
     try:
         yield
     finally:
-        server_module._Renderer.render = shared  # type: ignore[method-assign]
+        render_module.Renderer.render = shared  # type: ignore[method-assign]
 
 
 def _wait_ready(poller: Poller, timeout: float = 60.0) -> None:

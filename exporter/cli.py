@@ -1,4 +1,9 @@
-"""Flags, logging, signals: builds the exporter from its config and runs it until told to stop."""
+"""Flags, logging, signals: builds the exporter from its config and runs it until told to stop.
+
+Threads: the main thread owns `_App` and waits for signals; a signal handler only sets events.
+A reload (SIGHUP on the main thread, POST /-/reload on an HTTP worker) runs under
+`_App._reload_lock`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from types import FrameType
 
 from prometheus_client import CollectorRegistry
@@ -17,6 +23,7 @@ from exporter import __version__
 from exporter.api_stats import ApiStats
 from exporter.collector import CICollector
 from exporter.config import Config, ConfigError, load_config
+from exporter.httpserver import ConnectionLimits
 from exporter.logs import setup_logging
 from exporter.poller import Poller
 from exporter.server import (
@@ -31,6 +38,9 @@ from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 log = logging.getLogger("exporter")
 
 EXIT_USAGE = 2
+DEFAULT_LIMITS = ConnectionLimits()
+MAX_REQUESTS_LIMIT = 1000  # worker threads
+MAX_CONNECTIONS_LIMIT = 65536
 NO_CONFIG_HINT = (
     "no configuration: pass --config.file=FILE to poll your buckets (see README.md), "
     "or --demo to try the exporter against the built-in CI simulator"
@@ -72,6 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="path of the metrics (default /metrics)",
     )
     parser.add_argument(
+        "--web.max-requests",
+        dest="max_requests",
+        type=_bounded_int(MAX_REQUESTS_LIMIT),
+        default=DEFAULT_LIMITS.max_requests,
+        metavar="N",
+        help="requests served at once; more wait their turn"
+        f" (default {DEFAULT_LIMITS.max_requests})",
+    )
+    parser.add_argument(
+        "--web.max-connections",
+        dest="max_connections",
+        type=_bounded_int(MAX_CONNECTIONS_LIMIT),
+        default=DEFAULT_LIMITS.max_connections,
+        metavar="N",
+        help="open client connections; at the limit the oldest without a request is closed"
+        f" (default {DEFAULT_LIMITS.max_connections})",
+    )
+    parser.add_argument(
         "--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"]
     )
     parser.add_argument(
@@ -107,6 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
+
+
+def _bounded_int(maximum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = text.strip()
+        if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= maximum:
+            raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {maximum}")
+        return int(value)
+
+    return parse
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -156,6 +194,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config_file=args.config_file,
         web_config=web_config,
         web_config_file=args.web_config_file,
+        limits=replace(
+            DEFAULT_LIMITS,
+            max_requests=args.max_requests,
+            max_connections=args.max_connections,
+        ),
     )
     try:
         return app.serve(demo=simulator is not None)
@@ -182,8 +225,10 @@ class _App:
         config_file: str | None,
         web_config: WebConfig | None = None,
         web_config_file: str | None = None,
+        limits: ConnectionLimits = DEFAULT_LIMITS,
     ) -> None:
         self.config = config
+        self.limits = limits
         self.web_config = web_config
         self.web_config_file = web_config_file
         self.server: ExporterServer | None = None
@@ -234,6 +279,7 @@ class _App:
                 version=__version__,
                 web_config=self.web_config,
                 reload=None if self.config_file is None else self.reload,
+                limits=self.limits,
             )
             server.start()
             self.server = server
@@ -253,7 +299,7 @@ class _App:
                 self.reload()
         log.info("shutting down")
         server.stop()
-        self.poller.stop(timeout=1.0)
+        self.poller.stop()
         return 0
 
     def _install_signals(self) -> None:

@@ -288,14 +288,27 @@ def _failures(targets: Targets) -> Iterator[Sample]:
         if not stream.failures:
             continue
         template = _template(labels, "code")
-        exemplar_code = stream.last_failed_code if stream.last_failed_job else None
+        exemplar_code = stream.last_failed_code if _exemplar_fits(stream.last_failed_job) else None
         for code, total in stream.failures.items():
             code_labels = template.copy()
             code_labels["code"] = code
             exemplar = (
-                Exemplar({"job_id": stream.last_failed_job}, 1.0) if code == exemplar_code else None
+                Exemplar({_EXEMPLAR_LABEL: stream.last_failed_job}, 1.0)
+                if code == exemplar_code
+                else None
             )
             yield _new(Sample, (name, code_labels, total, None, exemplar, None))
+
+
+# OpenMetrics: an exemplar's label names and values take at most 128 UTF-8 characters in all;
+# parsers refuse the whole exposition past it.
+EXEMPLAR_MAX_CHARS = 128
+_EXEMPLAR_LABEL = "job_id"
+
+
+def _exemplar_fits(job_id: str) -> bool:
+    """A JobId that can be an exemplar: one too long goes without (cut, it names no job)."""
+    return 0 < len(job_id) <= EXEMPLAR_MAX_CHARS - len(_EXEMPLAR_LABEL)
 
 
 def _run_duration(targets: Targets) -> Iterator[Sample]:

@@ -128,7 +128,14 @@ FILE_CREDENTIAL_KEYS = ("file", "profile")
 ROLE_CREDENTIAL_KEYS = ("cvm_role", "metadata_endpoint")
 CREDENTIAL_KEYS = STATIC_CREDENTIAL_KEYS + FILE_CREDENTIAL_KEYS + ROLE_CREDENTIAL_KEYS
 SERVICE_KEYS = ("tags",)
-_SECRET_FIELDS = ("secret_key", "token")
+# Under `credentials:` no error shows a value (nor a key that is not one of the allowed):
+# a secret typed in the wrong field, or where a key belongs, would be printed back.
+_CREDENTIALS = ".credentials"
+_NOT_SHOWN = "(the value is not shown)"
+# The names an error under `credentials:` may show: a key in snake case, too short to be a
+# secret, and an environment variable's name in capitals.
+_SHOWN_KEY_RE = re.compile(r"[a-z_]{1,15}")
+_SHOWN_VARIABLE_RE = re.compile(r"[A-Z_][A-Z0-9_]*")
 _Loader = StrictLoader  # the name the tests reach the loader by
 
 
@@ -426,7 +433,8 @@ def _url(
     elif not with_path and (parts.path not in ("", "/") or parts.query or parts.fragment):
         problem = "must not have a path, query or fragment"
     if problem:
-        raise ConfigError(path, f"{quote(_clip(text, 80))} {problem} (expected {form})")
+        shown = "" if _CREDENTIALS in path else f"{quote(_clip(text, 80))} "
+        raise ConfigError(path, f"{shown}{problem} (expected {form})")
     return parts
 
 
@@ -434,7 +442,12 @@ def _credentials(value: object, path: str, environ: Mapping[str, str]) -> Creden
     if value is None:
         return _environment_credentials(path, environ)
     raw = _CHECKS.mapping(value, path)
-    _check_keys(raw, path, CREDENTIAL_KEYS, required=())
+    for key in raw:
+        if key not in CREDENTIAL_KEYS:
+            # A key that is not one may be a secret written where a key belongs.
+            shown = _join(path, key) if _SHOWN_KEY_RE.fullmatch(key) else path
+            what = "unknown key" if shown != path else "a key that is not one, not shown"
+            raise ConfigError(shown, f"{what} (allowed: {', '.join(CREDENTIAL_KEYS)})")
     forms = [
         keys
         for keys in (STATIC_CREDENTIAL_KEYS, FILE_CREDENTIAL_KEYS, ROLE_CREDENTIAL_KEYS)
@@ -495,7 +508,7 @@ def _expiration(value: object, credentials_path: str, environ: Mapping[str, str]
     text = _expand(value, path, environ)
     expires = parse_iso_time(text)
     if expires is None:
-        raise ConfigError(path, f"{quote(_clip(text.strip()))} is not {ISO_HINT}")
+        raise ConfigError(path, f"is not {ISO_HINT} {_NOT_SHOWN}")
     # Static keys are never refreshed: expired ones would fail every request.
     if expires <= time.time():
         raise ConfigError(path, f"temporary credentials expired at {format_iso_time(expires)}")
@@ -512,7 +525,8 @@ def _credentials_file(
     name = DEFAULT_PROFILE if profile is None else _profile(profile, f"{path}.profile", environ)
     problem = _unreadable(file_path)
     if problem:
-        raise ConfigError(f"{path}.file", f"cannot read {quote(file_path)}: {problem}")
+        # The path is not shown either: a secret pasted into `file:` would be.
+        raise ConfigError(f"{path}.file", f"cannot read the file: {problem}")
     return CredentialsFile(file_path, name)
 
 
@@ -524,7 +538,7 @@ def _profile(value: object, path: str, environ: Mapping[str, str]) -> str:
     if not name.isprintable() or not _PROFILE_RE.fullmatch(name):
         raise ConfigError(
             path,
-            f"{quote(_clip(name))} is not a profile name (the name of a [section] of the file)",
+            f"is not a profile name (the name of a [section] of the file) {_NOT_SHOWN}",
         )
     return name
 
@@ -573,8 +587,8 @@ def _role_name(value: object, path: str, environ: Mapping[str, str]) -> str | No
     if not ROLE_NAME_RE.fullmatch(name):
         raise ConfigError(
             path,
-            f"{quote(_clip(name))} is not a CAM role name (up to 128 letters, digits and "
-            "+=,.@_-; or auto to ask the metadata service)",
+            "is not a CAM role name (up to 128 letters, digits and +=,.@_-; or auto to ask "
+            f"the metadata service) {_NOT_SHOWN}",
         )
     return name
 
@@ -885,9 +899,11 @@ def _expand(text: str, path: str, environ: Mapping[str, str]) -> str:
 
 def _variable(body: str, path: str, environ: Mapping[str, str]) -> str:
     name, sep, default = body.partition(":-")
+    # A secret that happens to hold `${` is no variable name: under credentials only a name in
+    # capitals is shown.
+    secret = _CREDENTIALS in path and not _SHOWN_VARIABLE_RE.fullmatch(name)
     if not _VAR_NAME_RE.fullmatch(name):
-        # A secret that happens to hold `${` is no variable name: show none of it.
-        shown = "" if path.rpartition(".")[2] in _SECRET_FIELDS else f" {quote(_clip(name))}"
+        shown = "" if secret else f" {quote(_clip(name))}"
         raise ConfigError(
             path,
             f"bad variable name{shown} in ${{...}} "
@@ -897,7 +913,8 @@ def _variable(body: str, path: str, environ: Mapping[str, str]) -> str:
     if sep:
         return value if value else default
     if value is None:
-        raise ConfigError(path, f"environment variable {name} is not set")
+        shown = "named there" if secret else name
+        raise ConfigError(path, f"environment variable {shown} is not set")
     return value
 
 

@@ -1,5 +1,10 @@
 """The HTTP side: the telemetry path, /healthz, /readyz, a landing page and /-/reload.
 
+Threads: the pages are served on exporter.httpserver's workers (its loop thread owns the
+connections); `_Renderer` shares a rendering between the workers under its lock, a reload runs
+under `_App.reload_lock`, and `ExporterServer.web_config` is replaced whole by the reload thread
+and read by the loop (at accept) and the workers (per request).
+
 Nothing here calls the CI API: the telemetry path renders the registry (whose collector reads the
 latest snapshot), and the other pages read the snapshot source.
 
@@ -14,21 +19,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
-import gzip
-import html
+import io
 import ipaddress
 import logging
 import socket
-import socketserver
-import ssl
-import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, cast
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client.exposition import choose_encoder
@@ -36,33 +35,16 @@ from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
 from exporter.collector import SnapshotSource
-from exporter.snapshot import FailedJob, Snapshot, TargetSnapshot
+from exporter.httpserver import BoundedHTTPServer, ConnectionLimits
+from exporter.landing import render_landing_page
+from exporter.render import Renderer, gzip_accepted
 from exporter.webconfig import TLSServerConfig, WebConfig
 
 DEFAULT_PORT = 9873
-RECENT_FAILURES_SHOWN = 50
-
-# Level 1 compresses exposition text ~8x at a fraction of the default level's CPU time; large
-# deployments render over 100 MB per scrape.
-_GZIP_LEVEL = 1
-_STOP_POLL_INTERVAL = 0.1  # how often serve_forever looks for shutdown(): bounds stop() latency
-_CONNECTION_TIMEOUT = 60.0  # idle keep-alive connections give their thread back after this
-# A client that connects and says nothing (or stalls mid-handshake) holds only its own thread,
-# and only this long.
-TLS_HANDSHAKE_TIMEOUT = 10.0
-# socketserver's default backlog is 5: a burst of scrapers connecting at once would see SYNs
-# dropped and retried a second later.
-_LISTEN_BACKLOG = 128
 
 RELOAD_PATH = "/-/reload"
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # probes carry no credentials
 REALM = "tencent-ci-exporter"
-_TLS_HANDSHAKE_RECORD = 0x16  # the first byte of every TLS ClientHello
-_PLAIN_HTTP_ANSWER = (
-    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
-    b"Connection: close\r\nContent-Length: 48\r\n\r\n"
-    b"Client sent an HTTP request to an HTTPS server.\n"
-)
 
 Reload = Callable[[], "tuple[bool, str]"]
 
@@ -115,63 +97,6 @@ def _parse_port(port_text: str, text: str) -> int:
     return int(port_text)
 
 
-class _Exposition:
-    """One rendering of the registry in one format, shared by the scrapes waiting for it."""
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.body: bytes | None = None  # None: rendering failed
-        self._gzipped: bytes | None = None
-        self._lock = threading.Lock()
-
-    def gzipped(self) -> bytes:
-        if self.body is None:
-            raise ValueError("nothing was rendered")
-        with self._lock:  # compressed once, by the first scrape that asks
-            if self._gzipped is None:
-                self._gzipped = gzip.compress(self.body, compresslevel=_GZIP_LEVEL)
-            return self._gzipped
-
-
-class _Renderer:
-    """Renders the registry for scrapes, one rendering per format at a time.
-
-    Rendering is CPU-bound and holds the GIL (prometheus_client takes tens of microseconds a
-    series): ten scrapers arriving together would each render, and each wait for all ten. A
-    scrape that arrives while its format is being rendered waits for that rendering and shares
-    it instead. Its values are then at most one rendering older than its arrival; they come
-    from the last poll anyway. A scrape that arrives when none is under way renders anew, so
-    scrapes one after the other always see the latest snapshot.
-    """
-
-    def __init__(self, registry: CollectorRegistry, telemetry_path: str) -> None:
-        self._registry = registry
-        self._telemetry_path = telemetry_path
-        self._lock = threading.Lock()
-        self._under_way: dict[str, _Exposition] = {}  # by content type
-
-    def render(
-        self, encoder: Callable[[CollectorRegistry], bytes], content_type: str
-    ) -> _Exposition:
-        with self._lock:
-            exposition = self._under_way.get(content_type)
-            renders = exposition is None
-            if exposition is None:
-                exposition = self._under_way[content_type] = _Exposition()
-        if not renders:
-            exposition.done.wait()
-            return exposition
-        try:
-            exposition.body = encoder(self._registry)
-        except Exception:
-            logger.exception("rendering %s failed", self._telemetry_path)
-        finally:
-            with self._lock:
-                del self._under_way[content_type]
-            exposition.done.set()
-        return exposition
-
-
 @dataclass(frozen=True)
 class _App:
     source: SnapshotSource
@@ -181,91 +106,7 @@ class _App:
     reload: Reload | None
     # One reload at a time: two POSTs at once must not interleave two loads.
     reload_lock: threading.Lock
-    renderer: _Renderer
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = _LISTEN_BACKLOG
-
-    def __init__(self, address: tuple[str, int], app: _App, web_config: WebConfig | None) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.app = app
-        # Replaced whole by set_web_config; a connection takes its TLS settings at accept and
-        # a request its users and headers when it starts.
-        self.web_config = web_config
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer's version resolves the host's FQDN, which can stall startup on slow DNS.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name = str(self.server_address[0])
-        self.server_port = int(self.server_address[1])
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # socketserver prints a traceback on stderr. A client that resets the connection or
-        # breaks off TLS mid-request is its own business: a debug line. Anything else is a bug.
-        error = sys.exc_info()[1]
-        if isinstance(error, OSError):
-            logger.debug("connection from %s broke off: %s", client_address[0], error)
-        else:
-            logger.error("error serving %s", client_address[0], exc_info=True)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        # Runs on the connection's own thread (process_request_thread), not in the accept
-        # loop: a slow or silent TLS client delays no one else.
-        tls = self.web_config.tls if self.web_config is not None else None
-        if tls is None:
-            super().finish_request(request, client_address)
-            return
-        connection = _tls_accept(request, tls, client_address)
-        if connection is None:
-            return
-        try:
-            _Handler(connection, client_address, self)
-        finally:
-            _close(connection)
-
-
-def _tls_accept(sock: socket.socket, tls: TLSServerConfig, client: Any) -> ssl.SSLSocket | None:
-    """The connection after a TLS handshake; None (the socket closed) when there was none."""
-    sock.settimeout(TLS_HANDSHAKE_TIMEOUT)
-    try:
-        first = sock.recv(1, socket.MSG_PEEK)
-        if first and first[0] != _TLS_HANDSHAKE_RECORD:
-            _refuse_plain_http(sock)
-            return None
-        if not first:
-            return None
-        connection = tls.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-    except OSError as error:
-        logger.debug("TLS connection from %s failed before the handshake: %s", client, error)
-        return None
-    try:
-        connection.do_handshake()
-        if not tls.client_allowed(connection.getpeercert()):
-            logger.debug("TLS client %s refused: no SAN in client_allowed_sans", client)
-            _close(connection)
-            return None
-    except (OSError, ValueError) as error:  # ssl.SSLError and timeouts are OSErrors
-        logger.debug("TLS handshake with %s failed: %s", client, error)
-        _close(connection)
-        return None
-    return connection
-
-
-def _refuse_plain_http(sock: socket.socket) -> None:
-    """Say in plain text why http:// to a TLS port fails, as Go's servers do."""
-    with contextlib.suppress(OSError):
-        sock.recv(65536)  # the request head: unread, closing would reset the connection
-        sock.sendall(_PLAIN_HTTP_ANSWER)
-        sock.shutdown(socket.SHUT_WR)
-
-
-def _close(connection: socket.socket) -> None:
-    with contextlib.suppress(OSError):  # already gone
-        connection.shutdown(socket.SHUT_RDWR)
-    connection.close()
+    renderer: Renderer
 
 
 def check_telemetry_path(path: str) -> None:
@@ -278,11 +119,12 @@ def check_telemetry_path(path: str) -> None:
 
 
 class ExporterServer:
-    """Serves the exporter's pages from a background thread.
+    """Serves the exporter's pages from a background thread and a pool of workers.
 
     `web_config`: TLS, basic-auth users and extra headers (exporter.webconfig); None serves
     plain HTTP to anyone. `reload`: what POST or PUT /-/reload calls, returning (ok, one-line
-    message); None leaves /-/reload out (404).
+    message); None leaves /-/reload out (404). `limits`: workers, connections and timeouts
+    (exporter.httpserver.ConnectionLimits).
     """
 
     def __init__(
@@ -295,35 +137,40 @@ class ExporterServer:
         *,
         web_config: WebConfig | None = None,
         reload: Reload | None = None,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         check_telemetry_path(telemetry_path)
-        app = _App(
+        self.app = _App(
             source,
             registry,
             telemetry_path,
             version,
             reload,
             threading.Lock(),
-            _Renderer(registry, telemetry_path),
+            Renderer(registry, telemetry_path),
         )
+        # Replaced whole by set_web_config; a connection takes its TLS settings at accept and
+        # a request its users and headers when it starts.
+        self.web_config = web_config
         try:
-            self._httpd = _HTTPServer(address, app, web_config)
+            self._http = BoundedHTTPServer(
+                address, self._serve, self._tls, limits or ConnectionLimits()
+            )
         except OSError as exc:
             host, port = address
             reason = exc.strerror or str(exc)
             raise OSError(f"cannot listen on {host or '0.0.0.0'}:{port}: {reason}") from None
-        self._thread: threading.Thread | None = None
+        self._started = False
         self._closed = False
 
     @property
     def port(self) -> int:
-        return int(self._httpd.server_address[1])
+        return int(self._http.address[1])
 
     @property
     def scheme(self) -> str:
         """The URL scheme: https while a web config with TLS is in force, else http."""
-        web_config = self._httpd.web_config
-        return "https" if web_config is not None and web_config.tls is not None else "http"
+        return "https" if self._tls() is not None else "http"
 
     def set_web_config(self, web_config: WebConfig | None) -> None:
         """Swap in a reloaded web config (new certificates, users, headers) without a restart.
@@ -331,48 +178,78 @@ class ExporterServer:
         Connections already open keep the TLS session they have; new connections and every
         request from now on use the new one.
         """
-        self._httpd.web_config = web_config
+        self.web_config = web_config
 
     def start(self) -> None:
-        if self._thread is not None or self._closed:
+        if self._started or self._closed:
             raise RuntimeError("ExporterServer.start() may be called once, before stop()")
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": _STOP_POLL_INTERVAL},
-            name="exporter-http",
-            daemon=True,
-        )
-        self._thread.start()
-        logger.debug(
-            "serving on %s port %d", self._httpd.server_name or "all interfaces", self.port
-        )
+        self._started = True
+        self._http.start()
+        logger.debug("serving on port %d", self.port)
 
     def stop(self) -> None:
         """Stops accepting requests and closes the socket; requests in flight are abandoned."""
         if self._closed:
             return
         self._closed = True
-        if self._thread is not None:
-            # shutdown() waits for serve_forever to return, so only when it is running.
-            self._httpd.shutdown()
-            self._thread.join()
-        self._httpd.server_close()
+        self._http.stop()
+
+    def _tls(self) -> TLSServerConfig | None:
+        web_config = self.web_config
+        return web_config.tls if web_config is not None else None
+
+    def _serve(self, connection: socket.socket, client: Any, head: bytes) -> bool:
+        """One request on a worker; whether the connection stays open for the next one."""
+        try:
+            handler = _Handler(connection, client, head, self)
+        except OSError as error:
+            # A client that resets the connection or breaks off TLS mid-answer is its own
+            # business: a debug line, not a traceback.
+            logger.debug("connection from %s broke off: %s", client[0], error)
+            return False
+        return not handler.close_connection
+
+
+class _SocketWriter(io.BufferedIOBase):
+    """The handler's wfile: every write goes out whole (sendall), nothing is buffered."""
+
+    def __init__(self, connection: socket.socket) -> None:
+        self._connection = connection
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._connection.sendall(data)
+        with memoryview(data) as view:
+            return view.nbytes
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """Answers the one request whose head the connection loop has read."""
+
     server_version = "tencent-ci-exporter"
-    # Headers and body go out in separate writes; with Nagle's algorithm the body then waits
-    # for the client's delayed ACK, 40 ms on every keep-alive answer.
-    disable_nagle_algorithm = True
     protocol_version = "HTTP/1.1"
-    timeout = _CONNECTION_TIMEOUT
 
     # The web config in force when the request started: a reload mid-request changes nothing.
     _web: WebConfig | None = None
 
+    def __init__(
+        self, connection: socket.socket, client: Any, head: bytes, site: ExporterServer
+    ) -> None:
+        # Not BaseRequestHandler's constructor: the head has been read already, and the
+        # connection belongs to the loop again once this request is answered.
+        self.request = self.connection = connection
+        self.client_address = client
+        self.site = site
+        self.rfile = io.BytesIO(head)
+        self.wfile = _SocketWriter(connection)
+        self.close_connection = True
+        self.handle_one_request()
+
     @property
     def app(self) -> _App:
-        return cast(_HTTPServer, self.server).app
+        return self.site.app
 
     def do_GET(self) -> None:
         self._dispatch()
@@ -393,9 +270,13 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("%s " + format, self.address_string(), *args)
 
     def _dispatch(self) -> None:
-        self._web = cast(_HTTPServer, self.server).web_config
+        self._web = self.site.web_config
         path = urlsplit(self.path).path
-        if path not in OPEN_PATHS and not self._authenticated():
+        if self.headers.defects:
+            # A header line the parser could not read (e.g. a space before the colon): a proxy
+            # may read it otherwise, so the request is refused (RFC 9112, section 5.1).
+            self._send(400, "text/plain; charset=utf-8", b"bad request: a malformed header\n")
+        elif path not in OPEN_PATHS and not self._authenticated():
             self._send(
                 401,
                 "text/plain; charset=utf-8",
@@ -470,7 +351,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         body = exposition.body
         headers = {"Vary": "Accept, Accept-Encoding"}
-        if _gzip_accepted(self.headers.get("Accept-Encoding", "")):
+        if gzip_accepted(self.headers.get("Accept-Encoding", "")):
             body = exposition.gzipped()
             headers["Content-Encoding"] = "gzip"
         self._send(200, content_type, body, headers)
@@ -500,7 +381,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         for name, value in self._web.headers if self._web is not None else ():
             self.send_header(name, value)
-        if self._request_has_body():
+        if self._request_has_body() or self.headers.defects:
             # Unread, it would be parsed as the next request on this keep-alive connection.
             self.send_header("Connection", "close")
             self.close_connection = True
@@ -509,8 +390,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _request_has_body(self) -> bool:
-        length = self.headers.get("Content-Length", "0").strip()
-        return length not in ("", "0") or "Transfer-Encoding" in self.headers
+        """Whether the request may have a body, by any reading of its framing headers: two
+        lengths, a length and a Transfer-Encoding, or a name with a space before its colon
+        are each read one way by a proxy and another by us (request smuggling)."""
+        framing = [
+            (name.strip().lower(), value.strip())
+            for name, value in self.headers.items()
+            if name.strip().lower() in ("content-length", "transfer-encoding")
+        ]
+        return bool(framing) and framing != [("content-length", "0")]
 
 
 def _basic_credentials(header: str | None) -> tuple[str, bytes] | None:
@@ -533,91 +421,3 @@ def _basic_credentials(header: str | None) -> tuple[str, bytes] | None:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split()) or "reload failed"
-
-
-def _gzip_accepted(accept_encoding: str) -> bool:
-    for item in accept_encoding.split(","):
-        coding, _, params = item.partition(";")
-        if coding.strip().lower() != "gzip":
-            continue
-        quality = params.strip().lower().removeprefix("q=").strip()
-        return quality not in ("0", "0.0", "0.00", "0.000")
-    return False
-
-
-def _iso(timestamp: float | None) -> str:
-    if timestamp is None:
-        return "never"
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat(timespec="seconds")
-
-
-def _status(target: TargetSnapshot) -> str:
-    if not target.polled:
-        return "not polled yet"
-    return "up" if target.up else "down"
-
-
-def _cell(value: object) -> str:
-    return f"<td>{html.escape(str(value))}</td>"
-
-
-def _failure_rows(failures: tuple[FailedJob, ...], queue_names: dict[str, str]) -> str:
-    latest = sorted(failures, key=lambda job: job.time, reverse=True)[:RECENT_FAILURES_SHOWN]
-    if not latest:
-        return "<p>No failed jobs seen since start.</p>"
-    rows = "".join(
-        "<tr>"
-        + _cell(_iso(job.time))
-        + _cell(_queue_label(job, queue_names))
-        + _cell(job.tag)
-        + _cell(job.job_id)
-        + _cell(job.code)
-        + _cell(job.message)
-        + "</tr>\n"
-        for job in latest
-    )
-    return (
-        "<table><tr><th>Time (UTC)</th><th>Queue</th><th>Tag</th><th>JobId</th><th>Code</th>"
-        f"<th>Message</th></tr>\n{rows}</table>"
-    )
-
-
-def _queue_label(job: FailedJob, queue_names: dict[str, str]) -> str:
-    """The queue's name where it is known, so a runbook reader need not look the id up."""
-    name = queue_names.get(job.queue_id)
-    where = f"{job.service}/{job.queue_id}"
-    return f"{name} ({where})" if name else where
-
-
-def _target_section(target: TargetSnapshot) -> str:
-    name = html.escape(f"{target.bucket} ({target.region})")
-    summary = (
-        "<table>"
-        f"<tr><th>Bucket</th>{_cell(target.bucket)}</tr>"
-        f"<tr><th>Region</th>{_cell(target.region)}</tr>"
-        f"<tr><th>Status</th>{_cell(_status(target))}</tr>"
-        f"<tr><th>Last poll (UTC)</th>{_cell(_iso(target.last_poll_time))}</tr>"
-        f"<tr><th>Last success (UTC)</th>{_cell(_iso(target.last_success_time))}</tr>"
-        f"<tr><th>Last error</th>{_cell(target.last_error or '-')}</tr>"
-        "</table>"
-    )
-    names = {q.queue.queue_id: q.queue.name for q in target.queues}
-    failures = _failure_rows(target.recent_failures, names)
-    return f"<h2>{name}</h2>\n{summary}\n<h3>Recent failed jobs</h3>\n{failures}\n"
-
-
-def render_landing_page(snapshot: Snapshot, telemetry_path: str, version: str) -> str:
-    """The / page: per target, its health and its latest failed jobs; every value escaped."""
-    path = html.escape(telemetry_path)
-    sections = "".join(_target_section(target) for target in snapshot.targets)
-    if not sections:
-        sections = "<p>No targets configured.</p>\n"
-    return (
-        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
-        "<title>Tencent CI exporter</title>"
-        "<style>table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;"
-        "text-align:left}</style></head>\n<body>\n"
-        f"<h1>Tencent CI exporter {html.escape(version)}</h1>\n"
-        f'<p>Metrics: <a href="{path}">{path}</a></p>\n'
-        f"{sections}</body></html>\n"
-    )

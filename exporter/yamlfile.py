@@ -61,20 +61,27 @@ class FileTooLarge(FileShapeError):
         super().__init__(f"larger than {limit // MIB} MiB")
 
 
-def read_regular_file(path: str, max_bytes: int) -> bytes:
-    """The file's bytes; OSError when it cannot be opened or is a directory, FileShapeError
-    when it is not a regular file or holds more than `max_bytes`."""
-    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer. The type is
-    # checked on the open descriptor, so the file cannot be swapped between check and read.
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+def read_regular_file(path: str, max_bytes: int, *, follow_symlinks: bool = True) -> bytes:
+    """The file's bytes; OSError when it cannot be opened or is a directory (ELOOP: a symbolic
+    link, with `follow_symlinks` False), FileShapeError when it is not a regular file or holds
+    more than `max_bytes`."""
+    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer. The type and
+    # size are checked on the open descriptor, so the file cannot be swapped between check and
+    # read, and a file too large is refused before a byte of it is read.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+    if not follow_symlinks:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags)
     with os.fdopen(fd, "rb") as handle:
-        mode = os.fstat(handle.fileno()).st_mode
-        if stat.S_ISDIR(mode):
+        status = os.fstat(handle.fileno())
+        if stat.S_ISDIR(status.st_mode):
             raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
-        if not stat.S_ISREG(mode):
+        if not stat.S_ISREG(status.st_mode):
             # /dev/zero would be read forever, a FIFO or a terminal would wait.
             raise NotRegularFile
-        data = handle.read(max_bytes + 1)
+        if status.st_size > max_bytes:
+            raise FileTooLarge(max_bytes)
+        data = handle.read(max_bytes + 1)  # it may have grown since
     if len(data) > max_bytes:
         raise FileTooLarge(max_bytes)
     return data
@@ -211,6 +218,8 @@ def load_yaml(text: str) -> object:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
+        # `*name` and `&name` are the user's text (a secret after a stray * is one): unnamed.
+        problem = _NAMED_RE.sub(r"\1 (its name is not shown)", problem)
         raise FileError(at(mark), f"YAML syntax error: {problem}") from None
     except yaml.YAMLError as exc:
         raise FileError("", f"YAML syntax error: {exc}") from None
@@ -221,6 +230,9 @@ def load_yaml(text: str) -> object:
     except Exception:
         # Not expected past the Loader's own guard; the text may hold a value, so not shown.
         raise FileError("", "cannot read the YAML") from None
+
+
+_NAMED_RE = re.compile(r"\b(alias|anchor|tag handle) ('[^']*'|\"[^\"]*\")")
 
 
 def at(mark: yaml.Mark | None) -> str:

@@ -20,10 +20,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from test_webconfig import PASSWORD, PASSWORD_HASH, Pki, make_pki
 
-from exporter import server as server_module
+from exporter import render as render_module
 from exporter.api_stats import ApiStats
 from exporter.ci.models import Queue
 from exporter.collector import CICollector
+from exporter.httpserver import ConnectionLimits
 from exporter.server import DEFAULT_PORT, ExporterServer, parse_listen_address
 from exporter.snapshot import (
     DURATION_BUCKETS,
@@ -444,11 +445,18 @@ def serve(
     *,
     web_config: WebConfig | None = None,
     reload: FakeReload | None = None,
+    limits: ConnectionLimits | None = None,
 ) -> ExporterServer:
     registry = CollectorRegistry()
     registry.register(CICollector(source, ApiStats(), "9.9"))
     server = ExporterServer(
-        ("127.0.0.1", 0), source, registry, version="9.9", web_config=web_config, reload=reload
+        ("127.0.0.1", 0),
+        source,
+        registry,
+        version="9.9",
+        web_config=web_config,
+        reload=reload,
+        limits=limits,
     )
     server.start()
     return server
@@ -682,11 +690,8 @@ def test_a_silent_or_stalled_tls_client_delays_no_one(
     assert response.status_code == 200
 
 
-def test_a_stalled_handshake_is_dropped_after_the_timeout(
-    pki: Pki, source: FakeSource, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(server_module, "TLS_HANDSHAKE_TIMEOUT", 0.2)
-    server = serve(source, web_config=web_config(pki))
+def test_a_stalled_handshake_is_dropped_after_the_timeout(pki: Pki, source: FakeSource) -> None:
+    server = serve(source, web_config=web_config(pki), limits=ConnectionLimits(header_timeout=0.2))
     try:
         with socket.create_connection(("127.0.0.1", server.port), TIMEOUT) as stalled:
             stalled.sendall(b"\x16\x03\x01\x00")  # half a ClientHello, then nothing
@@ -843,7 +848,7 @@ def test_scrapes_arriving_during_a_rendering_share_it(
 ) -> None:
     waiting = threading.Semaphore(0)
 
-    class WatchedExposition(server_module._Exposition):
+    class WatchedExposition(render_module.Exposition):
         def __init__(self) -> None:
             super().__init__()
             done = self.done
@@ -858,7 +863,7 @@ def test_scrapes_arriving_during_a_rendering_share_it(
 
             self.done = Done()
 
-    monkeypatch.setattr(server_module, "_Exposition", WatchedExposition)
+    monkeypatch.setattr(render_module, "Exposition", WatchedExposition)
     collector = BlockingCollector(fail)
     registry = CollectorRegistry()
     registry.register(collector)
