@@ -15,16 +15,19 @@ baseline, never a crash and never a half-restored target.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
 import os
+import re
 import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from exporter.accounting import (
     ActiveJob,
@@ -42,8 +45,10 @@ log = logging.getLogger(__name__)
 
 FORMAT = "tencent-ci-exporter-state"
 VERSION = 1
-# A million tracked jobs take about 60 MB; anything much larger is not a file this wrote.
-MAX_STATE_BYTES = 256 * 1024 * 1024
+# Refused unread past this size. Loading takes about 9x the file's size at its peak (16 MiB,
+# ~330,000 tracked jobs: 147 MiB measured), which with the process's ~60 MiB stays within the
+# 256Mi memory limit of deploy/kubernetes.
+MAX_STATE_BYTES = 16 * 1024 * 1024
 MAX_NAME_CHARS = 1024  # a target, service, queue id, tag or JobId
 MAX_TIME = 1e11  # epoch seconds (year 5138): anything beyond is garbage, not a time
 MAX_INT_DIGITS = 20
@@ -203,6 +208,9 @@ class StateFile:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self._fragments: dict[str, str] = {}
+        # The targets the running configuration polls, by name, and the object that polls
+        # each (None: not restricted yet). A save from anyone else writes nothing.
+        self._owners: dict[str, object] | None = None
         self._lock = threading.Lock()
         self._dirty = False  # a fragment changed since the last write began
         self._writing = False  # a thread is writing, and will write again if dirty
@@ -213,11 +221,17 @@ class StateFile:
     ) -> dict[str, TargetState]:
         return load_state(self.path, codes, recent_failures_for)
 
-    def save(self, name: str, state: TargetState) -> None:
+    def save(self, name: str, state: TargetState, owner: object = None) -> None:
         """Record `name`'s state and see that the file is written. A file system error gives
-        a warning (once while it lasts), never an exception: the next save tries again."""
+        a warning (once while it lasts), never an exception: the next save tries again.
+        `owner` is what polls the target: unless retain() named it for `name` last, the save
+        writes nothing (the target was removed, or replaced, by a reload meanwhile)."""
         fragment = encode_target(state)
         with self._lock:
+            if self._owners is not None and (
+                name not in self._owners or self._owners[name] is not owner
+            ):
+                return
             self._fragments[name] = fragment
             self._dirty = True
             if self._writing:
@@ -233,16 +247,22 @@ class StateFile:
                         return
                     self._dirty = False
                     document = _document(self._fragments)
+                log.debug("writing the state file", extra={"bytes": len(document)})
                 self._write(document)
         except BaseException:
             with self._lock:
                 self._writing = False
             raise
 
-    def forget(self, name: str) -> None:
-        """A target no longer polled (removed by a reload) leaves the file at the next save."""
+    def retain(self, owners: Mapping[str, object]) -> None:
+        """The targets the running configuration polls (name -> what polls it): any other
+        leaves the file at the next write, and no save can bring it back. The check and the
+        insert of a save hold the same lock as this, so no interleaving undoes it."""
         with self._lock:
-            self._fragments.pop(name, None)
+            self._owners = dict(owners)
+            for name in [n for n in self._fragments if n not in owners]:
+                del self._fragments[name]
+                self._dirty = True
 
     def _write(self, document: bytes) -> None:
         try:
@@ -271,20 +291,36 @@ def load_state(
 ) -> dict[str, TargetState]:
     """Every target's state by name ("bucket/region"), or {} when there is none to take up:
     quietly (one info line) when the file does not exist yet, after one warning naming the
-    file and the problem otherwise. Never raises for what the file holds."""
+    file and the problem otherwise. A record whose id is not one (a queue id, tag or JobId
+    that is too long or holds a control character) is skipped, with one warning for all of
+    them, rather than the file. Never raises for what the file holds, and no warning quotes
+    the file's text: it may not be this exporter's."""
     where = os.fspath(path)
     try:
-        data = read_regular_file(where, MAX_STATE_BYTES)
+        # Not through a symbolic link: the exporter renames a regular file into place, so a
+        # link there was put by someone else, and what it points to is none of the log's
+        # business. The size is checked on the open file before anything is read.
+        data = read_regular_file(where, MAX_STATE_BYTES, follow_symlinks=False)
     except FileNotFoundError:
         log.info("no state file yet: starting from a fresh baseline", extra={"state_file": where})
         return {}
-    except (OSError, FileShapeError) as error:
-        problem = error.strerror if isinstance(error, OSError) and error.strerror else error
-        return _ignored(where, f"cannot read it: {problem}")
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return _ignored(where, "it is a symbolic link, not followed (nothing of it is read)")
+        return _ignored(where, f"cannot read it: {error.strerror or type(error).__name__}")
+    except FileShapeError as error:
+        return _ignored(where, f"cannot read it: {error}")
+    skipped = _Skipped()
     try:
-        return _decode(data, codes, recent_failures_for)
+        states = _decode(data, codes, recent_failures_for, skipped)
     except StateError as error:
         return _ignored(where, str(error))
+    if skipped.count:
+        log.warning(
+            "state file: records with a bad id skipped; the rest is taken up",
+            extra={"state_file": where, "skipped": skipped.count, "error": skipped.first},
+        )
+    return states
 
 
 def _ignored(where: str, problem: str) -> dict[str, TargetState]:
@@ -295,8 +331,27 @@ def _ignored(where: str, problem: str) -> dict[str, TargetState]:
     return {}
 
 
+class _BadId(StateError):
+    """A service, queue id, tag or JobId that is not one: its record is skipped, not the file."""
+
+
+@dataclass
+class _Skipped:
+    """The records skipped for a bad id, and the first one's problem (for the warning)."""
+
+    count: int = 0
+    first: str = ""
+
+    def note(self, error: _BadId) -> None:
+        self.count += 1
+        self.first = self.first or str(error)
+
+
 def _decode(
-    data: bytes, codes: CodeLimiter, recent_failures_for: Callable[[str], deque[FailedJob]]
+    data: bytes,
+    codes: CodeLimiter,
+    recent_failures_for: Callable[[str], deque[FailedJob]],
+    skipped: _Skipped,
 ) -> dict[str, TargetState]:
     document = _parse_json(data)
     top = _object(document, "the file")
@@ -307,11 +362,16 @@ def _decode(
         raise StateError(f"format version {_shown(version)}, this exporter reads {VERSION}")
     targets = _object(top.get("targets"), "targets")
     states: dict[str, TargetState] = {}
-    for name, value in targets.items():
-        where = f"targets[{name[:MAX_NAME_CHARS]!r}]"
+    for index, (name, value) in enumerate(targets.items()):
+        # A target's name is shown when it has the shape of one (bucket/region), else its place.
+        shown = repr(name) if _TARGET_NAME_RE.fullmatch(name) else f"#{index}"
+        where = f"targets[{shown}]"
         _name(name, where)
-        states[name] = _target(value, where, codes, recent_failures_for(name))
+        states[name] = _target(value, where, codes, recent_failures_for(name), skipped)
     return states
+
+
+_TARGET_NAME_RE = re.compile(r"[a-z0-9][a-z0-9.-]{0,62}/[a-z0-9-]{1,40}")
 
 
 def _parse_json(data: bytes) -> object:
@@ -331,28 +391,38 @@ def _parse_json(data: bytes) -> object:
         raise
     except RecursionError:
         raise StateError("not a state: nested too deeply") from None
-    except ValueError as error:  # UnicodeDecodeError and JSONDecodeError among them
+    except UnicodeDecodeError as error:
+        raise StateError(f"not UTF-8 text (a bad byte at offset {error.start})") from None
+    except ValueError as error:  # JSONDecodeError: its message gives a place, not the text
         raise StateError(f"not JSON: {_one_line(str(error))}") from None
 
 
 def _target(
-    value: object, where: str, codes: CodeLimiter, recent_failures: deque[FailedJob]
+    value: object,
+    where: str,
+    codes: CodeLimiter,
+    recent_failures: deque[FailedJob],
+    skipped: _Skipped,
 ) -> TargetState:
     target = _object(value, where)
     state = TargetState()
     started = _object(target.get("service_started"), f"{where}.service_started")
-    for name, t in started.items():
-        _name(name, f"{where}.service_started")
-        state.service_started[name] = _time(t, f"{where}.service_started[{name!r}]")
+    for i, (name, t) in enumerate(started.items()):
+        _name(name, f"{where}.service_started[#{i}]")
+        state.service_started[name] = _time(t, f"{where}.service_started[#{i}]")
     services = _object(target.get("services"), f"{where}.services")
-    for name, tags in services.items():
-        _name(name, f"{where}.services")
-        tag_list = _list(tags, f"{where}.services[{name!r}]")
+    for i, (name, tags) in enumerate(services.items()):
+        _name(name, f"{where}.services[#{i}]")
+        tag_list = _list(tags, f"{where}.services[#{i}]")
         state.services[name] = tuple(
-            _name(tag, f"{where}.services[{name!r}][{i}]") for i, tag in enumerate(tag_list)
+            _name(tag, f"{where}.services[#{i}][{j}]") for j, tag in enumerate(tag_list)
         )
     for i, item in enumerate(_list(target.get("streams"), f"{where}.streams")):
-        key, tracker = _tracker(item, f"{where}.streams[{i}]", codes, recent_failures)
+        try:
+            key, tracker = _tracker(item, f"{where}.streams[{i}]", codes, recent_failures, skipped)
+        except _BadId as error:
+            skipped.note(error)
+            continue
         if key in state.trackers:
             raise StateError(f"{where}.streams[{i}]: the same stream twice")
         state.trackers[key] = tracker
@@ -360,29 +430,44 @@ def _target(
         at = f"{where}.retired[{i}]"
         retired = _object(item, at)
         since = _time(retired.get("since"), f"{at}.since")
-        key, tracker = _tracker(retired.get("stream"), f"{at}.stream", codes, recent_failures)
+        try:
+            key, tracker = _tracker(
+                retired.get("stream"), f"{at}.stream", codes, recent_failures, skipped
+            )
+        except _BadId as error:
+            skipped.note(error)
+            continue
         if key in state.trackers or key in state.retired:
             raise StateError(f"{at}: the same stream twice")
         state.retired[key] = (since, tracker)
     for i, item in enumerate(_list(target.get("resume_at"), f"{where}.resume_at")):
         at = f"{where}.resume_at[{i}]"
         resume = _object(item, at)
-        key = _stream_key(resume, at)
         window_start = _int(resume.get("window_start"), f"{at}.window_start")
-        state.resume_at[key] = (window_start, _time(resume.get("since"), f"{at}.since"))
+        since = _time(resume.get("since"), f"{at}.since")
+        try:
+            key = _stream_key(resume, at)
+        except _BadId as error:
+            skipped.note(error)
+            continue
+        state.resume_at[key] = (window_start, since)
     return state
 
 
 def _stream_key(value: dict[str, object], where: str) -> StreamKey:
     return StreamKey(
-        _name(value.get("service"), f"{where}.service"),
-        _name(value.get("queue_id"), f"{where}.queue_id"),
-        _name(value.get("tag"), f"{where}.tag"),
+        _id(value.get("service"), f"{where}.service"),
+        _id(value.get("queue_id"), f"{where}.queue_id"),
+        _id(value.get("tag"), f"{where}.tag"),
     )
 
 
 def _tracker(
-    value: object, where: str, codes: CodeLimiter, recent_failures: deque[FailedJob]
+    value: object,
+    where: str,
+    codes: CodeLimiter,
+    recent_failures: deque[FailedJob],
+    skipped: _Skipped,
 ) -> tuple[StreamKey, StreamTracker]:
     stream = _object(value, where)
     key = _stream_key(stream, where)
@@ -392,16 +477,26 @@ def _tracker(
         baseline_fixed=_bool(stream.get("baseline_fixed"), f"{where}.baseline_fixed"),
         last_boundary=_optional_int(stream.get("last_boundary"), f"{where}.last_boundary"),
         counting=_bool(stream.get("counting"), f"{where}.counting"),
-        active=tuple(
-            _active_job(item, f"{where}.active[{i}]")
-            for i, item in enumerate(_list(stream.get("active"), f"{where}.active"))
-        ),
-        counted=tuple(
-            _counted_job(item, f"{where}.counted[{i}]")
-            for i, item in enumerate(_list(stream.get("counted"), f"{where}.counted"))
-        ),
+        active=_records(stream.get("active"), f"{where}.active", _active_job, skipped),
+        counted=_records(stream.get("counted"), f"{where}.counted", _counted_job, skipped),
     )
     return key, StreamTracker.from_state(key, state, codes, recent_failures)
+
+
+_Record = TypeVar("_Record")
+
+
+def _records(
+    value: object, where: str, read: Callable[[object, str], _Record], skipped: _Skipped
+) -> tuple[_Record, ...]:
+    """The list's records; one whose JobId is not one is skipped (noted in `skipped`)."""
+    records: list[_Record] = []
+    for i, item in enumerate(_list(value, where)):
+        try:
+            records.append(read(item, f"{where}[{i}]"))
+        except _BadId as error:
+            skipped.note(error)
+    return tuple(records)
 
 
 def _active_job(value: object, where: str) -> tuple[str, ActiveJob]:
@@ -409,21 +504,23 @@ def _active_job(value: object, where: str) -> tuple[str, ActiveJob]:
     if len(fields) != 5:
         raise StateError(f"{where}: expected [JobId, state, creation, start, wait observed]")
     job_id, state, creation, start, observed = fields
-    if state not in ACTIVE_STATES:
-        raise StateError(f"{where}: not an active state: {_shown(state)}")
-    return _job_id(job_id, where), ActiveJob(
-        str(state),
+    if not isinstance(state, str) or state not in ACTIVE_STATES:
+        raise StateError(f"{where}: not an active state ({', '.join(ACTIVE_STATES)})")
+    active = ActiveJob(
+        state,
         _optional_time(creation, f"{where} creation"),
         _optional_time(start, f"{where} start"),
         _bool(observed, f"{where} wait observed"),
     )
+    return _job_id(job_id, where), active
 
 
 def _counted_job(value: object, where: str) -> tuple[str, float]:
     fields = _list(value, where)
     if len(fields) != 2:
         raise StateError(f"{where}: expected [JobId, creation]")
-    return _job_id(fields[0], where), _time(fields[1], f"{where} creation")
+    creation = _time(fields[1], f"{where} creation")
+    return _job_id(fields[0], where), creation
 
 
 # -- strict types ----------------------------------------------------------------------------
@@ -449,12 +546,22 @@ def _name(value: object, where: str) -> str:
     return value
 
 
+def _id(value: object, where: str) -> str:
+    """A stream's service, queue id or tag: a bad one skips its record (_BadId)."""
+    try:
+        return _name(value, where)
+    except StateError as error:
+        raise _BadId(str(error)) from None
+
+
 def _job_id(value: object, where: str) -> str:
-    job_id = _name(value, f"{where} JobId")
     # The id may be described by id again: it goes into a URL path.
-    if not is_job_id(job_id):
-        raise StateError(f"{where}: not a job id: {_shown(job_id)}")
-    return job_id
+    if not (isinstance(value, str) and 0 < len(value) <= MAX_NAME_CHARS and is_job_id(value)):
+        raise _BadId(
+            f"{where}: not a job id (1 to {MAX_NAME_CHARS} printable characters, no space,"
+            " comma or slash)"
+        )
+    return value
 
 
 def _bool(value: object, where: str) -> bool:
@@ -494,7 +601,11 @@ def _kind(value: object) -> str:
 
 
 def _shown(value: object) -> str:
-    return _one_line(repr(value)[:60])
+    """A value of the file as a warning shows it: a short number as it is, anything else by
+    its kind alone. The file's text is never quoted: it may not be this exporter's."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and len(repr(value)) <= 15:
+        return repr(value)
+    return _kind(value)
 
 
 def _one_line(text: str) -> str:

@@ -218,16 +218,9 @@ def bad_files() -> dict[str, bytes]:
         ).encode(),
         "counting a number": changed(f"{STREAM}.counting", 1),
         "baseline time text": changed(f"{STREAM}.baseline_time", "1700000000"),
-        "service an int": changed(f"{STREAM}.service", 3),
-        "queue id empty": changed(f"{STREAM}.queue_id", ""),
-        "queue id too long": changed(f"{STREAM}.queue_id", "q" * 5000),
-        "tag with a line break": changed(f"{STREAM}.tag", "Trans\ncode"),
         "active not a list": changed(f"{STREAM}.active", {"j": 1}),
         "active job short": changed(f"{STREAM}.active.0", ["j" + "1" * 32, "Running"]),
         "active job finished": changed(f"{STREAM}.active.0.1", "Success"),
-        "active job id with a slash": changed(f"{STREAM}.active.0.0", "../jobs"),
-        "active job id with a comma": changed(f"{STREAM}.active.0.0", "a,b"),
-        "active job id a number": changed(f"{STREAM}.active.0.0", 12345),
         "active job time text": changed(f"{STREAM}.active.0.2", "yesterday"),
         "active job observed null": changed(f"{STREAM}.active.0.4", None),
         "counted job time null": changed(f"{STREAM}.counted.0.1", None),
@@ -238,6 +231,21 @@ def bad_files() -> dict[str, bytes]:
 
 
 BAD_FILES = bad_files()
+
+# A record whose id is not one: that record is skipped (one warning), the rest taken up.
+# (what is changed, the bad value, what is left of the stream: None when the stream is skipped)
+BAD_IDS: dict[str, tuple[str, object, str | None]] = {
+    "service an int": (f"{STREAM}.service", 3, None),
+    "queue id empty": (f"{STREAM}.queue_id", "", None),
+    "queue id too long": (f"{STREAM}.queue_id", "q" * 1025, None),
+    "queue id with U+0085": (f"{STREAM}.queue_id", "q\u0085", None),
+    "tag with a line break": (f"{STREAM}.tag", "Trans\ncode", None),
+    "active job id with a slash": (f"{STREAM}.active.0.0", "../jobs", "counted"),
+    "active job id with a comma": (f"{STREAM}.active.0.0", "a,b", "counted"),
+    "active job id a number": (f"{STREAM}.active.0.0", 12345, "counted"),
+    "active job id with U+0085": (f"{STREAM}.active.0.0", "j\u0085", "counted"),
+    "counted job id too long": (f"{STREAM}.counted.0.0", "j" * 1025, "active"),
+}
 
 
 def test_the_valid_document_of_these_tests_loads(tmp_path: Path) -> None:
@@ -261,6 +269,30 @@ def test_a_bad_file_gives_one_warning_and_a_fresh_baseline(
     assert record.levelno == logging.WARNING
     assert record.__dict__["state_file"] == str(path)
     assert record.__dict__["error"] and "\n" not in record.__dict__["error"]
+
+
+@pytest.mark.parametrize("name", sorted(BAD_IDS))
+def test_a_record_with_a_bad_id_is_skipped_not_the_file(
+    name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    at, value, left = BAD_IDS[name]
+    path = tmp_path / "state.json"
+    path.write_bytes(changed(at, value))
+    caplog.set_level(logging.INFO, logger="exporter.state")
+    loaded = load(path)[TARGET]
+    # The other records are all there.
+    assert len(loaded.retired) == 1 and len(loaded.resume_at) == 1
+    if left is None:
+        assert loaded.trackers == {}
+    else:
+        state = loaded.trackers[KEY].to_state()
+        assert (len(state.active), len(state.counted)) == ((0, 1) if left == "counted" else (1, 0))
+    [record] = caplog.records
+    # The retired stream of these documents shares the stream's job lists: a bad JobId twice.
+    assert record.levelno == logging.WARNING
+    assert record.__dict__["skipped"] == (1 if left is None else 2)
+    error = record.__dict__["error"]
+    assert "\n" not in error and "\x85" not in error and "q" * 30 not in error
 
 
 def test_every_truncation_of_a_state_file_is_refused(
@@ -343,9 +375,27 @@ def test_state_file_keeps_every_target_and_forgets_removed_ones(tmp_path: Path) 
     state_file.save(TARGET, polled_state())
     state_file.save(other, TargetState(service_started={"speech": T0}))
     assert set(load(path)) == {TARGET, other}
-    state_file.forget(other)
+    state_file.retain({TARGET: None})
     state_file.save(TARGET, polled_state())
     assert set(load(path)) == {TARGET}
+    # A late save of the removed target (its poll was finishing) cannot bring it back.
+    state_file.save(other, TargetState(service_started={"speech": T0}))
+    state_file.save(TARGET, polled_state())
+    assert set(load(path)) == {TARGET}
+
+
+def test_a_save_by_a_replaced_owner_is_refused(tmp_path: Path) -> None:
+    """A target re-created by a reload (a new endpoint) has a new owner: the old poller's
+    last save cannot overwrite the new one's."""
+    path = tmp_path / "state.json"
+    state_file = StateFile(path)
+    old, new = object(), object()
+    state_file.retain({TARGET: old})
+    state_file.save(TARGET, polled_state(), owner=old)
+    state_file.retain({TARGET: new})
+    state_file.save(TARGET, TargetState(service_started={"speech": T0}), owner=new)
+    state_file.save(TARGET, polled_state(), owner=old)
+    assert load(path)[TARGET].trackers == {}
 
 
 def test_saves_during_a_write_are_written_together_after_it(
