@@ -2,7 +2,8 @@
 counted. Every finished job is counted exactly once. Pure: no I/O, no clock; the poller feeds it
 the listings of one poll and commits them all at once, or not at all.
 
-How a poll of a stream finds every finished job (the listings run in this order):
+How a poll of a stream finds every finished job (the listings run in this order, which
+exporter.poll.pipeline makes structural: one task per stream, active then finished):
 1. list the active jobs (Submitted, Running, Pause), whatever their creation time;
 2. list the finished jobs created since `window_start` (minus a second, so that it does not
    matter whether CI's bounds are inclusive or exclusive);

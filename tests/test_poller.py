@@ -15,7 +15,8 @@ from clients import bare_client
 from exporter.api_stats import ApiStats
 from exporter.config import Config, ServiceConfig, TargetConfig
 from exporter.credentials import Credentials
-from exporter.poller import Poller, TargetPoller
+from exporter.poll.target import TargetPoller
+from exporter.poller import Poller
 from exporter.simulator import Fault, Simulator
 
 SECRET_ID, SECRET_KEY = "AKIDpoller00000000000000000000000000", "poller-key-000000000000000000000"
@@ -51,7 +52,7 @@ def test_a_failing_target_logs_once_per_change_of_state(
     sim: Simulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     poller = make_poller(sim)
-    caplog.set_level(logging.INFO, logger="exporter.poller")
+    caplog.set_level(logging.INFO, logger="exporter.poll")
     poller.poll_once()
     assert [r.getMessage() for r in caplog.records].count("target polled successfully") == 2
     caplog.clear()
@@ -120,7 +121,7 @@ def test_random_throttling_across_streams_logs_once(
             bucket.add_queue("speech", name=f"more-{n}")
     poller = make_poller(sim)
     poller.poll_once()
-    caplog.set_level(logging.INFO, logger="exporter.poller")
+    caplog.set_level(logging.INFO, logger="exporter.poll")
     sim.faults.add(Fault("http_503", path="/asr_jobs", bucket="bad-1250000001", probability=0.3))
     ups = [True]
     for _ in range(12):

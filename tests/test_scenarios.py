@@ -24,7 +24,9 @@ from exporter.ci.services import SERVICES, Service
 from exporter.collector import CICollector
 from exporter.config import Config, RateLimitConfig, RetryConfig, ServiceConfig, TargetConfig
 from exporter.credentials import Credentials
-from exporter.poller import IDLE_AFTER, RETIRED_FOR, Poller, idle_delay, idle_phase
+from exporter.poll.schedule import IDLE_AFTER, idle_delay, idle_phase
+from exporter.poll.streams import RETIRED_FOR
+from exporter.poller import Poller
 from exporter.simulator import Fault, Simulator
 from exporter.simulator.model import Clock, SimBucket
 
@@ -194,7 +196,7 @@ def test_scripted_scenario_counts_every_job_exactly_once(frozen: Any, bounds: st
         late = ci.create_job(q, "VoiceSeparate", at=edge + 2)
         ci.finish_job(late, "Failed", code="E_BASELINE", at=edge + 3)
         w.poller.poll_once()
-        stream = w.poller.targets[0].trackers[StreamKey("media", q, "Transcode")]
+        stream = w.poller.targets[0].streams.trackers[StreamKey("media", q, "Transcode")]
         assert stream.window_start == edge
         assert w.up() == 1
         for state in ("Success", "Failed", "Cancel"):
@@ -492,7 +494,7 @@ def test_queue_back_after_a_long_absence_counts_what_finished_meanwhile(world: W
     run_job(world.ci, flaky, "Transcode")
     world.poll()
     target = world.poller.targets[0]
-    window = target.trackers[StreamKey("media", flaky, "Transcode")].window_start
+    window = target.streams.trackers[StreamKey("media", flaky, "Transcode")].window_start
     world.hide_queue(flaky)
     world.poll()
     world.poll(RETIRED_FOR + 60)  # retired long enough to be let go
@@ -530,7 +532,7 @@ def test_offset_paging_that_skips_an_active_job_loses_nothing(world: World) -> N
     client.iter_job_pages = racing  # type: ignore[method-assign]
     world.poller.poll_once()
     skipped = jobs[149 - 100]  # newest first: the 101st, pulled onto page 1 by the shift
-    tracker = world.poller.targets[0].trackers[StreamKey("media", world.queue, "Transcode")]
+    tracker = world.poller.targets[0].streams.trackers[StreamKey("media", world.queue, "Transcode")]
     assert skipped not in tracker.active
     world.ci.finish_job(skipped, "Success")
     world.poll()

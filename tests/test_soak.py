@@ -9,9 +9,9 @@ from collections import Counter
 
 import pytest
 from clients import bare_client
+from counting import counters
 from freezegun import freeze_time
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client import CollectorRegistry
 
 from exporter.api_stats import ApiStats
 from exporter.collector import CICollector
@@ -25,21 +25,6 @@ SECRET_ID, SECRET_KEY = "AKIDsoak000000000000000000000000000", "soak-key-0000000
 BUCKET, REGION = "soak-1250000000", "ap-shanghai"
 FAULTS = ("http_500", "http_503", "http_429", "malformed", "truncated", "reset", "html")
 INTERVAL = 60
-
-
-def counters(registry: CollectorRegistry) -> tuple[Counter[tuple[str, ...]], Counter[str]]:
-    finished: Counter[tuple[str, ...]] = Counter()
-    failures: Counter[str] = Counter()
-    text = generate_latest(registry).decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = sample.labels
-            if sample.name == "tencent_ci_jobs_finished_total" and sample.value:
-                key = (labels["queue_id"], labels["tag"], labels["state"])
-                finished[key] += int(sample.value)
-            elif sample.name == "tencent_ci_job_failures_total":
-                failures[labels["code"]] += int(sample.value)
-    return finished, failures
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import socket
 import struct
 import threading
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -81,6 +81,9 @@ class Simulator(ClockView):
         self._workload_thread: threading.Thread | None = None
         # Seconds every answer waits before it is sent (benchmarks: a remote CI's round trip).
         self.latency = 0.0
+        # Called on the handler's thread before each answer is made (tests: move the clock and
+        # the workload while a poll is in flight). Must be thread-safe.
+        self.on_request: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         # No keys or tokens here: reprs end up in logs.
@@ -311,6 +314,8 @@ class _Handler(BaseHTTPRequestHandler):
         if sim.latency > 0 and sim.hold(sim.latency):
             self._reset()
             return
+        if sim.on_request is not None:
+            sim.on_request()
         self._respond(path, params, len(pairs) != len(params), fault)
 
     def _discard_body(self) -> None:

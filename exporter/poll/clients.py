@@ -1,0 +1,79 @@
+"""How a target's CI client is built, and what clients signing with the same keys share.
+
+SharedClients is shared by every target's poll thread (each builds its own client when it
+takes up a configuration): its maps are guarded by its lock.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from exporter.api_stats import ApiStats
+from exporter.ci.client import QUEUE_PAGE_SIZE, CIClient
+from exporter.config import Config, RateLimitConfig, TargetConfig
+from exporter.credentials import (
+    CredentialProvider,
+    CredentialSource,
+    credential_key,
+    provider_for,
+)
+from exporter.ratelimit import RequestGate, RetryPolicy, Sleep
+
+
+class SharedClients:
+    """One credential provider per source (a role or a file is fetched once for all its
+    targets) and one request gate per credential key (the rate limit is the account's, not
+    the bucket's)."""
+
+    def __init__(self, rate_limit: RateLimitConfig, *, sleep: Sleep | None = None) -> None:
+        """`sleep` replaces real waiting (tests that move a frozen clock)."""
+        self.rate_limit = rate_limit
+        self.sleep = sleep
+        self._lock = threading.Lock()
+        self._providers: dict[CredentialSource, CredentialProvider] = {}
+        self._gates: dict[str, RequestGate] = {}
+
+    def provider(self, source: CredentialSource) -> CredentialProvider:
+        with self._lock:
+            provider = self._providers.get(source)
+            if provider is None:
+                provider = self._providers[source] = provider_for(source)
+            return provider
+
+    def gate(self, source: CredentialSource) -> RequestGate:
+        key = credential_key(source)
+        with self._lock:
+            gate = self._gates.get(key)
+            if gate is None:
+                limit = self.rate_limit
+                gate = RequestGate(
+                    limit.requests_per_second, limit.burst, limit.concurrency, sleep=self.sleep
+                )
+                self._gates[key] = gate
+            return gate
+
+
+def build_client(
+    target: TargetConfig,
+    config: Config,
+    stats: ApiStats,
+    *,
+    shared: SharedClients | None = None,
+    stopping: threading.Event | None = None,
+    queue_page_size: int = QUEUE_PAGE_SIZE,
+) -> CIClient:
+    shared = shared if shared is not None else SharedClients(config.rate_limit)
+    retry = config.retry
+    return CIClient(
+        bucket=target.bucket,
+        region=target.region,
+        endpoint=target.endpoint,
+        credentials=shared.provider(target.credentials),
+        timeout=config.request_timeout,
+        stats=stats,
+        queue_page_size=queue_page_size,
+        retry=RetryPolicy(retry.attempts, retry.initial_backoff, retry.max_backoff),
+        gate=shared.gate(target.credentials),
+        stopping=stopping,
+        sleep=shared.sleep,
+    )
