@@ -3,8 +3,8 @@
 
 Threads: each target's poll thread owns its TargetPoller (exporter.poll.target). The reload
 thread (SIGHUP, POST /-/reload) owns `config` and the set of targets, under `_reload_lock`;
-the snapshot for /metrics is swapped under `_lock` and read without it. /metrics never calls
-the API: it reads the last snapshot.
+the snapshot for /metrics is swapped by `Board` under its lock and read without it. /metrics
+never calls the API: it reads the last snapshot.
 """
 
 from __future__ import annotations
@@ -45,6 +45,47 @@ def _tid(target: TargetConfig) -> TargetId:
     return (target.bucket, target.region)
 
 
+class Board:
+    """The snapshot /metrics reads, swapped whole: one TargetSnapshot per target the running
+    configuration polls, and the reload status. Written by the poll threads and the reload
+    thread under its lock; read without it (a reference swap)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._lock = threading.Lock()
+        self._owners: dict[TargetId, TargetPoller] = {}
+        self._snapshots: dict[TargetId, TargetSnapshot] = {}
+        self.reload = ReloadStatus(True, clock())
+        self.current = Snapshot()
+
+    def set_targets(self, pollers: dict[TargetId, TargetPoller]) -> None:
+        """The targets now polled, in order; a new one shows its empty snapshot at once."""
+        with self._lock:
+            self._owners = dict(pollers)
+            self._snapshots = {
+                tid: self._snapshots.get(tid) or p.snapshot() for tid, p in pollers.items()
+            }
+            self._swap()
+
+    def set_reload(self, status: ReloadStatus) -> None:
+        with self._lock:
+            self.reload = status
+            self._swap()
+
+    def publish(self, poller: TargetPoller) -> None:
+        """Swap in a target's new snapshot, unless a reload removed or replaced it meanwhile."""
+        target_snapshot = poller.snapshot()
+        with self._lock:
+            if self._owners.get(_tid(poller.target)) is not poller:
+                return
+            self._snapshots[_tid(poller.target)] = target_snapshot
+            self._swap()
+
+    def _swap(self) -> None:
+        self.current = Snapshot(
+            targets=tuple(self._snapshots[tid] for tid in self._owners), reload=self.reload
+        )
+
+
 class Poller:
     """Every target, each on its own thread and schedule; the latest snapshot for /metrics."""
 
@@ -69,30 +110,15 @@ class Poller:
         self.config = config
         self.codes = CodeLimiter(config.failure_code_limit)
         self._stop = threading.Event()
-        self._lock = threading.Lock()  # the snapshot
+        self.board = Board(self.clock)
         self._reload_lock = threading.Lock()
         self._pollers: dict[TargetId, TargetPoller] = {}
-        self._snapshots: dict[TargetId, TargetSnapshot] = {}
         self._threads: dict[TargetId, tuple[TargetPoller, threading.Thread]] = {}
         self._running = False
-        self.reload_successful = True
-        self.last_reload_success_time = self.clock()
         self.state_file = StateFile(config.state_file) if config.state_file else None
         self._apply(config)
         if self.state_file is not None:
-            self._restore(self.state_file)
-        self._current = self._build()
-
-    def _restore(self, state_file: StateFile) -> None:
-        by_name = {poller.name: poller for poller in self.targets}
-
-        def recent_failures(name: str) -> deque[FailedJob]:
-            poller = by_name.get(name)
-            return poller.recent_failures if poller else deque(maxlen=RECENT_FAILURES)
-
-        for name, state in state_file.load(self.codes, recent_failures).items():
-            if name in by_name:
-                by_name[name].restore(state)
+            restore(self.state_file, self.targets, self.codes)
 
     @property
     def targets(self) -> list[TargetPoller]:
@@ -151,12 +177,8 @@ class Poller:
             # Before anything else sees the new set: a save of a dropped target, wherever it
             # stands, can no longer put it back in the file.
             self.state_file.retain({p.name: p for p in pollers.values()})
-        with self._lock:
-            self._pollers = pollers
-            self._snapshots = {
-                tid: self._snapshots.get(tid) or p.snapshot() for tid, p in pollers.items()
-            }
-            self._current = self._build()
+        self._pollers = pollers
+        self.board.set_targets(pollers)
         self.config = config
         self.codes.limit = config.failure_code_limit
         return dropped
@@ -172,40 +194,22 @@ class Poller:
                     poller.close()  # no thread of its own to close it
             if self._running:
                 self._start_threads()
-            self.reload_successful = True
-            self.last_reload_success_time = self.clock()
-            self._republish()
+            self.board.set_reload(ReloadStatus(True, self.clock()))
             log.info("configuration reloaded", extra={"targets": len(self._pollers)})
 
     def reload_failed(self) -> None:
-        self.reload_successful = False
-        self._republish()
-
-    def _republish(self) -> None:
-        with self._lock:
-            self._current = self._build()
+        self.board.set_reload(ReloadStatus(False, self.board.reload.last_success_time))
 
     # -- the snapshot ---------------------------------------------------------------------
 
-    def _build(self) -> Snapshot:
-        return Snapshot(
-            targets=tuple(self._snapshots[tid] for tid in self._pollers),
-            reload=ReloadStatus(self.reload_successful, self.last_reload_success_time),
-        )
-
     def _publish(self, poller: TargetPoller) -> None:
-        target_snapshot = poller.snapshot()
-        with self._lock:
-            if self._pollers.get(_tid(poller.target)) is not poller:
-                return  # removed by a reload meanwhile
-            self._snapshots[_tid(poller.target)] = target_snapshot
-            self._current = self._build()
+        self.board.publish(poller)
 
     def snapshot(self) -> Snapshot:
-        return self._current
+        return self.board.current
 
     def ready(self) -> bool:
-        return all(t.polled for t in self._current.targets)
+        return all(t.polled for t in self.board.current.targets)
 
     # -- running --------------------------------------------------------------------------
 
@@ -232,14 +236,7 @@ class Poller:
                 self._internal_error(poller, "saving the state of", error)
 
     def _internal_error(self, poller: TargetPoller, doing: str, error: Exception) -> None:
-        kind = f"{doing}:{type(error).__name__}"
-        message = f"unexpected error {doing} target"
-        if kind in poller.internal_errors:
-            log.debug(message, exc_info=True, extra={"target": poller.name})
-        else:
-            poller.internal_errors.add(kind)
-            log.exception(message, extra={"target": poller.name})
-        poller.set_health(PollError("internal", f"internal error {doing} the target"))
+        internal_error(poller, doing, error)
         try:
             self._publish(poller)
         except Exception:  # the snapshot itself fails: /metrics keeps the last one
@@ -289,3 +286,29 @@ class Poller:
             thread.join(max(0.0, deadline - time.monotonic()))
         for poller in pollers:
             poller.close()
+
+
+def restore(state_file: StateFile, pollers: list[TargetPoller], codes: CodeLimiter) -> None:
+    """Hand each target what a previous process saved of it."""
+    by_name = {poller.name: poller for poller in pollers}
+
+    def recent_failures(name: str) -> deque[FailedJob]:
+        poller = by_name.get(name)
+        return poller.recent_failures if poller else deque(maxlen=RECENT_FAILURES)
+
+    for name, state in state_file.load(codes, recent_failures).items():
+        if name in by_name:
+            by_name[name].restore(state)
+
+
+def internal_error(poller: TargetPoller, doing: str, error: Exception) -> None:
+    """A bug met while `doing` (polling, saving): logged with its traceback once per kind and
+    target, then at debug level; the target reports down with reason `internal`."""
+    kind = f"{doing}:{type(error).__name__}"
+    message = f"unexpected error {doing} target"
+    if kind in poller.internal_errors:
+        log.debug(message, exc_info=True, extra={"target": poller.name})
+    else:
+        poller.internal_errors.add(kind)
+        log.exception(message, extra={"target": poller.name})
+    poller.set_health(PollError("internal", f"internal error {doing} the target"))
