@@ -105,7 +105,7 @@ class Poller:
         self.clock = clock or wall_clock
         self.client_factory = client_factory
         self.queue_page_size = queue_page_size
-        self._shared = SharedClients(config.rate_limit)
+        self._shared = SharedClients()
         self.shard = shard
         self.config = config
         self.codes = CodeLimiter(config.failure_code_limit)
@@ -115,6 +115,7 @@ class Poller:
         self._pollers: dict[TargetId, TargetPoller] = {}
         self._threads: dict[TargetId, tuple[TargetPoller, threading.Thread]] = {}
         self._running = False
+        self._retiring: list[threading.Thread] = []
         self.state_file = StateFile(config.state_file) if config.state_file else None
         self._apply(config)
         if self.state_file is not None:
@@ -162,8 +163,6 @@ class Poller:
     def _apply(self, config: Config) -> list[TargetPoller]:
         """Make the targets those of `config` (this shard's share); return the ones dropped.
         Targets kept are offered the new configuration; their threads take it up."""
-        if config.rate_limit != self.config.rate_limit:
-            self._shared = SharedClients(config.rate_limit)
         pollers: dict[TargetId, TargetPoller] = {}
         for target in select(config.targets, self.shard):
             current = self._pollers.get(_tid(target))
@@ -173,6 +172,9 @@ class Poller:
                 current.offer(target, config)
                 pollers[_tid(target)] = current
         dropped = [p for tid, p in self._pollers.items() if pollers.get(tid) is not p]
+        if config.state_file != (self.state_file.path if self.state_file else None):
+            # Saves go to the new file from the next poll of each target on.
+            self.state_file = StateFile(config.state_file) if config.state_file else None
         if self.state_file is not None:
             # Before anything else sees the new set: a save of a dropped target, wherever it
             # stands, can no longer put it back in the file.
@@ -220,18 +222,22 @@ class Poller:
 
     def _poll_target(self, poller: TargetPoller) -> None:
         """Take up any reload, poll, publish, then save: the state file is never ahead of
-        what was published. Any exception is logged (once per kind) and marks the target
-        down with reason `internal`; the thread goes on."""
+        what was published, and follows whatever was. Any exception is logged (once per kind)
+        and marks the target down with reason `internal`; the thread goes on."""
         try:
             poller.take_offer()
             poller.poll()
+        except Exception as error:  # streams committed before it are published and saved
+            internal_error(poller, "polling", error)
+        try:
             self._publish(poller)
         except Exception as error:
-            self._internal_error(poller, "polling", error)
-            return
-        if self.state_file is not None:
+            self._internal_error(poller, "publishing", error)
+            return  # not saved: the file must not be ahead of /metrics
+        state_file = self.state_file
+        if state_file is not None:
             try:
-                self.state_file.save(poller.name, poller.state(), owner=poller)
+                state_file.save(poller.name, poller.state(), owner=poller)
             except Exception as error:
                 self._internal_error(poller, "saving the state of", error)
 
@@ -252,6 +258,8 @@ class Poller:
             running = self._threads.get(tid)
             if running is not None and running[0] is poller:
                 continue
+            if running is not None and running[1].is_alive():
+                self._retiring.append(running[1])  # a replaced target's, ending: stop() waits
             thread = threading.Thread(
                 target=self._run, args=(poller,), name=f"poll-{poller.name}", daemon=True
             )
@@ -278,7 +286,7 @@ class Poller:
         self._stop.set()
         with self._reload_lock:
             pollers = list(self._pollers.values())
-            threads = [thread for _, thread in self._threads.values()]
+            threads = [thread for _, thread in self._threads.values()] + self._retiring
         for poller in pollers:
             poller.stopping.set()
         deadline = time.monotonic() + timeout
@@ -289,7 +297,8 @@ class Poller:
 
 
 def restore(state_file: StateFile, pollers: list[TargetPoller], codes: CodeLimiter) -> None:
-    """Hand each target what a previous process saved of it."""
+    """Hand each target what a previous process saved of it, and keep it in the file: until
+    a target's first save the file would otherwise hold only the targets saved since."""
     by_name = {poller.name: poller for poller in pollers}
 
     def recent_failures(name: str) -> deque[FailedJob]:
@@ -299,6 +308,7 @@ def restore(state_file: StateFile, pollers: list[TargetPoller], codes: CodeLimit
     for name, state in state_file.load(codes, recent_failures).items():
         if name in by_name:
             by_name[name].restore(state)
+            state_file.save(name, by_name[name].state(), owner=by_name[name])
 
 
 def internal_error(poller: TargetPoller, doing: str, error: Exception) -> None:

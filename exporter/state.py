@@ -234,6 +234,12 @@ class StateFile:
                 return
             self._fragments[name] = fragment
             self._dirty = True
+        self._write_while_dirty()
+
+    def _write_while_dirty(self) -> None:
+        """Write the file unless another thread is writing it (that one writes again, with
+        everything, when it is done)."""
+        with self._lock:
             if self._writing:
                 return
             self._writing = True
@@ -256,13 +262,14 @@ class StateFile:
 
     def retain(self, owners: Mapping[str, object]) -> None:
         """The targets the running configuration polls (name -> what polls it): any other
-        leaves the file at the next write, and no save can bring it back. The check and the
-        insert of a save hold the same lock as this, so no interleaving undoes it."""
+        leaves the file now, and no save can bring it back. The check and the insert of a
+        save hold the same lock as this, so no interleaving undoes it."""
         with self._lock:
             self._owners = dict(owners)
             for name in [n for n in self._fragments if n not in owners]:
                 del self._fragments[name]
                 self._dirty = True
+        self._write_while_dirty()
 
     def _write(self, document: bytes) -> None:
         try:

@@ -83,7 +83,7 @@ def test_a_job_ending_while_the_active_listing_is_retried_is_counted_once(
 
     with freeze_time("2026-12-02 10:00:00") as frozen:
         config = Config((target(sim, BUCKETS[0]),), poll_interval=6, clock_skew_tolerance=1)
-        shared = SharedClients(config.rate_limit, sleep=sleep)
+        shared = SharedClients(sleep=sleep)
         poller = Poller(
             config, ApiStats(), client_factory=lambda t, c, s: build_client(t, c, s, shared=shared)
         )
@@ -276,3 +276,18 @@ def test_any_exception_in_a_poll_is_logged_once_per_kind(
     tracebacks = [r for r in caplog.records if r.exc_info and r.levelname == "ERROR"]
     assert len(tracebacks) == 1
     assert not poller.snapshot().targets[0].up
+
+
+def test_restored_targets_stay_in_the_state_file_before_their_first_save(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """A restart whose first target saves, then crashes before the second one's first poll,
+    must not lose the second one's restored state."""
+    path = tmp_path / "state.json"
+    both, _ = _both(sim, path)
+    first = Poller(both, ApiStats(), client_factory=bare_client)
+    first.poll_once()
+    first.stop()
+    restarted = Poller(both, ApiStats(), client_factory=bare_client)
+    restarted._poll_target(restarted.targets[0])  # then the process dies
+    assert _saved(path) == {f"{b}/{REGION}" for b in BUCKETS}

@@ -101,7 +101,7 @@ def run_soak(seed: int, polls: int = 30) -> tuple[Counter[tuple[str, ...]], ...]
             # Every setting at its default but the interval and the tolerance.
             config = Config((target,), poll_interval=INTERVAL, clock_skew_tolerance=TOLERANCE)
             stats = ApiStats()
-            shared = SharedClients(config.rate_limit, sleep=time.sleep)
+            shared = SharedClients(sleep=time.sleep)
             poller = Poller(
                 config,
                 stats,

@@ -22,16 +22,16 @@ from exporter.ratelimit import RequestGate, RetryPolicy, Sleep
 
 class SharedClients:
     """One credential provider per source (a role or a file is fetched once for all its
-    targets) and one request gate per credential key (the rate limit is the account's, not
-    the bucket's)."""
+    targets) and one request gate per credential key and rate limit (the rate limit is the
+    account's, not the bucket's). One for the process's life: a rate limit changed by a reload
+    and changed back finds its gates again, so one set of keys never has two gates at once."""
 
-    def __init__(self, rate_limit: RateLimitConfig, *, sleep: Sleep | None = None) -> None:
+    def __init__(self, *, sleep: Sleep | None = None) -> None:
         """`sleep` replaces real waiting (tests that move a frozen clock)."""
-        self.rate_limit = rate_limit
         self.sleep = sleep
         self._lock = threading.Lock()
         self._providers: dict[CredentialSource, CredentialProvider] = {}
-        self._gates: dict[str, RequestGate] = {}
+        self._gates: dict[tuple[str, RateLimitConfig], RequestGate] = {}
 
     def provider(self, source: CredentialSource) -> CredentialProvider:
         with self._lock:
@@ -40,12 +40,11 @@ class SharedClients:
                 provider = self._providers[source] = provider_for(source)
             return provider
 
-    def gate(self, source: CredentialSource) -> RequestGate:
-        key = credential_key(source)
+    def gate(self, source: CredentialSource, limit: RateLimitConfig) -> RequestGate:
+        key = (credential_key(source), limit)
         with self._lock:
             gate = self._gates.get(key)
             if gate is None:
-                limit = self.rate_limit
                 gate = RequestGate(
                     limit.requests_per_second, limit.burst, limit.concurrency, sleep=self.sleep
                 )
@@ -62,7 +61,7 @@ def build_client(
     stopping: threading.Event | None = None,
     queue_page_size: int = QUEUE_PAGE_SIZE,
 ) -> CIClient:
-    shared = shared if shared is not None else SharedClients(config.rate_limit)
+    shared = shared if shared is not None else SharedClients()
     retry = config.retry
     return CIClient(
         bucket=target.bucket,
@@ -73,7 +72,7 @@ def build_client(
         stats=stats,
         queue_page_size=queue_page_size,
         retry=RetryPolicy(retry.attempts, retry.initial_backoff, retry.max_backoff),
-        gate=shared.gate(target.credentials),
+        gate=shared.gate(target.credentials, config.rate_limit),
         stopping=stopping,
         sleep=shared.sleep,
     )

@@ -77,6 +77,3 @@ class IdleSchedule:
     def forget(self, keys: Iterable[StreamKey]) -> None:
         for key in keys:
             self._idle.pop(key, None)
-
-    def keep_only(self, wanted: Callable[[StreamKey], bool]) -> None:
-        self._idle = {k: v for k, v in self._idle.items() if wanted(k)}
