@@ -15,6 +15,12 @@ successful poll `window_start` moves up to when step 1 began on CI's clock, less
 the uncertainty of that clock, and never moves down. Finished jobs that the window can return
 again are remembered by JobId until the window passes their creation time.
 
+What CI should never do is handled too. A JobId that another stream of the target counted
+(the same JobId in two queues) is remembered but not counted (exporter.dedupe). A counted job
+listed active again, or a job older than the window that the stream never saw active, is a
+finished job brought back: it is shown active but never counted again (it stays remembered
+while active). Both are counted as anomalies, once per job and occurrence.
+
 Every job held (active, or counted and remembered) costs memory for as long as it is held, so
 it is held compactly: the JobId as an int when it has CI's usual form, an active job's record
 as one int. Both are exact; `active` and `seen` show them by JobId.
@@ -33,7 +39,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from exporter.ci.models import ACTIVE_STATES, FINISHED_STATES, DescribeResult, Job
-from exporter.snapshot import DURATION_BUCKETS, FailedJob, Histogram, StreamSnapshot
+from exporter.dedupe import DUPLICATE_ID, RESURRECTED, TargetJobIds
+from exporter.snapshot import DURATION_BUCKETS, FailedJob, Histogram, StreamSnapshot, cap_label
 
 OTHER_CODE = "other"
 
@@ -75,7 +82,8 @@ class HistogramAccumulator:
 
 class CodeLimiter:
     """Failure codes are open-ended text: the first `limit` distinct codes keep their own label,
-    later ones become "other". Shared by every stream so the cap holds for the whole exporter."""
+    later ones become "other". Shared by every stream so the cap holds for the whole exporter.
+    A code is cut to MAX_LABEL_CHARS first (codes alike up to there are one label)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -83,7 +91,7 @@ class CodeLimiter:
         self._lock = threading.Lock()  # targets poll on threads of their own
 
     def label(self, code: str) -> str:
-        code = code or "unknown"
+        code = cap_label(code) if code else "unknown"
         with self._lock:
             if code in self._admitted:
                 return code
@@ -285,6 +293,8 @@ class StreamTracker:
     recent_failures: deque[FailedJob] = field(
         default_factory=lambda: deque(maxlen=RECENT_FAILURES), repr=False
     )
+    # Shared by every stream of a target (see share_ids): who counted which job.
+    ids: TargetJobIds = field(default_factory=TargetJobIds, repr=False, compare=False)
     last_failed_job: str = ""
     last_failed_code: str = ""
     # When that job ended: jobs of one poll are committed in creation order, and the exemplar
@@ -350,7 +360,9 @@ class StreamTracker:
         for job in listings.active:
             key = job_key(job.job_id)
             if job.state in ACTIVE_STATES:
-                if key not in self._seen:
+                if key in self._seen or self._old_newcomer(job, key, previous, baseline):
+                    self._track_revived(job, key, key in previous)
+                else:
                     self._track_active(job, key, previous.get(key))
             elif job.state in FINISHED_STATES and key in previous:
                 # A tracked job that the active listing returns finished (CI's index lagging)
@@ -384,6 +396,30 @@ class StreamTracker:
             and job.end_time > self.baseline_time
         )
 
+    def _old_newcomer(
+        self, job: Job, key: JobKey, previous: dict[JobKey, int], baseline: bool
+    ) -> bool:
+        """Listed active for the first time, yet created before the window of a stream that
+        has polled successfully: it existed at the last active listing and was not in it, so
+        it had finished, and CI made it active again (see the module)."""
+        return (
+            not baseline
+            and self.last_boundary is not None
+            and self.window_start is not None
+            and key not in previous
+            and job.creation_time is not None
+            and job.creation_time < self.window_start - 1
+        )
+
+    def _track_revived(self, job: Job, key: JobKey, tracked: bool) -> None:
+        """A finished job active again: shown active, remembered as counted while it is, so
+        that it is not counted when it finishes again. The anomaly counts once per revival."""
+        if not tracked:
+            self.ids.note(RESURRECTED)
+            if key not in self._seen:
+                self._seen[key] = job.creation_time if job.creation_time is not None else 0.0
+        self._active[key] = _pack(job.state, job.creation_time, job.start_time, True)
+
     def _track_active(self, job: Job, key: JobKey, before: int | None) -> None:
         observed = before is not None and bool(before & _WAIT_OBSERVED)
         if not observed and job.start_time is not None and job.creation_time is not None:
@@ -401,7 +437,7 @@ class StreamTracker:
         for job in described.jobs:
             key = job_key(job.job_id)
             returned.add(key)
-            if key not in previous or key in self._seen:
+            if key not in previous:
                 continue
             if job.state in FINISHED_STATES:
                 self._finish(job, key, previous, count=True, now=now)
@@ -415,11 +451,16 @@ class StreamTracker:
         self, job: Job, key: JobKey, previous: dict[JobKey, int], *, count: bool, now: float
     ) -> None:
         if key in self._seen:
+            self._active.pop(key, None)  # a revived job, finished again
             return
-        self._seen[key] = job.creation_time if job.creation_time is not None else now
+        created = self._seen[key] = job.creation_time if job.creation_time is not None else now
         before = self._active.pop(key, None)
         if before is None:
             before = previous.get(key)
+        if not self.ids.claim(key, created):
+            if count:
+                self.ids.note(DUPLICATE_ID)
+            return
         if not count:
             return
         self.finished[job.state] += 1
@@ -451,9 +492,18 @@ class StreamTracker:
         )
 
     def _forget_before(self, lowest: float) -> None:
-        """Drop finished jobs no future window listing can return."""
+        """Drop finished jobs no future window listing can return (a revived job that is
+        active is kept: it must not be counted when it finishes again)."""
         if self._seen:
-            self._seen = {key: t for key, t in self._seen.items() if t >= lowest}
+            active = self._active
+            self._seen = {k: t for k, t in self._seen.items() if t >= lowest or k in active}
+
+    def share_ids(self, ids: TargetJobIds) -> None:
+        """Take part in the target's view of counted jobs (exporter.dedupe), adding to it the
+        ones remembered here: a restart restores the view from the trackers."""
+        self.ids = ids
+        for key, created in self._seen.items():
+            ids.claim(key, created)
 
     # -- restart --------------------------------------------------------------------------
 
@@ -493,11 +543,11 @@ class StreamTracker:
             recent_failures=recent_failures,
         )
         tracker._seen = {job_key(job_id): t for job_id, t in state.counted}
-        # A job both counted and active would be counted again: counted wins.
+        # A job both counted and active is a revived one: shown active, not counted again.
         tracker._active = {
             k: record.pack()
             for k, record in ((job_key(job_id), r) for job_id, r in state.active)
-            if k not in tracker._seen and record.state in _STATE_CODES
+            if record.state in _STATE_CODES
         }
         return tracker
 

@@ -24,6 +24,7 @@ from prometheus_client.utils import floatToGoString
 
 from exporter.api_stats import ApiStats
 from exporter.ci.models import ACTIVE_STATES, FINISHED_STATES
+from exporter.dedupe import ANOMALY_KINDS
 from exporter.snapshot import (
     DURATION_BUCKETS,
     ApiSnapshot,
@@ -32,6 +33,7 @@ from exporter.snapshot import (
     Snapshot,
     StreamSnapshot,
     TargetSnapshot,
+    cap_label,
 )
 
 
@@ -67,6 +69,8 @@ API_ERRORS = PREFIX + "api_errors"
 API_DURATION = PREFIX + "api_request_duration_seconds"
 TRACKED_JOBS = PREFIX + "tracked_jobs"
 IDLE_STREAMS = PREFIX + "idle_streams"
+QUEUES_DROPPED = PREFIX + "queues_dropped"
+JOB_ANOMALIES = PREFIX + "job_anomalies"  # a counter: exposed with _total
 API_RETRIED = PREFIX + "api_retried_requests"
 API_THROTTLED = PREFIX + "api_throttled_requests"
 API_SPACING = PREFIX + "api_request_spacing_seconds"
@@ -178,8 +182,8 @@ def _queue_samples(targets: Targets) -> dict[str, list[Sample]]:
                 "queue_id": queue.queue_id,
             }
             info_labels = labels.copy()
-            info_labels["name"] = queue.name
-            info_labels["category"] = queue.category
+            info_labels["name"] = cap_label(queue.name)
+            info_labels["category"] = cap_label(queue.category)
             families[QUEUE_INFO].append(_sample(QUEUE_INFO, info_labels, 1))
             families[QUEUE_PAUSED].append(_sample(QUEUE_PAUSED, labels, int(queue.paused)))
             families[QUEUE_MAX_CONCURRENT].append(
@@ -379,6 +383,8 @@ def _target_metrics(targets: Targets) -> Iterator[Metric]:
     poll_duration: list[Sample] = []
     tracked: list[Sample] = []
     idle: list[Sample] = []
+    dropped: list[Sample] = []
+    anomalies: list[Sample] = []
     for target in targets:
         labels = {"bucket": target.bucket, "region": target.region}
         up.append(_sample(UP, labels, 1 if target.up else 0))
@@ -388,6 +394,16 @@ def _target_metrics(targets: Targets) -> Iterator[Metric]:
             poll_duration.append(_sample(POLL_DURATION, labels, target.last_poll_duration))
         tracked.append(_sample(TRACKED_JOBS, labels, target.tracked_jobs))
         idle.append(_sample(IDLE_STREAMS, labels, target.idle_streams))
+        for service, count in sorted(target.queues_dropped.items()):
+            dropped.append(_sample(QUEUES_DROPPED, {**labels, "service": service}, count))
+        for kind in ANOMALY_KINDS:
+            anomalies.append(
+                _sample(
+                    JOB_ANOMALIES + "_total",
+                    {**labels, "kind": kind},
+                    target.anomalies.get(kind, 0),
+                )
+            )
     yield _family(
         UP,
         "1 when the target's last poll of the CI API succeeded completely, else 0.",
@@ -416,6 +432,20 @@ def _target_metrics(targets: Targets) -> Iterator[Metric]:
         " idle (idle_tag_backoff).",
         "gauge",
         idle,
+    )
+    yield _family(
+        QUEUES_DROPPED,
+        "Queues of the last listing of a service beyond max_queues_per_service: neither polled"
+        " nor exported." + _POLL,
+        "gauge",
+        dropped,
+    )
+    yield _family(
+        JOB_ANOMALIES,
+        "Jobs CI listed as it should not have, counted once each: duplicate_id (a JobId another"
+        " queue already had), resurrected (a finished job active again)." + _POLL,
+        "counter",
+        anomalies,
     )
 
 

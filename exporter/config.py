@@ -5,6 +5,7 @@ The file's shape (all durations as below):
     poll_interval: 60s            # 1s to 24h, default 60s
     request_timeout: 10s          # more than 0, at most 10m, default 10s
     failure_code_limit: 50        # integer 1 to 10000, default 50
+    max_queues_per_service: 100   # integer 1 to 10000, default 100
     clock_skew_tolerance: 30s     # 0 to 1h, default 30s
     idle_tag_backoff: 10m         # 0 (off) to 24h, default 10m
     rate_limit:                   # per credential, shared by the targets using it
@@ -86,6 +87,12 @@ from exporter.yamlfile import (
 DEFAULT_POLL_INTERVAL = 60.0
 DEFAULT_REQUEST_TIMEOUT = 10.0
 DEFAULT_FAILURE_CODE_LIMIT = 50
+# Queues polled and exported per (target, service), the first by QueueId; the rest are counted
+# (tencent_ci_queues_dropped). 100 queues of a service with its default tags (19 for media)
+# are 1,900 streams, about 160,000 samples: within what one scrape renders in a few seconds
+# (the collector is sized for ~10,000 streams in all) and what a poll lists at the default
+# rate limit. A bucket with more queues than that is a mistake or an attack more often than not.
+DEFAULT_MAX_QUEUES_PER_SERVICE = 100
 DEFAULT_CLOCK_SKEW = 30.0
 DEFAULT_IDLE_TAG_BACKOFF = 600.0
 # Tencent's Cloud Monitor exporter polls at 15 requests/s by default; CI documents no limit.
@@ -101,6 +108,7 @@ MAX_POLL_INTERVAL = 24 * 3600.0
 MAX_REQUEST_TIMEOUT = 10 * 60.0
 MAX_CLOCK_SKEW = 3600.0
 MAX_FAILURE_CODE_LIMIT = 10_000
+MAX_QUEUES_PER_SERVICE = 10_000
 MAX_IDLE_TAG_BACKOFF = 24 * 3600.0
 MAX_REQUESTS_PER_SECOND = 10_000.0
 MAX_BURST = 10_000
@@ -112,6 +120,7 @@ TOP_KEYS = (
     "poll_interval",
     "request_timeout",
     "failure_code_limit",
+    "max_queues_per_service",
     "clock_skew_tolerance",
     "idle_tag_backoff",
     "rate_limit",
@@ -181,6 +190,8 @@ class Config:
     poll_interval: float = DEFAULT_POLL_INTERVAL
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     failure_code_limit: int = DEFAULT_FAILURE_CODE_LIMIT
+    # Queues polled per (target, service); the rest are left out and counted.
+    max_queues_per_service: int = DEFAULT_MAX_QUEUES_PER_SERVICE
     # How far the clock stamping CI's jobs may be from our estimate of it (ours, centred by
     # CI's Date header); creation-time windows overlap by this much.
     clock_skew_tolerance: float = DEFAULT_CLOCK_SKEW
@@ -249,6 +260,13 @@ def _parse_top(document: object, environ: Mapping[str, str]) -> Config:
         minimum=1,
         maximum=MAX_FAILURE_CODE_LIMIT,
     )
+    max_queues = _int_key(
+        settings,
+        "max_queues_per_service",
+        DEFAULT_MAX_QUEUES_PER_SERVICE,
+        minimum=1,
+        maximum=MAX_QUEUES_PER_SERVICE,
+    )
     clock_skew = _duration_key(
         settings, "clock_skew_tolerance", DEFAULT_CLOCK_SKEW, 0.0, MAX_CLOCK_SKEW
     )
@@ -263,6 +281,7 @@ def _parse_top(document: object, environ: Mapping[str, str]) -> Config:
         poll_interval=poll_interval,
         request_timeout=request_timeout,
         failure_code_limit=failure_code_limit,
+        max_queues_per_service=max_queues,
         clock_skew_tolerance=clock_skew,
         rate_limit=rate_limit,
         retry=retry,

@@ -57,6 +57,14 @@ def _queue_label(job: FailedJob, queue_names: dict[str, str]) -> str:
     return f"{name} ({where})" if name else where
 
 
+def _dropped(target: TargetSnapshot) -> str:
+    """Queues over max_queues_per_service, per service: a capped target says so."""
+    over = [f"{service}: {n}" for service, n in sorted(target.queues_dropped.items()) if n]
+    if not over:
+        return "-"
+    return f"{', '.join(over)} (over max_queues_per_service, {target.max_queues})"
+
+
 def _target_section(target: TargetSnapshot) -> str:
     name = html.escape(f"{target.bucket} ({target.region})")
     summary = (
@@ -67,6 +75,7 @@ def _target_section(target: TargetSnapshot) -> str:
         f"<tr><th>Last poll (UTC)</th>{_cell(_iso(target.last_poll_time))}</tr>"
         f"<tr><th>Last success (UTC)</th>{_cell(_iso(target.last_success_time))}</tr>"
         f"<tr><th>Last error</th>{_cell(target.last_error or '-')}</tr>"
+        f"<tr><th>Queues not polled</th>{_cell(_dropped(target))}</tr>"
         "</table>"
     )
     names = {q.queue.queue_id: q.queue.name for q in target.queues}

@@ -8,6 +8,16 @@ from dataclasses import dataclass, field
 
 from exporter.ci.models import Queue
 
+# Label values that come from CI (a queue's name and category, a failure code) are cut to this
+# many characters where they become labels: CI lets them be long, and every sample repeats them.
+MAX_LABEL_CHARS = 128
+
+
+def cap_label(value: str) -> str:
+    """`value` cut to MAX_LABEL_CHARS, ending in "..." when cut."""
+    return value if len(value) <= MAX_LABEL_CHARS else value[: MAX_LABEL_CHARS - 3] + "..."
+
+
 # StartTime to EndTime of finished jobs, and CreationTime to StartTime: 1 s to 12 h.
 DURATION_BUCKETS: tuple[float, ...] = (
     1,
@@ -90,6 +100,11 @@ class TargetSnapshot:
     tracked_jobs: int
     recent_failures: tuple[FailedJob, ...] = ()
     idle_streams: int = 0  # left out of the last poll by the idle back-off
+    # Per service: queues of the last listing over max_queues_per_service (not polled).
+    queues_dropped: Mapping[str, int] = field(default_factory=dict)
+    max_queues: int = 0  # max_queues_per_service when the snapshot was taken
+    # Per kind (exporter.dedupe.ANOMALY_KINDS): jobs CI listed as it should not have.
+    anomalies: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

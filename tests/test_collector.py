@@ -60,6 +60,8 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "tencent_ci_api_request_duration_seconds": ("histogram", ("endpoint",)),
     "tencent_ci_tracked_jobs": ("gauge", TARGET_LABELS),
     "tencent_ci_idle_streams": ("gauge", TARGET_LABELS),
+    "tencent_ci_queues_dropped": ("gauge", (*TARGET_LABELS, "service")),
+    "tencent_ci_job_anomalies": ("counter", (*TARGET_LABELS, "kind")),
     "tencent_ci_api_retried_requests": ("counter", ("bucket", "region", "endpoint")),
     "tencent_ci_api_throttled_requests": ("counter", ("bucket", "region", "endpoint")),
     "tencent_ci_api_request_spacing_seconds": ("gauge", ("bucket", "region")),
@@ -150,6 +152,7 @@ def target(
         streams=streams,
         tracked_jobs=7,
         recent_failures=(FailedJob(1.0, "media", "q1", "Transcode", "j1", "E", "m"),),
+        queues_dropped={"media": 0},
     )
 
 

@@ -17,6 +17,7 @@ from exporter.ci.services import SERVICES
 from exporter.config import (
     DEFAULT_CLOCK_SKEW,
     DEFAULT_FAILURE_CODE_LIMIT,
+    DEFAULT_MAX_QUEUES_PER_SERVICE,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_REQUEST_TIMEOUT,
     Config,
@@ -36,8 +37,8 @@ ENV = {"TENCENTCLOUD_SECRET_ID": "AKIDenv", "TENCENTCLOUD_SECRET_KEY": SECRET_KE
 TARGET = "targets:\n  - bucket: b-1250000000\n    region: ap-chongqing\n"
 ALL_SERVICES = tuple(ServiceConfig(s.name, s.tags) for s in SERVICES.values())
 TOP_ALLOWED = (
-    "poll_interval, request_timeout, failure_code_limit, clock_skew_tolerance, idle_tag_backoff, "
-    "rate_limit, retry, state_file, targets"
+    "poll_interval, request_timeout, failure_code_limit, max_queues_per_service, "
+    "clock_skew_tolerance, idle_tag_backoff, rate_limit, retry, state_file, targets"
 )
 CREDENTIALS_ALLOWED = (
     "secret_id, secret_key, token, expiration, file, profile, cvm_role, metadata_endpoint"
@@ -72,6 +73,7 @@ def test_minimal_config_takes_every_default() -> None:
     assert config.poll_interval == DEFAULT_POLL_INTERVAL == 60.0
     assert config.request_timeout == DEFAULT_REQUEST_TIMEOUT
     assert config.failure_code_limit == DEFAULT_FAILURE_CODE_LIMIT
+    assert config.max_queues_per_service == DEFAULT_MAX_QUEUES_PER_SERVICE
     assert config.clock_skew_tolerance == DEFAULT_CLOCK_SKEW
     (target,) = config.targets
     assert (target.bucket, target.region) == ("b-1250000000", "ap-chongqing")
@@ -90,6 +92,7 @@ def test_the_documented_example() -> None:
 poll_interval: 60s
 request_timeout: 10s
 failure_code_limit: 50
+max_queues_per_service: 100
 clock_skew_tolerance: 30s
 targets:
   - bucket: examplebucket-1250000000
@@ -516,6 +519,18 @@ BAD = [
         "failure_code_limit: true\n" + TARGET,
         None,
         "config.yml: failure_code_limit: expected an integer, got boolean",
+    ),
+    (
+        "max_queues_per_service_zero",
+        "max_queues_per_service: 0\n" + TARGET,
+        None,
+        "config.yml: max_queues_per_service: must be at least 1, got 0",
+    ),
+    (
+        "max_queues_per_service_too_many",
+        "max_queues_per_service: 10001\n" + TARGET,
+        None,
+        "config.yml: max_queues_per_service: must be at most 10000, got 10001",
     ),
     # services and tags
     (

@@ -52,7 +52,7 @@ def test_the_metric_table_names_what_the_collector_serves() -> None:
     served = {f"tencent_ci_{suffix}" for suffix in re.findall(r'PREFIX \+ "(\w+)"', collector)}
     served = {
         name + "_total"
-        if name.endswith(("_finished", "_failures", "_requests", "_errors"))
+        if name.endswith(("_finished", "_failures", "_requests", "_errors", "_anomalies"))
         else name
         for name in served
     }

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +39,8 @@ from exporter.ci.models import (
     Queue,
 )
 from exporter.ci.services import SERVICES
+
+log = logging.getLogger(__name__)
 
 DESCRIBE_CHUNK = 10  # ids per describe-by-id call
 
@@ -192,7 +195,8 @@ class Pipeline:
             self.abort.note(error, failed[-1])
         except Stopped:
             raise
-        except Exception as error:
+        except Exception as error:  # a bug: the traceback for the debug log, the stream fails
+            log.debug("unexpected error polling a stream", exc_info=True)
             failed.append(
                 PollError("internal", f"{_where(key)}: internal error: {type(error).__name__}")
             )
@@ -308,8 +312,12 @@ class Pipeline:
         ]
 
     def _describe(self, chunk: list[tuple[str, StreamKey]]) -> list[Recovered]:
-        owners = dict(chunk)
-        keys = list(dict.fromkeys(owners.values()))
+        # A JobId that CI lists in two queues is missing from both streams: each one hears
+        # what became of it (the accounting counts it once, exporter.dedupe).
+        owners: dict[str, list[StreamKey]] = {}
+        for job_id, owner in chunk:
+            owners.setdefault(job_id, []).append(owner)
+        keys = list(dict.fromkeys(owner for _, owner in chunk))
         if (fatal := self.abort.error) is not None:
             return [Recovered(key, error=fatal) for key in keys]
         try:
@@ -323,11 +331,11 @@ class Pipeline:
         found: dict[StreamKey, list[Job]] = {key: [] for key in keys}
         gone: dict[StreamKey, list[str]] = {key: [] for key in keys}
         for job in result.jobs:
-            if job.job_id in owners:
-                found[owners[job.job_id]].append(job)
+            for owner in owners.get(job.job_id, ()):
+                found[owner].append(job)
         for job_id in result.non_exist_ids:
-            if job_id in owners:
-                gone[owners[job_id]].append(job_id)
+            for owner in owners.get(job_id, ()):
+                gone[owner].append(job_id)
         return [Recovered(key, tuple(found[key]), tuple(gone[key])) for key in keys]
 
 

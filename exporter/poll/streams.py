@@ -10,6 +10,10 @@ Every baseline rule is here, and nowhere else:
   after that, should it come back, takes up from where its window stood;
 - restored state (exporter.state) takes up the saved trackers of the streams still configured.
 
+A service's queues are capped (`max_queues_per_service`): the first by QueueId are polled, the
+rest are neither polled nor exported, only counted (`dropped`), so a bucket with thousands of
+queues cannot blow up /metrics. Sorted by id, the same queues stay in from poll to poll.
+
 Owned by the target's poll thread: the pipeline's pool threads never see these objects.
 """
 
@@ -20,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from exporter.accounting import CodeLimiter, StreamKey, StreamTracker, listing_boundary
 from exporter.ci.models import Queue
+from exporter.dedupe import TargetJobIds
 from exporter.snapshot import FailedJob, QueueSnapshot, StreamSnapshot
 from exporter.state import TargetState
 
@@ -43,6 +48,8 @@ class TargetStreams:
         self.recent_failures = recent_failures  # every stream's failures, newest last
         self._clock = clock
         self.queues: dict[str, tuple[Queue, ...]] = {}
+        # Per service: queues of its last listing left out by the cap.
+        self.dropped: dict[str, int] = {}
         self.trackers: dict[StreamKey, StreamTracker] = {}
         self.retired: dict[StreamKey, tuple[float, StreamTracker]] = {}
         # Where streams of queues gone for longer than RETIRED_FOR take up again:
@@ -53,6 +60,8 @@ class TargetStreams:
         # (service, tag) pairs added after the service's first listing: their first poll is a
         # baseline, like the streams of the first listing, not a new queue counted in full.
         self.new_tags: set[tuple[str, str]] = set()
+        # Which stream counted each recently finished job, and CI's anomalies (exporter.dedupe).
+        self.ids = TargetJobIds()
 
     # -- where counting begins ------------------------------------------------------------
 
@@ -83,7 +92,7 @@ class TargetStreams:
             tracker = self.trackers[key] = self.retired.pop(key)[1]
         if tracker is not None:
             return tracker
-        tracker = StreamTracker(key, self.codes, recent_failures=self.recent_failures)
+        tracker = StreamTracker(key, self.codes, recent_failures=self.recent_failures, ids=self.ids)
         if key in self.resume_at:
             # Back after long: what finished while it was away counts, what it had counted
             # does not, and the history before its last window is not listed again.
@@ -109,19 +118,28 @@ class TargetStreams:
     def listed_before(self, service: str) -> bool:
         return service in self.queues
 
-    def replace_queues(self, service: str, queues: tuple[Queue, ...], offset: float | None) -> None:
-        """CI's new listing of a service's queues. A queue gone from it leaves /metrics at
-        once and keeps its accounting a while, in case it comes back (a listing glitch)."""
+    def replace_queues(
+        self, service: str, queues: tuple[Queue, ...], offset: float | None, limit: int
+    ) -> list[StreamKey]:
+        """CI's new listing of a service's queues, the first `limit` by QueueId kept. A queue
+        gone from it (or now past the cap) leaves /metrics at once and keeps its accounting a
+        while, in case it comes back (a listing glitch).
+        Returns the streams it retired: their schedule starts afresh should they return."""
+        self.dropped[service] = max(0, len(queues) - limit)
+        if len(queues) > limit:
+            kept = set(sorted(queue.queue_id for queue in queues)[:limit])
+            queues = tuple(queue for queue in queues if queue.queue_id in kept)
         present = {queue.queue_id for queue in queues}
         now = self._clock()
-        for key in [k for k in self.trackers if k.service == service]:
-            if key.queue_id not in present:
-                self.retired[key] = (now, self.trackers.pop(key))
+        retired = [k for k in self.trackers if k.service == service and k.queue_id not in present]
+        for key in retired:
+            self.retired[key] = (now, self.trackers.pop(key))
         for key in [k for k, (since, _) in self.retired.items() if now - since > RETIRED_FOR]:
             since, tracker = self.retired.pop(key)
             if tracker.window_start is not None:
                 self.resume_at[key] = (tracker.window_start, since + (offset or 0.0))
         self.queues[service] = queues
+        return retired
 
     def queue_snapshots(self) -> tuple[QueueSnapshot, ...]:
         return tuple(
@@ -142,6 +160,7 @@ class TargetStreams:
                 self.service_started[_tag_start(service, tag)] = now
         for service in set(before) - set(after):
             self.queues.pop(service, None)
+            self.dropped.pop(service, None)
             for name in [n for n in self.service_started if n.split(":")[0] == service]:
                 del self.service_started[name]
 
@@ -169,6 +188,9 @@ class TargetStreams:
         configured since start from a baseline of their own."""
         kept = state.restricted_to(services)
         self.trackers, self.retired, self.resume_at = kept.trackers, kept.retired, kept.resume_at
+        # The view across streams is not saved: it is what the restored trackers remember.
+        for tracker in (*self.trackers.values(), *(t for _, t in self.retired.values())):
+            tracker.share_ids(self.ids)
         self.service_started.update(kept.service_started)
         now = self._clock()
         for service, tag in state.added_tags(services):
@@ -176,6 +198,10 @@ class TargetStreams:
             self.service_started[_tag_start(service, tag)] = now
 
     # -- what /metrics shows ----------------------------------------------------------------
+
+    def prune_ids(self) -> None:
+        """After a poll's commits: forget the counted jobs no stream's window can return."""
+        self.ids.prune(t.window_start for t in self.trackers.values() if t.counting)
 
     def stream_snapshots(self) -> tuple[StreamSnapshot, ...]:
         return tuple(t.snapshot() for t in self.trackers.values() if t.counting)

@@ -99,6 +99,7 @@ class TargetPoller:
         self.up = False
         self.polled = False
         self.internal_errors: set[str] = set()  # kinds already logged with a traceback
+        self._dropped_logged: dict[str, int] = {}  # per service: queues over the cap, as logged
 
     @property
     def name(self) -> str:
@@ -185,6 +186,7 @@ class TargetPoller:
                 self.schedule.failed(stream.key)
             else:
                 self._commit(stream, found)
+        self.streams.prune_ids()
         return errors
 
     def _plan(self, listings: list[QueueListing]) -> list[StreamPlan]:
@@ -198,7 +200,11 @@ class TargetPoller:
             # baseline. Those of the first listing (even after failures) are not.
             listed_before = self.streams.listed_before(listing.service)
             if listing.queues is not None:
-                self.streams.replace_queues(listing.service, listing.queues, offset)
+                retired = self.streams.replace_queues(
+                    listing.service, listing.queues, offset, self.config.max_queues_per_service
+                )
+                self._note_dropped(listing.service)
+                self.schedule.forget(retired)  # back, they are polled at once
             # Keep polling the queues we knew; the target is not up until the listing works.
             for queue in self.streams.queues.get(listing.service, ()):
                 for tag in tags[listing.service]:
@@ -215,6 +221,19 @@ class TargetPoller:
                     plans.append(StreamPlan(key, tracker.finished_listing_start(boundary)))
             self.streams.tags_polled(listing.service, tags[listing.service])
         return plans
+
+    def _note_dropped(self, service: str) -> None:
+        """One line when the number of queues left out by the cap changes, not one a poll."""
+        dropped = self.streams.dropped.get(service, 0)
+        if dropped == self._dropped_logged.get(service, 0):
+            return
+        self._dropped_logged[service] = dropped
+        limit = self.config.max_queues_per_service
+        extra = {"target": self.name, "service": service, "dropped": dropped, "polled": limit}
+        if dropped:
+            log.warning("queues over max_queues_per_service are not polled", extra=extra)
+        else:
+            log.info("every queue is polled again (within max_queues_per_service)", extra=extra)
 
     def _missing(self, stream: StreamListing) -> MissingPlan:
         tracker = self.streams.trackers[stream.key]
@@ -264,4 +283,7 @@ class TargetPoller:
             tracked_jobs=self.streams.tracked_jobs(),
             recent_failures=tuple(reversed(self.recent_failures)),
             idle_streams=self.skipped_streams,
+            queues_dropped=dict(self.streams.dropped),
+            max_queues=self.config.max_queues_per_service,
+            anomalies=dict(self.streams.ids.anomalies),
         )

@@ -159,6 +159,8 @@ class SimBucket(ClockView):
     )
     _queue_tags: dict[str, set[str]] = field(default_factory=dict, init=False, repr=False)
     _counts: Counter[tuple[str, str]] = field(default_factory=Counter, init=False, repr=False)
+    # Hostile CI, for tests: JobId -> other queues whose listings also return that job.
+    _twins: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -219,6 +221,9 @@ class SimBucket(ClockView):
         """The queue goes, and its jobs with it."""
         with self._lock:
             self._queue(queue_id)
+            for job_id, queues in list(self._twins.items()):
+                if queue_id in queues or self._jobs[job_id].queue_id == queue_id:
+                    self._untwin(job_id)
             for tag in self._queue_tags.pop(queue_id):
                 for state in JOB_STATES:
                     for _, job_id in self._index.pop((queue_id, tag, state), []):
@@ -315,7 +320,40 @@ class SimBucket(ClockView):
         with self._lock:
             job = self._job(job_id)
             self._unindex(job)
+            self._twins.pop(job_id, None)
             del self._jobs[job_id]
+
+    # -- hostile CI, for tests ----------------------------------------------------------------
+
+    def duplicate_job(self, job_id: str, queue_id: str) -> None:
+        """Make `queue_id`'s listings return the job too, under the same JobId, with that
+        queue's QueueId (CI should never do this); describe-by-id still returns it once.
+        The copy follows the job's state."""
+        with self._lock:
+            job, queue = self._job(job_id), self._queue(queue_id)
+            if queue_id == job.queue_id or queue_id in self._twins.get(job_id, ()):
+                raise ValueError(f"job {job_id} is already listed in queue {queue_id}")
+            if queue.service != job.service:
+                raise ValueError(f"queue {queue_id} is not a {job.service} queue")
+            self._queue_tags[queue_id].add(job.tag)
+            self._twins.setdefault(job_id, []).append(queue_id)
+            bisect.insort(self._index.setdefault((queue_id, job.tag, job.state), []), job.key)
+
+    def _untwin(self, job_id: str) -> None:
+        job = self._jobs[job_id]
+        for queue_id in self._twins.pop(job_id, ()):
+            keys = self._index[(queue_id, job.tag, job.state)]
+            del keys[bisect.bisect_left(keys, job.key)]
+
+    def resurrect_job(self, job_id: str, at: float | None = None) -> None:
+        """A finished job Running again (CI should never do this): it can be finished again."""
+        with self._lock:
+            job = self._job(job_id)
+            if job.state not in FINISHED:
+                raise ValueError(f"job {job_id} is {job.state}, not finished")
+            job.start_time, job.end_time = self._second(at), None
+            job.code, job.message, job.progress = "", "", 0
+            self._move(job, "Running")
 
     def job(self, job_id: str) -> SimJob:
         with self._lock:
@@ -359,11 +397,18 @@ class SimBucket(ClockView):
     def _index_add(self, job: SimJob) -> None:
         bisect.insort(self._index.setdefault((job.queue_id, job.tag, job.state), []), job.key)
         self._counts[(job.queue_id, job.state)] += 1
+        if self._twins:
+            for queue_id in self._twins.get(job.job_id, ()):
+                bisect.insort(self._index.setdefault((queue_id, job.tag, job.state), []), job.key)
 
     def _unindex(self, job: SimJob) -> None:
         keys = self._index[(job.queue_id, job.tag, job.state)]
         del keys[bisect.bisect_left(keys, job.key)]
         self._counts[(job.queue_id, job.state)] -= 1
+        if self._twins:
+            for queue_id in self._twins.get(job.job_id, ()):
+                keys = self._index[(queue_id, job.tag, job.state)]
+                del keys[bisect.bisect_left(keys, job.key)]
 
     def _move(self, job: SimJob, state: str) -> None:
         self._unindex(job)
@@ -408,7 +453,11 @@ class SimBucket(ClockView):
             ]
             merged = heapq.merge(*streams, reverse=query.descending)
             keys = list(islice(merged, size + 1))
-            return [self._jobs[jid].copy() for _, jid in keys[:size]], len(keys) > size
+            jobs = [self._jobs[jid].copy() for _, jid in keys[:size]]
+            if self._twins:
+                for job in jobs:
+                    job.queue_id = query.queue_id  # a twin shows the queue it is listed in
+            return jobs, len(keys) > size
 
     @staticmethod
     def _window(keys: list[JobKey], query: JobQuery) -> Iterator[JobKey]:
