@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from exporter.ci.models import ACTIVE_STATES, FINISHED_STATES, DescribeResult, Job
-from exporter.dedupe import DUPLICATE_ID, RESURRECTED, TargetJobIds
+from exporter.dedupe import DUPLICATE_ID, RESURRECTED, JobKey, TargetJobIds
 from exporter.snapshot import DURATION_BUCKETS, FailedJob, Histogram, StreamSnapshot, cap_label
 
 OTHER_CODE = "other"
@@ -103,7 +103,6 @@ class CodeLimiter:
 
 # -- how tracked jobs are held (see the module doc) ----------------------------------------
 
-JobKey = int | str  # a JobId as held in memory: see job_key
 _USUAL_ID = re.compile(r"[a-z][0-9a-f]{32}\Z")
 _HEX_BITS = 128
 _HEX_MASK = (1 << _HEX_BITS) - 1

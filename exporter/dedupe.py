@@ -18,10 +18,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # exporter.accounting holds a TargetJobIds in every tracker
-    from exporter.accounting import JobKey
+JobKey = int | str  # a JobId as held in memory: see exporter.accounting.job_key
 
 DUPLICATE_ID = "duplicate_id"  # a JobId already counted (or the baseline) in another stream
 RESURRECTED = "resurrected"  # a finished job (or one older than the window) listed active again
