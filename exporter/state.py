@@ -9,7 +9,11 @@ the counted jobs a window can still return.
 
 The file is read back with suspicion: one that is missing, unreadable, not JSON, of another
 format or version, or holding a value of the wrong type or size gives one log line and a fresh
-baseline, never a crash and never a half-restored target.
+baseline, never a crash and never a half-restored target; one bad record is skipped alone.
+
+Threads: each target's poll thread encodes its own state (it owns the trackers) and hands the
+text to the shared StateFile, whose fragments, owners and writer flag are guarded by its lock;
+one thread at a time writes the file, for everyone.
 """
 
 from __future__ import annotations
