@@ -10,59 +10,29 @@ from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
-import freezegun.config
 import pytest
 from clients import bare_client
 from freezegun import freeze_time
+from pipeline_world import BUCKETS, REGION, TAG, finished, target, two_buckets
 
 from exporter.accounting import CodeLimiter
 from exporter.api_stats import ApiStats
-from exporter.config import Config, RateLimitConfig, ServiceConfig, TargetConfig
-from exporter.credentials import Credentials
+from exporter.config import Config, RateLimitConfig
 from exporter.poller import Poller
 from exporter.sharding import Shard
 from exporter.simulator import Simulator
 from exporter.state import load_state
 
-SECRET_ID, SECRET_KEY = "AKIDattack000000000000000000000000000", "attack-key-0000000000000000000000"
-BUCKETS = ("one-1250000000", "two-1250000000")
-REGION = "ap-nanjing"
-TAG = "Transcode"
-OTHER_SHARD = "four-1250000000"  # shard 1 of 2; both of BUCKETS are shard 0
-
-
-@pytest.fixture(autouse=True)
-def _frozen_on_every_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    # freezegun gives the real time to callers just below `threading` (a pool thread's task).
-    monkeypatch.setattr(freezegun.config.settings, "default_ignore_list", [])
-
-
-def target(sim: Simulator, bucket: str) -> TargetConfig:
-    return TargetConfig(
-        bucket,
-        REGION,
-        sim.endpoint(bucket),
-        Credentials(SECRET_ID, SECRET_KEY),
-        (ServiceConfig("media", (TAG,)),),
-    )
+pytestmark = pytest.mark.usefixtures("frozen_on_every_thread")
 
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    simulator = Simulator({SECRET_ID: SECRET_KEY})
-    for name in BUCKETS:
-        simulator.add_bucket(name, REGION).add_queue("media", name="main")
-    with simulator.start():
+    with two_buckets() as simulator:
         yield simulator
 
 
-def finished(poller: Poller, bucket: str = BUCKETS[0], queue_id: str | None = None) -> int:
-    snapshot = next(t for t in poller.snapshot().targets if t.bucket == bucket)
-    return sum(
-        sum(s.finished.values())
-        for s in snapshot.streams
-        if queue_id is None or s.queue_id == queue_id
-    )
+OTHER_SHARD = "four-1250000000"  # shard 1 of 2; both of BUCKETS are shard 0
 
 
 def finish_a_job(sim: Simulator, queue_id: str, bucket: str = BUCKETS[0]) -> str:

@@ -11,55 +11,28 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import freezegun.config
 import pytest
 from clients import bare_client
 from freezegun import freeze_time
+from pipeline_world import BUCKETS, REGION, finished, target, two_buckets
 
 import exporter.state as state_module
 from exporter.accounting import CodeLimiter
 from exporter.api_stats import ApiStats
 from exporter.ci.client import CIClient
-from exporter.config import Config, RateLimitConfig, RetryConfig, ServiceConfig, TargetConfig
-from exporter.credentials import Credentials
+from exporter.config import Config, RateLimitConfig, RetryConfig
 from exporter.poll.clients import SharedClients, build_client
 from exporter.poller import Poller
 from exporter.simulator import Fault, Simulator
 from exporter.state import load_state
 
-SECRET_ID, SECRET_KEY = "AKIDpipeline0000000000000000000000000", "pipeline-key-000000000000000000"
-BUCKETS = ("one-1250000000", "two-1250000000")
-REGION = "ap-nanjing"
-
-
-@pytest.fixture(autouse=True)
-def _frozen_on_every_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    # freezegun gives the real time to callers just below `threading` (a pool thread's task).
-    monkeypatch.setattr(freezegun.config.settings, "default_ignore_list", [])
-
-
-def target(sim: Simulator, bucket: str, tags: tuple[str, ...] = ("Transcode",)) -> TargetConfig:
-    return TargetConfig(
-        bucket,
-        REGION,
-        sim.endpoint(bucket),
-        Credentials(SECRET_ID, SECRET_KEY),
-        (ServiceConfig("media", tags),),
-    )
+pytestmark = pytest.mark.usefixtures("frozen_on_every_thread")
 
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    simulator = Simulator({SECRET_ID: SECRET_KEY})
-    for name in BUCKETS:
-        simulator.add_bucket(name, REGION).add_queue("media", name="main")
-    with simulator.start():
+    with two_buckets() as simulator:
         yield simulator
-
-
-def finished(poller: Poller, bucket: str = BUCKETS[0]) -> int:
-    snapshot = next(t for t in poller.snapshot().targets if t.bucket == bucket)
-    return sum(sum(s.finished.values()) for s in snapshot.streams)
 
 
 # -- the order -------------------------------------------------------------------------------

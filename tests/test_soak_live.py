@@ -19,7 +19,6 @@ import random
 import threading
 from collections import Counter
 
-import freezegun.config
 import pytest
 from counting import counters
 from freezegun import freeze_time
@@ -144,13 +143,7 @@ def run_soak(seed: int, polls: int = 30) -> tuple[Counter[tuple[str, ...]], ...]
     return finished, expected, failures, expected_failures, Counter(downs=downs)
 
 
-@pytest.fixture(autouse=True)
-def _frozen_on_every_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    """freezegun gives the real time to callers a few frames below `threading` (a pool
-    thread's task, say): here every thread must see the virtual clock."""
-    monkeypatch.setattr(freezegun.config.settings, "default_ignore_list", [])
-
-
+@pytest.mark.usefixtures("frozen_on_every_thread")
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6, 7, 8])
 def test_every_job_counted_once_under_a_live_flaky_ci(seed: int) -> None:
     finished, expected, failures, expected_failures, _ = run_soak(seed)

@@ -195,6 +195,8 @@ class TargetPoller:
         offset, skew = self.client.clock_offset, self.config.clock_skew_tolerance
         plans: list[StreamPlan] = []
         tags = {s.name: s.tags for s in self.target.services}
+        # Where a window would begin for a stream without one (the task takes its own, later).
+        boundary = listing_boundary(self.clock(), offset, skew)
         for listing in listings:
             # Queues listed once the service has been listed are new: nothing in them is a
             # baseline. Those of the first listing (even after failures) are not.
@@ -217,7 +219,6 @@ class TargetPoller:
                         key, new_queue=new_queue, offset=offset, skew=skew
                     )
                     self.streams.begin(key, tracker, offset, skew)
-                    boundary = listing_boundary(self.clock(), offset, skew)
                     plans.append(StreamPlan(key, tracker.finished_listing_start(boundary)))
             self.streams.tags_polled(listing.service, tags[listing.service])
         return plans
