@@ -23,7 +23,13 @@ while active). Both are counted as anomalies, once per job and occurrence.
 
 Every job held (active, or counted and remembered) costs memory for as long as it is held, so
 it is held compactly: the JobId as an int when it has CI's usual form, an active job's record
-as one int. Both are exact; `active` and `seen` show them by JobId.
+as one int. Both are exact; `active` and `seen` show them by JobId. Histograms cost series, so
+they are made at their first observation, with the bounds of the configuration
+(HistogramLayout), and not at all for a service whose histograms are off.
+
+Threads: a tracker belongs to its target's poll thread (exporter.poll.streams), which also
+hands it a reloaded configuration's layout (set_layout) between polls. The CodeLimiter is the
+one object shared across targets, under its lock.
 """
 
 from __future__ import annotations
@@ -40,7 +46,13 @@ from typing import TypeVar
 
 from exporter.ci.models import ACTIVE_STATES, FINISHED_STATES, DescribeResult, Job
 from exporter.dedupe import DUPLICATE_ID, RESURRECTED, JobKey, TargetJobIds
-from exporter.snapshot import DURATION_BUCKETS, FailedJob, Histogram, StreamSnapshot, cap_label
+from exporter.snapshot import (
+    FailedJob,
+    Histogram,
+    HistogramLayout,
+    StreamSnapshot,
+    cap_label,
+)
 
 OTHER_CODE = "other"
 
@@ -56,9 +68,11 @@ def listing_boundary(local_time: float, clock_offset: float | None, skew_toleran
 
 
 class HistogramAccumulator:
+    """Observations counted in the buckets of `bounds` (ascending; +Inf comes on top)."""
+
     __slots__ = ("bounds", "count", "counts", "total")
 
-    def __init__(self, bounds: tuple[float, ...] = DURATION_BUCKETS) -> None:
+    def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
         self.counts = [0] * len(bounds)
         self.total = 0.0
@@ -286,8 +300,12 @@ class StreamTracker:
     _seen: dict[JobKey, float] = field(default_factory=dict, init=False, repr=False)
     finished: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
+    # The bounds of the stream's histograms; None: its service's histograms are off, nothing
+    # is observed. Histograms are made at their first observation (a series only for what
+    # happened): finished state -> run time, and the queue wait. See set_layout for a change.
+    layout: HistogramLayout | None = field(default_factory=HistogramLayout)
     run_duration: dict[str, HistogramAccumulator] = field(default_factory=dict)
-    queue_wait: HistogramAccumulator = field(default_factory=HistogramAccumulator)
+    queue_wait: HistogramAccumulator | None = None
     # Usually shared by every stream of a target, so the newest failures of all are at hand.
     recent_failures: deque[FailedJob] = field(
         default_factory=lambda: deque(maxlen=RECENT_FAILURES), repr=False
@@ -300,10 +318,6 @@ class StreamTracker:
     # must be the one that failed last, not the one created last.
     last_failed_time: float = -math.inf
     vanished: int = 0  # active jobs CI no longer knew (deleted): not counted as finished
-
-    def __post_init__(self) -> None:
-        for state in FINISHED_STATES:
-            self.run_duration.setdefault(state, HistogramAccumulator())
 
     @property
     def active(self) -> ActiveJobs:
@@ -425,7 +439,7 @@ class StreamTracker:
             # Counting wait only for jobs seen before they started would leave out the ones
             # that started between polls; a job seen started counts once here.
             if before is not None or self.counting:
-                self.queue_wait.observe(job.start_time - job.creation_time)
+                self._observe_wait(job.start_time - job.creation_time)
             observed = True
         self._active[key] = _pack(job.state, job.creation_time, job.start_time, observed)
 
@@ -464,12 +478,40 @@ class StreamTracker:
             return
         self.finished[job.state] += 1
         if job.start_time is not None and job.end_time is not None:
-            self.run_duration[job.state].observe(job.end_time - job.start_time)
+            self._observe_run(job.state, job.end_time - job.start_time)
         waited = before is not None and bool(before & _WAIT_OBSERVED)
         if not waited and job.start_time is not None and job.creation_time is not None:
-            self.queue_wait.observe(job.start_time - job.creation_time)
+            self._observe_wait(job.start_time - job.creation_time)
         if job.state == "Failed":
             self._record_failure(job, now)
+
+    # -- histograms -----------------------------------------------------------------------
+
+    def _observe_run(self, state: str, seconds: float) -> None:
+        if self.layout is None:
+            return
+        histogram = self.run_duration.get(state)
+        if histogram is None:
+            histogram = self.run_duration[state] = HistogramAccumulator(self.layout.run_time)
+        histogram.observe(seconds)
+
+    def _observe_wait(self, seconds: float) -> None:
+        if self.layout is None:
+            return
+        if self.queue_wait is None:
+            self.queue_wait = HistogramAccumulator(self.layout.queue_wait)
+        self.queue_wait.observe(seconds)
+
+    def set_layout(self, layout: HistogramLayout | None) -> bool:
+        """Take up the bounds of a new configuration (None: histograms off). When they changed,
+        the histograms are dropped and start again from their next observation: buckets that
+        changed are new series, and Prometheus sees the series it keeps going back to 0 as a
+        counter reset, so rate() and histogram_quantile() stay right. Counters, gauges and
+        what the stream remembers of its jobs are untouched. Returns whether it changed."""
+        if layout == self.layout:
+            return False
+        self.layout, self.run_duration, self.queue_wait = layout, {}, None
+        return True
 
     def _record_failure(self, job: Job, now: float) -> None:
         code = self.codes.label(job.code)
@@ -574,8 +616,12 @@ class StreamTracker:
             active=active,
             finished={state: self.finished[state] for state in FINISHED_STATES},
             failures=dict(self.failures),
-            run_duration={s: h.snapshot() for s, h in self.run_duration.items()},
-            queue_wait=self.queue_wait.snapshot(),
+            run_duration={
+                state: self.run_duration[state].snapshot()
+                for state in FINISHED_STATES
+                if state in self.run_duration
+            },
+            queue_wait=None if self.queue_wait is None else self.queue_wait.snapshot(),
             oldest=oldest,
             last_failed_job=self.last_failed_job,
             last_failed_code=self.last_failed_code,

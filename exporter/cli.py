@@ -17,12 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from types import FrameType
 
-from prometheus_client import CollectorRegistry
-
 from exporter import __version__
 from exporter.api_stats import ApiStats
-from exporter.collector import CICollector
 from exporter.config import Config, ConfigError, load_config
+from exporter.exposition import exporter_expositions
 from exporter.httpserver import ConnectionLimits
 from exporter.logs import setup_logging
 from exporter.poller import Poller
@@ -267,14 +265,14 @@ class _App:
             return True, "configuration reloaded"
 
     def serve(self, *, demo: bool) -> int:
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(CICollector(self.poller, self.stats, __version__))
+        expositions = exporter_expositions(self.poller, self.stats, __version__)
+        self.poller.board.on_swap = expositions.published
         try:
             # The constructor binds: a port in use fails here, not in start().
             server = ExporterServer(
                 self.address,
                 self.poller,
-                registry,
+                expositions,
                 self.telemetry_path,
                 version=__version__,
                 web_config=self.web_config,

@@ -16,6 +16,9 @@ The file's shape (all durations as below):
       attempts: 3                 # tries in all, 1 to 10, default 3
       initial_backoff: 500ms      # at most max_backoff, default 500ms
       max_backoff: 10s            # at most 5m, default 10s
+    histograms:                   # bucket bounds of every stream's histograms
+      run_time_buckets: [5s, 30s, 1m, 5m, 15m, 1h, 4h]    # the default; 1 to 30 bounds,
+      queue_wait_buckets: [1s, 10s, 1m, 5m, 1h]          # strictly ascending, > 0, <= 720h
     state_file: /var/lib/...      # optional; its directory must exist
     targets:                      # required, at least one
       - bucket: name-1250000000   # BucketName-APPID
@@ -26,6 +29,7 @@ The file's shape (all durations as below):
           # {file: /path, profile: default}       (must exist and be readable)
           # {cvm_role: name | auto, metadata_endpoint: http://...}
         services: {media: {tags: [Transcode]}, speech: {}, ai: }     # optional
+          # {histograms: false} under a service: its streams have no histograms (default true)
 
 Durations are a plain number of seconds (90, 1.5, or the string "90" so that `${VAR}` works)
 or a sequence of decimal amounts with units ms, s, m, h: "30s", "2m", "1h", "1m30s", "1.5s",
@@ -33,7 +37,8 @@ or a sequence of decimal amounts with units ms, s, m, h: "30s", "2m", "1h", "1m3
 
 Strings expand `${VAR}` from the environment, also inside longer text; `${VAR:-default}`
 gives a default when VAR is unset or empty; `$${` is a literal `${`. An unset variable without
-a default is an error. Integers accept a string of digits for the same reason.
+a default is an error. Integers accept a string of digits for the same reason, and true or
+false the strings "true" and "false".
 
 The YAML is read more strictly than YAML 1.1 does: integers are plain decimal (`010`, `0x1e`,
 `1_000` and `1:30` are refused rather than read as 8, 30, 1000 and 90), dates stay text, keys
@@ -73,6 +78,7 @@ from exporter.credentials import (
     header_safe,
     parse_iso_time,
 )
+from exporter.snapshot import HistogramLayout
 from exporter.yamlfile import (
     MAX_INT_DIGITS,
     Checks,
@@ -115,6 +121,10 @@ MAX_BURST = 10_000
 MAX_CONCURRENCY = 64
 MAX_RETRY_ATTEMPTS = 10
 MAX_BACKOFF = 5 * 60.0
+# Histogram bounds: every bound is a series per stream (and per finished state), so a few;
+# beyond 30 days a bound is a typo, not a job's run time or wait.
+MAX_BUCKETS = 30
+MAX_BUCKET_BOUND = 30 * 24 * 3600.0
 
 TOP_KEYS = (
     "poll_interval",
@@ -125,18 +135,20 @@ TOP_KEYS = (
     "idle_tag_backoff",
     "rate_limit",
     "retry",
+    "histograms",
     "state_file",
     "targets",
 )
 RATE_LIMIT_KEYS = ("requests_per_second", "burst", "concurrency")
 RETRY_KEYS = ("attempts", "initial_backoff", "max_backoff")
+HISTOGRAM_KEYS = ("run_time_buckets", "queue_wait_buckets")
 TARGET_KEYS = ("bucket", "region", "endpoint", "credentials", "services")
 # The three forms of `credentials:`; a target's credentials use the keys of exactly one.
 STATIC_CREDENTIAL_KEYS = ("secret_id", "secret_key", "token", "expiration")
 FILE_CREDENTIAL_KEYS = ("file", "profile")
 ROLE_CREDENTIAL_KEYS = ("cvm_role", "metadata_endpoint")
 CREDENTIAL_KEYS = STATIC_CREDENTIAL_KEYS + FILE_CREDENTIAL_KEYS + ROLE_CREDENTIAL_KEYS
-SERVICE_KEYS = ("tags",)
+SERVICE_KEYS = ("tags", "histograms")
 # Under `credentials:` no error shows a value (nor a key that is not one of the allowed):
 # a secret typed in the wrong field, or where a key belongs, would be printed back.
 _CREDENTIALS = ".credentials"
@@ -156,6 +168,7 @@ class ConfigError(FileError):
 class ServiceConfig:
     name: str  # a key of exporter.ci.services.SERVICES
     tags: tuple[str, ...]  # the documented tags of the service when the user named none
+    histograms: bool = True  # False: its streams observe no run time or queue wait
 
 
 @dataclass(frozen=True)
@@ -200,6 +213,8 @@ class Config:
     # The longest interval between polls of a stream that has been idle; 0: every poll.
     idle_tag_backoff: float = DEFAULT_IDLE_TAG_BACKOFF
     state_file: str | None = None  # absolute; its directory existed when the config was read
+    # The bucket bounds of every stream's histograms (of the services that have them).
+    histograms: HistogramLayout = field(default_factory=HistogramLayout)
 
 
 # --- entry points -------------------------------------------------------------------------
@@ -275,6 +290,7 @@ def _parse_top(document: object, environ: Mapping[str, str]) -> Config:
     )
     rate_limit = _rate_limit(top.get("rate_limit"), environ)
     retry = _retry(top.get("retry"), environ)
+    histograms = _histograms(top.get("histograms"), environ)
     state_file = _state_file(top.get("state_file"), environ)
     return Config(
         targets=_parse_targets(top["targets"], environ),
@@ -287,6 +303,7 @@ def _parse_top(document: object, environ: Mapping[str, str]) -> Config:
         retry=retry,
         idle_tag_backoff=idle_tag_backoff,
         state_file=state_file,
+        histograms=histograms,
     )
 
 
@@ -316,6 +333,50 @@ def _retry(value: object, environ: Mapping[str, str]) -> RetryConfig:
             f"{_show_seconds(initial)} is longer than retry.max_backoff ({_show_seconds(longest)})",
         )
     return RetryConfig(attempts, initial, longest)
+
+
+def _histograms(value: object, environ: Mapping[str, str]) -> HistogramLayout:
+    if value is None:
+        return HistogramLayout()
+    settings = _section(value, "histograms", HISTOGRAM_KEYS, environ)
+    default = HistogramLayout()
+    return HistogramLayout(
+        run_time=_bounds(settings, "run_time_buckets", default.run_time),
+        queue_wait=_bounds(settings, "queue_wait_buckets", default.queue_wait),
+    )
+
+
+def _bounds(settings: _Section, key: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    """A histogram's bucket bounds: durations, strictly ascending, more than 0."""
+    path, value = settings.setting(key)
+    if value is None:
+        return default
+    items = _CHECKS.items(value, path)
+    if not items:
+        raise ConfigError(path, "is empty (leave it out for the default bounds)")
+    if len(items) > MAX_BUCKETS:
+        raise ConfigError(path, f"must have at most {MAX_BUCKETS} bounds, got {len(items)}")
+    bounds: list[float] = []
+    for index, item in enumerate(items):
+        item_path = f"{path}[{index}]"
+        bound = _bound(item, item_path, settings.environ)
+        if bounds and bound == bounds[-1]:
+            raise ConfigError(
+                item_path, f"duplicate of the bound before it ({_show_duration(bound)})"
+            )
+        if bounds and bound < bounds[-1]:
+            shown = _show_duration(bounds[-1])
+            raise ConfigError(item_path, f"must be greater than the bound before it ({shown})")
+        bounds.append(bound)
+    return tuple(bounds)
+
+
+def _bound(value: object, path: str, environ: Mapping[str, str]) -> float:
+    text = _expand(value, path, environ) if isinstance(value, str) else value
+    seconds = parse_duration(text, path, 0.0, MAX_BUCKET_BOUND)
+    if seconds <= 0:
+        raise ConfigError(path, "must be more than 0s")
+    return seconds
 
 
 def _state_file(value: object, environ: Mapping[str, str]) -> str | None:
@@ -665,12 +726,13 @@ def _services(value: object, path: str, environ: Mapping[str, str]) -> tuple[Ser
 def _service(name: str, value: object, path: str, environ: Mapping[str, str]) -> ServiceConfig:
     if value is None:
         return ServiceConfig(name, SERVICES[name].tags)
-    raw = _CHECKS.mapping(value, path)
-    _check_keys(raw, path, SERVICE_KEYS, required=())
-    tags = raw.get("tags")
-    if tags is None:
-        return ServiceConfig(name, SERVICES[name].tags)
-    return ServiceConfig(name, _tags(tags, f"{path}.tags", environ))
+    settings = _section(value, path, SERVICE_KEYS, environ)
+    tags = settings.raw.get("tags")
+    return ServiceConfig(
+        name,
+        SERVICES[name].tags if tags is None else _tags(tags, f"{path}.tags", environ),
+        _bool_key(settings, "histograms", default=True),
+    )
 
 
 def _tags(value: object, path: str, environ: Mapping[str, str]) -> tuple[str, ...]:
@@ -804,6 +866,18 @@ def _int_key(settings: _Section, key: str, default: int, minimum: int, maximum: 
     if value > maximum:
         raise ConfigError(path, f"must be at most {maximum}, got {value}")
     return value
+
+
+def _bool_key(settings: _Section, key: str, default: bool) -> bool:
+    """true or false, or the text "true" or "false" (from `${VAR}`)."""
+    path, value = settings.setting(key)
+    if value is None:
+        return default
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if isinstance(value, str):
+        raise ConfigError(path, f"expected true or false, got string {quote(_clip(value))}")
+    return _CHECKS.expect(value, bool, path, "true or false")
 
 
 def _positive_number_key(settings: _Section, key: str, default: float, maximum: float) -> float:
@@ -958,6 +1032,19 @@ def _show_seconds(seconds: float) -> str:
     if seconds.is_integer() and abs(seconds) < 1e16:
         return f"{int(seconds)}s"  # 10000000000s, not 1e+10s
     return f"{seconds:.12g}s"  # 86400.001s, not 86400s, against a 24h maximum
+
+
+def _show_duration(seconds: float) -> str:
+    """A duration as people write it: 1h30m, 5m, 1.5s, 250ms."""
+    if seconds < 1:
+        return f"{seconds * 1000:.12g}ms"
+    whole, fraction = divmod(seconds, 1)
+    if fraction:
+        return _show_seconds(seconds)
+    hours, rest = divmod(int(whole), 3600)
+    minutes, rest = divmod(rest, 60)
+    parts = ((hours, "h"), (minutes, "m"), (rest, "s"))
+    return "".join(f"{amount}{unit}" for amount, unit in parts if amount)
 
 
 def _show_limit(seconds: float) -> str:

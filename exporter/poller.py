@@ -56,6 +56,8 @@ class Board:
         self._snapshots: dict[TargetId, TargetSnapshot] = {}
         self.reload = ReloadStatus(True, clock())
         self.current = Snapshot()
+        # Told of every swap (exporter.exposition renders the new snapshot); under the lock.
+        self.on_swap: Callable[[], None] = _nothing
 
     def set_targets(self, pollers: dict[TargetId, TargetPoller]) -> None:
         """The targets now polled, in order; a new one shows its empty snapshot at once."""
@@ -84,6 +86,11 @@ class Board:
         self.current = Snapshot(
             targets=tuple(self._snapshots[tid] for tid in self._owners), reload=self.reload
         )
+        self.on_swap()
+
+
+def _nothing() -> None:
+    pass
 
 
 class Poller:

@@ -1,12 +1,13 @@
 """The HTTP side: the telemetry path, /healthz, /readyz, a landing page and /-/reload.
 
 Threads: the pages are served on exporter.httpserver's workers (its loop thread owns the
-connections); `_Renderer` shares a rendering between the workers under its lock, a reload runs
+connections); exporter.exposition's render thread renders /metrics, a reload runs
 under `_App.reload_lock`, and `ExporterServer.web_config` is replaced whole by the reload thread
 and read by the loop (at accept) and the workers (per request).
 
-Nothing here calls the CI API: the telemetry path renders the registry (whose collector reads the
-latest snapshot), and the other pages read the snapshot source.
+Nothing here calls the CI API: the telemetry path sends what exporter.exposition rendered of the
+latest snapshot (and the self-metrics, rendered per scrape), and the other pages read the
+snapshot source.
 
 With a web config (exporter.webconfig), connections are TLS and every path but /healthz and
 /readyz needs a basic-auth user. Those two stay open because kubelet probes carry no credentials,
@@ -31,13 +32,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
 from exporter.collector import SnapshotSource
+from exporter.exposition import Expositions
 from exporter.httpserver import BoundedHTTPServer, ConnectionLimits
 from exporter.landing import render_landing_page
-from exporter.render import Renderer, gzip_accepted
 from exporter.webconfig import TLSServerConfig, WebConfig
 
 DEFAULT_PORT = 9873
@@ -100,13 +100,12 @@ def _parse_port(port_text: str, text: str) -> int:
 @dataclass(frozen=True)
 class _App:
     source: SnapshotSource
-    registry: CollectorRegistry
+    expositions: Expositions
     telemetry_path: str
     version: str
     reload: Reload | None
     # One reload at a time: two POSTs at once must not interleave two loads.
     reload_lock: threading.Lock
-    renderer: Renderer
 
 
 def check_telemetry_path(path: str) -> None:
@@ -131,7 +130,7 @@ class ExporterServer:
         self,
         address: tuple[str, int],
         source: SnapshotSource,
-        registry: CollectorRegistry,
+        expositions: Expositions,
         telemetry_path: str = "/metrics",
         version: str = __version__,
         *,
@@ -140,15 +139,7 @@ class ExporterServer:
         limits: ConnectionLimits | None = None,
     ) -> None:
         check_telemetry_path(telemetry_path)
-        self.app = _App(
-            source,
-            registry,
-            telemetry_path,
-            version,
-            reload,
-            threading.Lock(),
-            Renderer(registry, telemetry_path),
-        )
+        self.app = _App(source, expositions, telemetry_path, version, reload, threading.Lock())
         # Replaced whole by set_web_config; a connection takes its TLS settings at accept and
         # a request its users and headers when it starts.
         self.web_config = web_config
@@ -184,6 +175,7 @@ class ExporterServer:
         if self._started or self._closed:
             raise RuntimeError("ExporterServer.start() may be called once, before stop()")
         self._started = True
+        self.app.expositions.start()
         self._http.start()
         logger.debug("serving on port %d", self.port)
 
@@ -193,6 +185,7 @@ class ExporterServer:
             return
         self._closed = True
         self._http.stop()
+        self.app.expositions.stop()
 
     def _tls(self) -> TLSServerConfig | None:
         web_config = self.web_config
@@ -345,16 +338,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _metrics(self) -> None:
         encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-        exposition = self.app.renderer.render(encoder, content_type)
-        if exposition.body is None:
+        gzip = gzip_accepted(self.headers.get("Accept-Encoding", ""))
+        response = self.app.expositions.scrape(encoder, content_type, gzip)
+        if not response.ok:
             self._send(500, "text/plain; charset=utf-8", b"error rendering metrics, see log\n")
             return
-        body = exposition.body
         headers = {"Vary": "Accept, Accept-Encoding"}
-        if gzip_accepted(self.headers.get("Accept-Encoding", "")):
-            body = exposition.gzipped()
+        if response.gzip:
             headers["Content-Encoding"] = "gzip"
-        self._send(200, content_type, body, headers)
+        self._send(200, content_type, response.chunks, headers)
 
     def _readyz(self) -> None:
         if self.app.source.ready():
@@ -371,12 +363,13 @@ class _Handler(BaseHTTPRequestHandler):
         self,
         status: int,
         content_type: str,
-        body: bytes,
+        body: bytes | list[bytes],
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        chunks = body if isinstance(body, list) else [body]
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(sum(len(chunk) for chunk in chunks)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         for name, value in self._web.headers if self._web is not None else ():
@@ -387,7 +380,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(body)
+            for chunk in chunks:
+                self.wfile.write(chunk)
 
     def _request_has_body(self) -> bool:
         """Whether the request may have a body, by any reading of its framing headers: two
@@ -421,3 +415,13 @@ def _basic_credentials(header: str | None) -> tuple[str, bytes] | None:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split()) or "reload failed"
+
+
+def gzip_accepted(accept_encoding: str) -> bool:
+    for item in accept_encoding.split(","):
+        coding, _, params = item.partition(";")
+        if coding.strip().lower() != "gzip":
+            continue
+        quality = params.strip().lower().removeprefix("q=").strip()
+        return quality not in ("0", "0.0", "0.00", "0.000")
+    return False

@@ -18,25 +18,21 @@ def cap_label(value: str) -> str:
     return value if len(value) <= MAX_LABEL_CHARS else value[: MAX_LABEL_CHARS - 3] + "..."
 
 
-# StartTime to EndTime of finished jobs, and CreationTime to StartTime: 1 s to 12 h.
-DURATION_BUCKETS: tuple[float, ...] = (
-    1,
-    2,
-    5,
-    10,
-    30,
-    60,
-    120,
-    300,
-    600,
-    1200,
-    1800,
-    3600,
-    7200,
-    14400,
-    28800,
-    43200,
-)
+# Default bucket bounds, in seconds (the +Inf bucket comes on top). Media jobs run from seconds
+# to hours, and a queue's wait from nothing to an hour of backlog. Few bounds keep a busy stream
+# within the series budget (README, "Series per stream"): a run-time histogram is 10 series per
+# finished state, a queue-wait histogram 8. Users choose their own in the config (histograms:).
+RUN_TIME_BUCKETS: tuple[float, ...] = (5, 30, 60, 300, 900, 3600, 14400)
+QUEUE_WAIT_BUCKETS: tuple[float, ...] = (1, 10, 60, 300, 3600)
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramLayout:
+    """The bucket bounds of a stream's histograms: run time (StartTime to EndTime of finished
+    jobs) and queue wait (CreationTime to StartTime). Ascending, positive, finite."""
+
+    run_time: tuple[float, ...] = RUN_TIME_BUCKETS
+    queue_wait: tuple[float, ...] = QUEUE_WAIT_BUCKETS
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +55,10 @@ class StreamSnapshot:
     active: Mapping[str, int]  # Submitted, Running, Pause -> jobs now in that state
     finished: Mapping[str, int]  # Success, Failed, Cancel -> total since start
     failures: Mapping[str, int]  # failure code (capped, or "other") -> total
-    run_duration: Mapping[str, Histogram]  # finished state -> histogram
-    queue_wait: Histogram
+    # Histograms appear with their first observation (none for a service whose histograms
+    # are off): finished state -> run-time histogram, and the queue-wait histogram or None.
+    run_duration: Mapping[str, Histogram]
+    queue_wait: Histogram | None
     oldest: Mapping[str, float]  # "Submitted" -> CreationTime, "Running" -> StartTime
     last_failed_job: str = ""  # JobId of the latest failure, for exemplars
     last_failed_code: str = ""  # its code as counted in `failures` (capped), for the exemplar
@@ -130,3 +128,13 @@ class ReloadStatus:
 class Snapshot:
     targets: tuple[TargetSnapshot, ...] = ()
     reload: ReloadStatus = ReloadStatus()
+
+
+@dataclass(frozen=True, slots=True)
+class RenderCost:
+    """The last rendering of /metrics in one format (exporter.exposition)."""
+
+    content_type: str
+    seconds: float  # wall time it took
+    size: int  # bytes, uncompressed, of the part rendered at publish time
+    renders: int  # renderings of this format so far

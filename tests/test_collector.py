@@ -17,11 +17,11 @@ from exporter.api_stats import ApiStats
 from exporter.ci.models import Queue
 from exporter.collector import CICollector
 from exporter.snapshot import (
-    DURATION_BUCKETS,
     FailedJob,
     Histogram,
     QueueSnapshot,
     ReloadStatus,
+    RenderCost,
     Snapshot,
     StreamSnapshot,
     TargetSnapshot,
@@ -68,7 +68,11 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "tencent_ci_config_last_reload_successful": ("gauge", ()),
     "tencent_ci_config_last_reload_success_timestamp_seconds": ("gauge", ()),
     "tencent_ci_exporter_build_info": ("gauge", ("version",)),
+    "tencent_ci_exposition_render_seconds": ("gauge", ("content_type",)),
+    "tencent_ci_exposition_bytes": ("gauge", ("content_type",)),
+    "tencent_ci_exposition_renders": ("counter", ("content_type",)),
 }
+RENDERED = RenderCost("text/plain; version=0.0.4; charset=utf-8", 0.25, 4096, 3)
 
 
 def hist(
@@ -80,10 +84,6 @@ def hist(
         running += n
         cumulative.append(running)
     return Histogram(bounds, tuple(cumulative), total, running + over)
-
-
-def empty_hist() -> Histogram:
-    return Histogram(DURATION_BUCKETS, (0,) * len(DURATION_BUCKETS), 0.0, 0)
 
 
 def stream(
@@ -108,7 +108,7 @@ def stream(
         finished=finished or {},
         failures=failures or {},
         run_duration=run_duration or {},
-        queue_wait=queue_wait or empty_hist(),
+        queue_wait=queue_wait,
         oldest=oldest or {},
         last_failed_job=last_failed_job,
         last_failed_code=last_failed_code,
@@ -171,7 +171,7 @@ class FakeSource:
 
 def registry_for(source: FakeSource, stats: ApiStats | None = None) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(CICollector(source, stats or ApiStats(), "1.2.3"))
+    registry.register(CICollector(source, stats or ApiStats(), "1.2.3", lambda: [RENDERED]))
     return registry
 
 
@@ -234,7 +234,8 @@ def test_help_texts_say_values_come_from_the_last_poll() -> None:
     families = scrape(registry_for(FakeSource(full_snapshot())))
 
     for name in CONTRACT:
-        if name.startswith(("tencent_ci_api_", "tencent_ci_exporter_", "tencent_ci_config_")):
+        own = ("tencent_ci_api_", "tencent_ci_exporter_", "tencent_ci_config_", "tencent_ci_expo")
+        if name.startswith(own):
             continue  # the exporter's own doings, not CI's
         assert "last poll of the CI API" in families[name].documentation, name
 
@@ -299,10 +300,9 @@ def test_all_states_present_and_zero_before_any_job() -> None:
     assert series(families["tencent_ci_jobs_finished"], "tencent_ci_jobs_finished_total") == {
         stream_key(state=s): 0 for s in ("Success", "Failed", "Cancel")
     }
-    run = families["tencent_ci_job_run_duration_seconds"]
-    assert series(run, "tencent_ci_job_run_duration_seconds_count") == {
-        stream_key(state=s): 0 for s in ("Success", "Failed", "Cancel")
-    }
+    # Histograms appear with their first observation (the series budget).
+    assert not families["tencent_ci_job_run_duration_seconds"].samples
+    assert not families["tencent_ci_job_queue_wait_seconds"].samples
     assert not families["tencent_ci_job_failures"].samples
     assert not families["tencent_ci_oldest_job_timestamp_seconds"].samples
 
@@ -333,13 +333,8 @@ def test_histogram_buckets_are_cumulative_with_inf_count_and_sum() -> None:
     assert (
         series(run, "tencent_ci_job_run_duration_seconds_sum")[stream_key(state="Success")] == 70.0
     )
-    # States without observations get the full empty layout, still ending in +Inf.
-    failed = [
-        s.labels["le"]
-        for s in run.samples
-        if s.name.endswith("_bucket") and s.labels["state"] == "Failed"
-    ]
-    assert failed == [*(str(float(b)) for b in DURATION_BUCKETS), "+Inf"]
+    # States without observations have no histogram.
+    assert {s.labels["state"] for s in run.samples} == {"Success"}
     wait = families["tencent_ci_job_queue_wait_seconds"]
     assert [(s.labels.get("le"), s.value) for s in wait.samples] == [
         ("1.0", 1),

@@ -30,6 +30,7 @@ from exporter.config import (
     parse_duration,
 )
 from exporter.credentials import Credentials, CredentialsFile, CVMRole
+from exporter.snapshot import QUEUE_WAIT_BUCKETS, RUN_TIME_BUCKETS, HistogramLayout
 
 SECRET_KEY = "s3cr3t-k3y-value"
 TOKEN = "t0k3n-value"
@@ -38,7 +39,7 @@ TARGET = "targets:\n  - bucket: b-1250000000\n    region: ap-chongqing\n"
 ALL_SERVICES = tuple(ServiceConfig(s.name, s.tags) for s in SERVICES.values())
 TOP_ALLOWED = (
     "poll_interval, request_timeout, failure_code_limit, max_queues_per_service, "
-    "clock_skew_tolerance, idle_tag_backoff, rate_limit, retry, state_file, targets"
+    "clock_skew_tolerance, idle_tag_backoff, rate_limit, retry, histograms, state_file, targets"
 )
 CREDENTIALS_ALLOWED = (
     "secret_id, secret_key, token, expiration, file, profile, cvm_role, metadata_endpoint"
@@ -334,7 +335,7 @@ BAD = [
         "unknown_service_key",
         with_target("services: {media: {tag: [Transcode]}}"),
         None,
-        "config.yml: targets[0].services.media.tag: unknown key (allowed: tags)",
+        "config.yml: targets[0].services.media.tag: unknown key (allowed: tags, histograms)",
     ),
     (
         "newline_in_key",
@@ -1545,3 +1546,193 @@ def test_no_secret_in_the_errors_or_reprs_of_new_forms(tmp_path: Path) -> None:
         config = parse(with_target(text))
         shown = repr(config) + repr(config.targets[0].credentials)
         assert SECRET_KEY not in shown and TOKEN not in shown
+
+
+# --- histograms: bucket bounds, and a service's histograms off ------------------------------
+
+
+def services_of(config: Config) -> dict[str, bool]:
+    (target,) = config.targets
+    return {service.name: service.histograms for service in target.services}
+
+
+def test_histograms_default() -> None:
+    config = parse(TARGET)
+    assert config.histograms == HistogramLayout(RUN_TIME_BUCKETS, QUEUE_WAIT_BUCKETS)
+    assert set(services_of(config).values()) == {True}
+    # Code that builds the config by hand gets the same.
+    assert Config(config.targets).histograms == config.histograms
+    assert ServiceConfig("media", ("Transcode",)).histograms is True
+
+
+def test_histograms_given() -> None:
+    text = (
+        "histograms:\n"
+        "  run_time_buckets: [500ms, 1.5, '${FIRST}', 1m30s, 2h]\n"
+        "  queue_wait_buckets: [1s, 720h]\n" + TARGET
+    )
+    config = parse(text, {**ENV, "FIRST": "10s"})
+    assert config.histograms == HistogramLayout((0.5, 1.5, 10.0, 90.0, 7200.0), (1.0, 2592000.0))
+
+
+def test_histograms_the_documented_defaults_written_out() -> None:
+    text = (
+        "histograms:\n"
+        "  run_time_buckets: [5s, 30s, 1m, 5m, 15m, 1h, 4h]\n"
+        "  queue_wait_buckets: [1s, 10s, 1m, 5m, 1h]\n" + TARGET
+    )
+    assert parse(text).histograms == HistogramLayout()
+
+
+@pytest.mark.parametrize(
+    "written", ["histograms:", "histograms: {}", "histograms: {run_time_buckets: ~}"]
+)
+def test_histograms_left_empty_take_the_defaults(written: str) -> None:
+    assert parse(written + "\n" + TARGET).histograms == HistogramLayout()
+
+
+def test_thirty_bounds_are_allowed() -> None:
+    bounds = ", ".join(f"{n}s" for n in range(1, 31))
+    config = parse(f"histograms: {{queue_wait_buckets: [{bounds}]}}\n" + TARGET)
+    assert config.histograms.queue_wait == tuple(float(n) for n in range(1, 31))
+    assert config.histograms.run_time == RUN_TIME_BUCKETS
+
+
+def test_a_service_without_histograms() -> None:
+    text = with_target(
+        "services:\n"
+        "  media: {tags: [Transcode], histograms: false}\n"
+        "  ai: {histograms: true}\n"
+        "  speech: {histograms: '${SPEECH_HISTOGRAMS}'}\n"
+        "  pic: {histograms: ~}\n"
+        "  doc:"
+    )
+    config = parse(text, {**ENV, "SPEECH_HISTOGRAMS": "False"})
+    assert services_of(config) == {
+        "media": False,
+        "ai": True,
+        "speech": False,
+        "pic": True,
+        "doc": True,
+    }
+    (target,) = config.targets
+    assert target.services[0] == ServiceConfig("media", ("Transcode",), histograms=False)
+    assert target.services[1].tags == SERVICES["ai"].tags
+
+
+HISTOGRAMS_BAD = [
+    (
+        "not_ascending",
+        "histograms: {run_time_buckets: [5s, 1m, 30s]}",
+        "histograms.run_time_buckets[2]: must be greater than the bound before it (1m)",
+    ),
+    (
+        "duplicate_written_differently",
+        "histograms: {queue_wait_buckets: [1s, 1m30s, 90, 60]}",
+        "histograms.queue_wait_buckets[2]: duplicate of the bound before it (1m30s)",
+    ),
+    (
+        "duplicate",
+        "histograms: {run_time_buckets: [5s, 1m, 60s]}",
+        "histograms.run_time_buckets[2]: duplicate of the bound before it (1m)",
+    ),
+    (
+        "descending_below_a_second",
+        "histograms: {queue_wait_buckets: [500ms, 250ms]}",
+        "histograms.queue_wait_buckets[1]: must be greater than the bound before it (500ms)",
+    ),
+    (
+        "zero",
+        "histograms: {run_time_buckets: [0s, 5s]}",
+        "histograms.run_time_buckets[0]: must be more than 0s",
+    ),
+    (
+        "zero_number",
+        "histograms: {queue_wait_buckets: [1, 0]}",
+        "histograms.queue_wait_buckets[1]: must be more than 0s",
+    ),
+    (
+        "negative",
+        "histograms: {run_time_buckets: [-5]}",
+        'histograms.run_time_buckets[0]: bad duration "-5" '
+        "(must be a finite amount of time, not negative)",
+    ),
+    (
+        "negative_text",
+        "histograms: {run_time_buckets: [1s, -5s]}",
+        f'histograms.run_time_buckets[1]: bad duration "-5s" ({HINT})',
+    ),
+    (
+        "too_long",
+        "histograms: {run_time_buckets: [1h, 721h]}",
+        "histograms.run_time_buckets[1]: 2595600s is longer than the maximum of 720h",
+    ),
+    (
+        "too_many_digits",
+        "histograms: {run_time_buckets: [" + "9" * 40 + "]}",
+        "histograms.run_time_buckets[0]: is longer than the maximum of 720h",
+    ),
+    (
+        "too_many",
+        "histograms: {run_time_buckets: [" + ", ".join(f"{n}s" for n in range(1, 32)) + "]}",
+        "histograms.run_time_buckets: must have at most 30 bounds, got 31",
+    ),
+    (
+        "empty_list",
+        "histograms: {queue_wait_buckets: []}",
+        "histograms.queue_wait_buckets: is empty (leave it out for the default bounds)",
+    ),
+    (
+        "not_a_list",
+        "histograms: {run_time_buckets: 5s}",
+        "histograms.run_time_buckets: expected a list, got string",
+    ),
+    (
+        "not_a_list_mapping",
+        "histograms: {queue_wait_buckets: {a: 1}}",
+        "histograms.queue_wait_buckets: expected a list, got mapping",
+    ),
+    (
+        "bound_not_a_duration",
+        "histograms: {run_time_buckets: [5s, [1m]]}",
+        f"histograms.run_time_buckets[1]: expected a duration, got list ({HINT})",
+    ),
+    (
+        "missing_variable",
+        "histograms: {run_time_buckets: ['${NOPE}']}",
+        "histograms.run_time_buckets[0]: environment variable NOPE is not set",
+    ),
+    (
+        "unknown_key",
+        "histograms: {run_time_bucket: [5s]}",
+        "histograms.run_time_bucket: unknown key (allowed: run_time_buckets, queue_wait_buckets)",
+    ),
+    ("section_not_a_mapping", "histograms: [5s]", "histograms: expected a mapping, got list"),
+    ("section_false", "histograms: false", "histograms: expected a mapping, got boolean"),
+]
+
+
+@pytest.mark.parametrize(
+    ("top", "expected"), [c[1:] for c in HISTOGRAMS_BAD], ids=[c[0] for c in HISTOGRAMS_BAD]
+)
+def test_histograms_bad_values(top: str, expected: str) -> None:
+    assert error_of(top + "\n" + TARGET) == f"config.yml: {expected}"
+
+
+SERVICE_HISTOGRAMS_BAD = [
+    ("integer", "0", "expected true or false, got integer"),
+    ("text", "maybe", 'expected true or false, got string "maybe"'),
+    ("quoted_yes", "'yes'", 'expected true or false, got string "yes"'),
+    ("list", "[false]", "expected true or false, got list"),
+    ("mapping", "{off: true}", "expected true or false, got mapping"),
+]
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [c[1:] for c in SERVICE_HISTOGRAMS_BAD],
+    ids=[c[0] for c in SERVICE_HISTOGRAMS_BAD],
+)
+def test_service_histograms_must_be_a_boolean(written: str, expected: str) -> None:
+    text = with_target(f"services: {{media: {{histograms: {written}}}}}")
+    assert error_of(text) == f"config.yml: targets[0].services.media.histograms: {expected}"

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from exporter.config import (
     CREDENTIAL_KEYS,
+    HISTOGRAM_KEYS,
     RATE_LIMIT_KEYS,
     RETRY_KEYS,
     SERVICE_KEYS,
@@ -47,7 +48,15 @@ PROPERTIES = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 ALL_KEYS = sorted(
-    set(TOP_KEYS + TARGET_KEYS + CREDENTIAL_KEYS + RATE_LIMIT_KEYS + RETRY_KEYS + SERVICE_KEYS)
+    set(
+        TOP_KEYS
+        + TARGET_KEYS
+        + CREDENTIAL_KEYS
+        + RATE_LIMIT_KEYS
+        + RETRY_KEYS
+        + SERVICE_KEYS
+        + HISTOGRAM_KEYS
+    )
     | {"media", "ai", "speech", "pic", "doc"}
 )
 
@@ -258,7 +267,15 @@ TARGET = optional(
         "services": st.one_of(
             st.dictionaries(
                 st.sampled_from(["media", "ai", "speech", "pic", "doc", "video"]),
-                st.one_of(optional({"tags": st.lists(st.text(max_size=10), max_size=3)}), SCALARS),
+                st.one_of(
+                    optional(
+                        {
+                            "tags": st.lists(st.text(max_size=10), max_size=3),
+                            "histograms": SCALARS,
+                        }
+                    ),
+                    SCALARS,
+                ),
                 max_size=3,
             ),
             SCALARS,
@@ -278,6 +295,15 @@ DOCUMENTS = optional(
         ),
         "retry": st.one_of(
             optional({"attempts": NUMBERS, "initial_backoff": DURATIONS, "max_backoff": DURATIONS}),
+            SCALARS,
+        ),
+        "histograms": st.one_of(
+            optional(
+                {
+                    "run_time_buckets": st.one_of(st.lists(DURATIONS, max_size=32), SCALARS),
+                    "queue_wait_buckets": st.one_of(st.lists(DURATIONS, max_size=32), SCALARS),
+                }
+            ),
             SCALARS,
         ),
         "state_file": st.one_of(st.sampled_from(["/tmp/state.json", "/nope/s", "/tmp"]), SCALARS),
@@ -308,6 +334,10 @@ def test_every_config_stays_within_its_limits(document: dict[str, Any]) -> None:
         assert 1 <= result.rate_limit.concurrency <= 64
         assert 1 <= result.retry.attempts <= 10
         assert 0 <= result.retry.initial_backoff <= result.retry.max_backoff <= 300
+        for bounds in (result.histograms.run_time, result.histograms.queue_wait):
+            assert 1 <= len(bounds) <= 30
+            assert bounds[0] > 0 and bounds[-1] <= 720 * 3600
+            assert list(bounds) == sorted(set(bounds))  # strictly ascending
         assert SECRET not in repr(result)
 
 
@@ -374,7 +404,12 @@ GOOD_TARGET = optional(
             st.sampled_from(["media", "ai", "speech", "pic", "doc"]),
             st.one_of(
                 st.none(),
-                optional({"tags": st.lists(NAME_TEXT, min_size=1, max_size=3, unique=True)}),
+                optional(
+                    {
+                        "tags": st.lists(NAME_TEXT, min_size=1, max_size=3, unique=True),
+                        "histograms": st.booleans(),
+                    }
+                ),
             ),
             min_size=1,
             max_size=3,
@@ -389,6 +424,16 @@ GOOD_TARGET = optional(
             "region": st.from_regex(r"[a-z0-9]{1,5}(?:-[a-z0-9]{1,5}){0,2}", fullmatch=True),
         }
     ).map(lambda place: {**place, **extra})
+)
+# 1 to 30 bounds, strictly ascending, 1s to 720h: seconds, or milliseconds written "...ms".
+GOOD_BOUNDS = st.lists(
+    st.integers(min_value=1, max_value=720 * 3600), min_size=1, max_size=30, unique=True
+).flatmap(
+    lambda seconds: st.lists(st.booleans(), min_size=len(seconds), max_size=len(seconds)).map(
+        lambda as_ms: [
+            f"{s * 1000}ms" if ms else s for s, ms in zip(sorted(seconds), as_ms, strict=True)
+        ]
+    )
 )
 GOOD_DOCUMENTS = optional(
     {
@@ -414,6 +459,9 @@ GOOD_DOCUMENTS = optional(
             }
         ),
         "state_file": st.just("/tmp/tencent-ci-exporter-state.json"),
+        "histograms": optional(
+            {"run_time_buckets": GOOD_BOUNDS, "queue_wait_buckets": GOOD_BOUNDS}
+        ),
     }
 ).flatmap(
     lambda extra: st.lists(
@@ -437,4 +485,9 @@ def test_every_documented_value_is_accepted(document: dict[str, Any]) -> None:
         assert result.rate_limit.concurrency == rate_limit["concurrency"]
     if "requests_per_second" in rate_limit:
         assert result.rate_limit.requests_per_second == float(rate_limit["requests_per_second"])
+    histograms = document.get("histograms", {})
+    if "run_time_buckets" in histograms:
+        assert list(result.histograms.run_time) == [
+            _seconds(b) for b in histograms["run_time_buckets"]
+        ]
     assert SECRET not in repr(result)

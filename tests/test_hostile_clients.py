@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from exposing import exporter_metrics, only
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
@@ -38,6 +39,7 @@ from test_webconfig import PASSWORD, Pki, make_pki
 from exporter.api_stats import ApiStats
 from exporter.collector import CICollector
 from exporter.config import ConfigError, parse_config
+from exporter.exposition import Expositions
 from exporter.httpserver import ConnectionLimits
 from exporter.server import ExporterServer
 from exporter.snapshot import Snapshot
@@ -67,19 +69,18 @@ def serve(
     limits: ConnectionLimits | None = None,
     tls: Pki | None = None,
     users: bool = False,
-    registry: CollectorRegistry | None = None,
+    metrics: Expositions | None = None,
     reload: FakeReload | None = None,
 ) -> ExporterServer:
     source = FakeSource()
     source.is_ready = True
-    if registry is None:
-        registry = CollectorRegistry()
-        registry.register(CICollector(source, ApiStats(), "9.9"))
+    if metrics is None:
+        metrics = exporter_metrics(source)
     web = None
     if tls is not None:
         web = web_config(tls, users=users)
     server = ExporterServer(
-        ("127.0.0.1", 0), source, registry, web_config=web, reload=reload, limits=limits
+        ("127.0.0.1", 0), source, metrics, web_config=web, reload=reload, limits=limits
     )
     server.start()
     return server
@@ -273,9 +274,9 @@ class HugeCollector:
 
 
 def test_a_client_that_reads_nothing_frees_its_worker_after_the_send_timeout() -> None:
-    registry = CollectorRegistry()
-    registry.register(HugeCollector())
-    server = serve(registry=registry, limits=ConnectionLimits(max_requests=1, send_timeout=0.3))
+    server = serve(
+        metrics=only(HugeCollector()), limits=ConnectionLimits(max_requests=1, send_timeout=0.3)
+    )
     try:
         with socket.create_connection(("127.0.0.1", server.port), TIMEOUT) as reader:
             reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -377,14 +378,16 @@ def test_sigterm_stops_the_process_within_2s_under_attack(tmp_path: Path, pki: P
 # share of the limit it takes is not looked at): accept() meets EMFILE.
 NO_FILES_LEFT = """
 import resource, sys
-from prometheus_client import CollectorRegistry
 from exporter import httpserver
+from exporter.exposition import Expositions
+from exporter.exposition import Expositions
 from exporter.httpserver import ConnectionLimits
 from exporter.logs import setup_logging
 from exporter.server import ExporterServer
 from exporter.snapshot import Snapshot
 
 class Source:
+    def collect(self): return iter(())
     def snapshot(self): return Snapshot(())
     def ready(self): return True
 
@@ -392,7 +395,9 @@ setup_logging("info", "logfmt")
 httpserver._file_limit_share = lambda wanted: wanted
 resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
 limits = ConnectionLimits(max_connections=1000)
-server = ExporterServer(("127.0.0.1", 0), Source(), CollectorRegistry(), limits=limits)
+empty = Snapshot(())
+metrics = Expositions(lambda: empty, lambda t: iter(()), lambda s: iter(()), Source())
+server = ExporterServer(("127.0.0.1", 0), Source(), metrics, limits=limits)
 server.start()
 print(server.port, flush=True)
 sys.stdin.read()
@@ -517,7 +522,7 @@ def test_no_path_or_method_trick_gets_past_basic_auth(pki: Pki, tls: bool) -> No
     server = ExporterServer(
         ("127.0.0.1", 0),
         FakeSource(),
-        CollectorRegistry(),
+        only(CollectorRegistry()),
         web_config=web_config(pki, tls="" if tls else None),
         reload=reload,
     )

@@ -14,14 +14,13 @@ from typing import Any
 import pytest
 import requests
 from freezegun import freeze_time
-from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import parser as openmetrics_parser
 
 from exporter.api_stats import ApiStats
-from exporter.collector import CICollector
 from exporter.config import Config, ServiceConfig, TargetConfig
 from exporter.credentials import Credentials
+from exporter.exposition import exporter_expositions
 from exporter.poller import Poller
 from exporter.server import ExporterServer
 from exporter.simulator import Simulator
@@ -129,9 +128,8 @@ def site() -> Iterator[Site]:
         )
         stats = ApiStats()
         poller = Poller(config, stats)
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(CICollector(poller, stats, "test"))
-        server = ExporterServer(("127.0.0.1", 0), poller, registry, version="test")
+        metrics = exporter_expositions(poller, stats, "test")
+        server = ExporterServer(("127.0.0.1", 0), poller, metrics, version="test")
         server.start()
         try:
             poller.poll_once()  # the baseline: counting starts here

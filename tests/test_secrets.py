@@ -19,15 +19,14 @@ from pathlib import Path
 
 import pytest
 import requests
-from prometheus_client import CollectorRegistry
 
 from exporter.api_stats import ApiStats
 from exporter.ci.client import CIClient
 from exporter.ci.models import CIError
 from exporter.ci.services import SERVICES
-from exporter.collector import CICollector
 from exporter.config import Config, ConfigError, ServiceConfig, TargetConfig, load_config
 from exporter.credentials import Credentials, StaticCredentials
+from exporter.exposition import exporter_expositions
 from exporter.logs import JsonFormatter, LogfmtFormatter
 from exporter.poller import Poller
 from exporter.ratelimit import Pacer, RequestGate, RetryPolicy
@@ -145,9 +144,7 @@ def test_in_process_nothing_leaks(sim: Simulator, caplog: pytest.LogCaptureFixtu
     config = Config((target,), poll_interval=60, request_timeout=0.5)
     stats = ApiStats()
     poller = Poller(config, stats, client_factory=build)
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(CICollector(poller, stats, "test"))
-    server = ExporterServer(("127.0.0.1", 0), poller, registry)
+    server = ExporterServer(("127.0.0.1", 0), poller, exporter_expositions(poller, stats, "test"))
     server.start()
     base = f"http://127.0.0.1:{server.port}"
     client = poller.targets[0].client

@@ -95,7 +95,8 @@ def test_round_trip_restores_the_accounting_but_not_the_counts(tmp_path: Path) -
         assert after.to_state() == expected
         assert after.key == before.key
         assert after.recent_failures is failures
-        assert not after.finished and not after.failures and after.queue_wait.count == 0
+        assert not after.finished and not after.failures
+        assert after.queue_wait is None and not after.run_duration
     assert restored.retired[q2][0] == T0 + 5.5
     tracker = restored.trackers[KEY]
     assert tracker.tracked_jobs == 3

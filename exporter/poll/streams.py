@@ -10,6 +10,10 @@ Every baseline rule is here, and nowhere else:
   after that, should it come back, takes up from where its window stood;
 - restored state (exporter.state) takes up the saved trackers of the streams still configured.
 
+Each stream's histograms have the bounds its service is configured with (`layouts`), or none
+when the service's histograms are off; a reload that changes them drops the histograms of the
+streams concerned, and keeps their counts (StreamTracker.set_layout).
+
 A service's queues are capped (`max_queues_per_service`): the first by QueueId are polled, the
 rest are neither polled nor exported, only counted (`dropped`), so a bucket with thousands of
 queues cannot blow up /metrics. Sorted by id, the same queues stay in from poll to poll.
@@ -25,13 +29,15 @@ from collections.abc import Callable, Iterable, Mapping
 from exporter.accounting import CodeLimiter, StreamKey, StreamTracker, listing_boundary
 from exporter.ci.models import Queue
 from exporter.dedupe import TargetJobIds
-from exporter.snapshot import FailedJob, QueueSnapshot, StreamSnapshot
+from exporter.snapshot import FailedJob, HistogramLayout, QueueSnapshot, StreamSnapshot
 from exporter.state import TargetState
 
 # How long the accounting of a queue that left CI's listing is kept, should it come back.
 RETIRED_FOR = 3600.0
 
 Services = Mapping[str, tuple[str, ...]]  # service name -> tags polled
+# Service name -> the bounds of its streams' histograms; None: the service has none.
+Layouts = Mapping[str, HistogramLayout | None]
 
 
 def _tag_start(service: str, tag: str) -> str:
@@ -62,6 +68,7 @@ class TargetStreams:
         self.new_tags: set[tuple[str, str]] = set()
         # Which stream counted each recently finished job, and CI's anomalies (exporter.dedupe).
         self.ids = TargetJobIds()
+        self.layouts: dict[str, HistogramLayout | None] = {}  # see set_layouts
 
     # -- where counting begins ------------------------------------------------------------
 
@@ -92,7 +99,13 @@ class TargetStreams:
             tracker = self.trackers[key] = self.retired.pop(key)[1]
         if tracker is not None:
             return tracker
-        tracker = StreamTracker(key, self.codes, recent_failures=self.recent_failures, ids=self.ids)
+        tracker = StreamTracker(
+            key,
+            self.codes,
+            layout=self.layout(key.service),
+            recent_failures=self.recent_failures,
+            ids=self.ids,
+        )
         if key in self.resume_at:
             # Back after long: what finished while it was away counts, what it had counted
             # does not, and the history before its last window is not listed again.
@@ -150,6 +163,18 @@ class TargetStreams:
 
     # -- configuration and restarts ---------------------------------------------------------
 
+    def layout(self, service: str) -> HistogramLayout | None:
+        """The bounds of the service's histograms (the default for a service not configured)."""
+        return self.layouts.get(service, HistogramLayout())
+
+    def set_layouts(self, layouts: Layouts) -> None:
+        """The histogram bounds of each service, from the configuration (at the start and on
+        every reload), handed to every tracker held, retired ones too: those whose bounds
+        changed drop their histograms."""
+        self.layouts = dict(layouts)
+        for tracker in (*self.trackers.values(), *(t for _, t in self.retired.values())):
+            tracker.set_layout(self.layout(tracker.key.service))
+
     def reconfigure(self, before: Services, after: Services) -> list[StreamKey]:
         """Streams still polled keep their accounting; tags added to a service start from a
         baseline of their own; streams no longer polled are dropped (returned)."""
@@ -191,6 +216,7 @@ class TargetStreams:
         # The view across streams is not saved: it is what the restored trackers remember.
         for tracker in (*self.trackers.values(), *(t for _, t in self.retired.values())):
             tracker.share_ids(self.ids)
+            tracker.set_layout(self.layout(tracker.key.service))
         self.service_started.update(kept.service_started)
         now = self._clock()
         for service, tag in state.added_tags(services):

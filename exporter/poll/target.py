@@ -38,7 +38,7 @@ from exporter.poll.pipeline import (
     StreamPlan,
 )
 from exporter.poll.schedule import IdleSchedule
-from exporter.poll.streams import Services, TargetStreams
+from exporter.poll.streams import Layouts, Services, TargetStreams
 from exporter.snapshot import FailedJob, TargetSnapshot
 from exporter.state import TargetState
 
@@ -64,6 +64,11 @@ def _services(target: TargetConfig) -> Services:
     return {s.name: s.tags for s in target.services}
 
 
+def _layouts(target: TargetConfig, config: Config) -> Layouts:
+    """Per service, the bounds of its streams' histograms, or None when they are off."""
+    return {s.name: config.histograms if s.histograms else None for s in target.services}
+
+
 class TargetPoller:
     """One target: its client, its streams' accounting, its schedule and its health."""
 
@@ -86,6 +91,7 @@ class TargetPoller:
         self.clock = clock
         self.recent_failures: deque[FailedJob] = deque(maxlen=RECENT_FAILURES)
         self.streams = TargetStreams(codes, self.recent_failures, clock)
+        self.streams.set_layouts(_layouts(target, config))
         self.schedule = IdleSchedule(clock)
         self.schedule.configure(config.poll_interval, config.idle_tag_backoff)
         self._offer_lock = threading.Lock()
@@ -115,8 +121,9 @@ class TargetPoller:
 
     def take_offer(self) -> None:
         """On the poll thread: take up the latest configuration offered. Streams still polled
-        keep their accounting; a new client is built (and the old one closed) only when what
-        the client is built from changed since the one in use was built."""
+        keep their accounting (their histograms too, unless their bounds changed); a new client
+        is built (and the old one closed) only when what the client is built from changed since
+        the one in use was built."""
         with self._offer_lock:
             offer, self._offer = self._offer, None
         if offer is None:
@@ -128,6 +135,7 @@ class TargetPoller:
             old.close()
         dropped = self.streams.reconfigure(_services(self.target), _services(offer.target))
         self.schedule.forget(dropped)
+        self.streams.set_layouts(_layouts(offer.target, offer.config))
         self.target, self.config = offer.target, offer.config
         self.schedule.configure(offer.config.poll_interval, offer.config.idle_tag_backoff)
 

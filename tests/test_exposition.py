@@ -1,0 +1,409 @@
+"""/metrics rendered once per published snapshot and format (exporter.exposition): scrapes of an
+unchanged snapshot send the cached bytes, and what they send is byte for byte what a fresh
+rendering of the same snapshot gives (text and OpenMetrics, identity and gzip)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import requests
+from exposing import FixedSource
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+from exporter.api_stats import ApiStats
+from exporter.ci.models import Queue
+from exporter.collector import CICollector, snapshot_families, target_families
+from exporter.exposition import MAX_FORMATS, WANTED_FOR, Expositions, exporter_expositions
+from exporter.self_metrics import LiveCollector
+from exporter.server import ExporterServer
+from exporter.snapshot import (
+    FailedJob,
+    Histogram,
+    QueueSnapshot,
+    ReloadStatus,
+    Snapshot,
+    StreamSnapshot,
+    TargetSnapshot,
+)
+
+TEXT = ""
+OPENMETRICS = "application/openmetrics-text;version=1.0.0"
+TIMEOUT = 5.0
+
+
+def stream(queue_id: str, tag: str, finished: int) -> StreamSnapshot:
+    bounds = (5.0, 60.0, 3600.0)
+    return StreamSnapshot(
+        service="media",
+        queue_id=queue_id,
+        tag=tag,
+        active={"Running": 2, "Submitted": 1},
+        finished={"Success": finished, "Failed": 1},
+        failures={"InternalError": 1},
+        run_duration={
+            "Success": Histogram(
+                bounds, (min(1, finished), min(2, finished), finished), 99.5, finished
+            )
+        },
+        queue_wait=Histogram((1.0, 10.0), (0, 1), 4.0, 1),
+        oldest={"Running": 1_700_000_000.0},
+        last_failed_job="job-1",
+        last_failed_code="InternalError",
+    )
+
+
+def target(bucket: str, finished: int = 3) -> TargetSnapshot:
+    queue = Queue("q1", "queue one", "Active", 100, 2, "CateAll", True)
+    return TargetSnapshot(
+        bucket=bucket,
+        region="ap-guangzhou",
+        up=True,
+        polled=True,
+        last_poll_time=1_700_000_100.0,
+        last_success_time=1_700_000_100.0,
+        last_poll_duration=0.5,
+        last_error="",
+        queues=(QueueSnapshot("media", queue),),
+        streams=(stream("q1", "Transcode", finished), stream("q1", "Animation", 1)),
+        tracked_jobs=3,
+        recent_failures=(FailedJob(1.0, "media", "q1", "Transcode", "job-1", "E", "m"),),
+        anomalies={"duplicate_id": 1},
+    )
+
+
+class Source(FixedSource):
+    def __init__(self, *buckets: str) -> None:
+        super().__init__(Snapshot(tuple(target(b) for b in buckets), ReloadStatus(True, 1.0)))
+
+    def change(self, index: int, finished: int) -> None:
+        targets = list(self.current.targets)
+        targets[index] = target(targets[index].bucket, finished)
+        self.current = replace(self.current, targets=tuple(targets))
+
+
+class Counted:
+    """target_families, counting the single targets it renders."""
+
+    def __init__(self) -> None:
+        self.rendered: list[str] = []
+        self.entered = threading.Event()
+        self.held = False  # then each target waits for a turn of the gate
+        self.gate = threading.Semaphore(0)
+
+    def __call__(self, targets: tuple[TargetSnapshot, ...]) -> Iterator[Metric]:
+        if targets:
+            self.rendered.append(targets[0].bucket)
+            self.entered.set()
+            if self.held:
+                assert self.gate.acquire(timeout=TIMEOUT)
+        return target_families(targets)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def made(
+    source: Source, stats: ApiStats, counted: Counted, clock: Clock | None = None
+) -> Expositions:
+    """The exporter's expositions with a live part that does not change by itself (no
+    process_* collector), so a fresh rendering can be compared byte for byte."""
+
+    def costs() -> list:  # type: ignore[type-arg]
+        return expositions.costs()
+
+    def rest(snapshot: Snapshot) -> Iterator[Metric]:
+        return snapshot_families(snapshot, "9.9")
+
+    expositions = Expositions(
+        source.snapshot, counted, rest, LiveCollector(stats, costs), clock or Clock()
+    )
+    return expositions
+
+
+def fresh(source: Source, stats: ApiStats, expositions: Expositions, accept: str) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(CICollector(source, stats, "9.9", expositions.costs))
+    encoder, _ = choose_encoder(accept)
+    return encoder(registry)
+
+
+def body(expositions: Expositions, accept: str, zipped: bool = False) -> bytes:
+    encoder, content_type = choose_encoder(accept)
+    response = expositions.scrape(encoder, content_type, zipped)
+    assert response.ok and response.gzip == zipped
+    data = b"".join(response.chunks)
+    if zipped:
+        inflater = zlib.decompressobj(31)
+        data = inflater.decompress(data)
+        assert inflater.eof and inflater.unused_data == b""  # one complete gzip member
+    return data
+
+
+def until(condition: Callable[[], bool]) -> None:
+    """Waits for a condition another thread makes true (a bounded poll, not a guess)."""
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        threading.Event().wait(0.001)
+
+
+def renders(expositions: Expositions) -> dict[str, int]:
+    return {cost.content_type: cost.renders for cost in expositions.costs()}
+
+
+@pytest.fixture
+def stats() -> ApiStats:
+    stats = ApiStats()
+    stats.record("alpha-1250000000", "ap-guangzhou", "DescribeMediaQueues", "200", None, 0.2)
+    return stats
+
+
+@pytest.mark.parametrize("accept", [TEXT, OPENMETRICS], ids=["text", "openmetrics"])
+@pytest.mark.parametrize("zipped", [False, True], ids=["identity", "gzip"])
+def test_what_a_scrape_sends_is_a_fresh_rendering_of_the_same_snapshot(
+    stats: ApiStats, accept: str, zipped: bool
+) -> None:
+    source = Source("alpha-1250000000", "beta-1250000000", "gamma-1250000000")
+    expositions = made(source, stats, Counted())
+
+    first = body(expositions, accept, zipped)
+    assert first == fresh(source, stats, expositions, accept)
+    source.change(1, finished=40)  # one target polled again: its part is rendered anew
+    second = body(expositions, accept, zipped)
+
+    assert second == fresh(source, stats, expositions, accept)
+    assert b'tencent_ci_jobs_finished_total{bucket="beta-1250000000"' in second
+    assert first != second
+    if accept == OPENMETRICS:
+        assert second.count(b"# EOF") == 1 and second.endswith(b"# EOF\n")
+        list(text_string_to_metric_families(second.decode()))  # a strict parser
+
+
+def test_a_scrape_of_an_unchanged_snapshot_does_not_render(stats: ApiStats) -> None:
+    source = Source("alpha-1250000000", "beta-1250000000")
+    counted = Counted()
+    expositions = made(source, stats, counted)
+
+    bodies = {body(expositions, OPENMETRICS, zipped) for zipped in (False, True) * 5}
+
+    assert counted.rendered == ["alpha-1250000000", "beta-1250000000"]
+    assert list(renders(expositions).values()) == [1]
+    assert len(bodies) == 1
+
+
+def test_a_poll_of_one_target_renders_that_target_only(stats: ApiStats) -> None:
+    source = Source("alpha-1250000000", "beta-1250000000", "gamma-1250000000")
+    counted = Counted()
+    expositions = made(source, stats, counted)
+    body(expositions, TEXT)
+
+    source.change(2, finished=7)
+    text = body(expositions, TEXT)
+
+    assert counted.rendered[3:] == ["gamma-1250000000"]
+    assert b'bucket="gamma-1250000000",queue_id="q1",region="ap-guangzhou",service="media"' in text
+
+
+def test_a_publish_makes_the_next_scrape_show_the_new_values(stats: ApiStats) -> None:
+    source = Source("alpha-1250000000")
+    counted = Counted()
+    expositions = made(source, stats, counted)
+    expositions.start()
+    try:
+        before = body(expositions, TEXT)
+        source.change(0, finished=123)
+        expositions.published()
+        after = body(expositions, TEXT)
+        again = body(expositions, TEXT)
+    finally:
+        expositions.stop()
+
+    line = b'tencent_ci_jobs_finished_total{bucket="alpha-1250000000",queue_id="q1",region='
+    assert line in before
+    assert b'state="Success",tag="Transcode"} 123.0' in after
+    assert b'state="Success",tag="Transcode"} 123.0' not in before
+    assert again == after
+    assert list(renders(expositions).values()) == [2]
+
+
+def test_the_render_thread_renders_a_published_snapshot_before_anyone_scrapes(
+    stats: ApiStats,
+) -> None:
+    source = Source("alpha-1250000000")
+    counted = Counted()
+    expositions = made(source, stats, counted)
+    expositions.start()
+    try:
+        body(expositions, OPENMETRICS)  # OpenMetrics is now in demand
+        counted.entered.clear()
+        source.change(0, finished=9)
+        expositions.published()
+        assert counted.entered.wait(TIMEOUT)  # rendered at publish time, nobody asking
+        body(expositions, OPENMETRICS)
+    finally:
+        expositions.stop()
+
+    assert counted.rendered == ["alpha-1250000000", "alpha-1250000000"]
+
+
+def test_a_scrape_waits_for_one_rendering_at_most(stats: ApiStats) -> None:
+    """A scrape arriving while an older snapshot is being rendered takes that rendering rather
+    than wait for a second one; the next scrape has the newer snapshot."""
+    source = Source("alpha-1250000000")
+    counted = Counted()
+    expositions = made(source, stats, counted)
+    expositions.start()
+    results: list[bytes] = []
+    try:
+        body(expositions, TEXT)
+        counted.held = True
+        counted.entered.clear()
+        source.change(0, finished=50)
+        expositions.published()
+        assert counted.entered.wait(TIMEOUT)  # rendering finished=50, held
+        source.change(0, finished=60)  # published while that rendering is under way
+        scrape = threading.Thread(target=lambda: results.append(body(expositions, TEXT)))
+        scrape.start()
+        until(lambda: expositions.waiting() == 1)
+        counted.entered.clear()
+        counted.gate.release()  # finished=50 completes; finished=60 begins, and is held
+        assert counted.entered.wait(TIMEOUT)
+        scrape.join(TIMEOUT)
+        assert not scrape.is_alive()  # it did not wait for the second rendering
+        counted.held = False
+        counted.gate.release()
+        latest = body(expositions, TEXT)
+    finally:
+        counted.held = False
+        counted.gate.release()
+        expositions.stop()
+
+    assert b'state="Success",tag="Transcode"} 50.0' in results[0]
+    assert b'state="Success",tag="Transcode"} 60.0' in latest
+
+
+def test_a_failed_rendering_is_an_error_and_the_next_snapshot_renders_again(
+    stats: ApiStats, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = Source("alpha-1250000000")
+    broken = {"on": True}
+
+    def families(targets: tuple[TargetSnapshot, ...]) -> Iterator[Metric]:
+        if targets and broken["on"]:
+            raise RuntimeError("broken")
+        return target_families(targets)
+
+    expositions = Expositions(source.snapshot, families, lambda s: iter(()), LiveCollector(stats))
+    encoder, content_type = choose_encoder(TEXT)
+
+    failed = expositions.scrape(encoder, content_type, False)
+    broken["on"] = False
+    again = expositions.scrape(encoder, content_type, False)  # same snapshot: not retried
+    source.change(0, finished=5)
+    recovered = expositions.scrape(encoder, content_type, False)
+
+    assert (failed.ok, again.ok, recovered.ok) == (False, False, True)
+    assert "rendering text/plain; version=0.0.4; charset=utf-8 failed" in caplog.text
+
+
+def test_a_format_nobody_asks_for_is_dropped_and_no_longer_rendered(stats: ApiStats) -> None:
+    source = Source("alpha-1250000000")
+    counted = Counted()
+    clock = Clock()
+    expositions = made(source, stats, counted, clock)
+    expositions.start()
+    try:
+        body(expositions, TEXT)  # a person's curl, once
+        body(expositions, OPENMETRICS)  # Prometheus, every scrape
+        clock.now += WANTED_FOR / 2
+        body(expositions, OPENMETRICS)
+        clock.now += WANTED_FOR / 2 + 1
+        counted.entered.clear()
+        source.change(0, finished=8)
+        expositions.published()
+        assert counted.entered.wait(TIMEOUT)
+        body(expositions, OPENMETRICS)
+    finally:
+        expositions.stop()
+
+    kept = renders(expositions)
+    assert [c.split(";")[0] for c in kept] == ["application/openmetrics-text"]
+    assert counted.rendered.count("alpha-1250000000") == 3  # text once, OpenMetrics twice
+
+
+def test_formats_kept_are_capped(stats: ApiStats) -> None:
+    source = Source("alpha-1250000000")
+    expositions = made(source, stats, Counted())
+    for minor in range(MAX_FORMATS + 3):
+        body(expositions, f"application/openmetrics-text;version=1.0.{minor}")
+    assert len(expositions.costs()) == MAX_FORMATS
+
+
+def test_the_exporter_adds_process_and_python_metrics_per_scrape(stats: ApiStats) -> None:
+    source = Source("alpha-1250000000")
+    expositions = exporter_expositions(source, stats, "9.9")
+
+    text = body(expositions, OPENMETRICS).decode()
+
+    families = {f.name for f in text_string_to_metric_families(text)}
+    assert {"process_cpu_seconds", "process_resident_memory_bytes", "python_info"} <= families
+    assert {"tencent_ci_exposition_render_seconds", "tencent_ci_exposition_bytes"} <= families
+    assert text.count("# EOF") == 1
+
+
+def test_the_render_cost_is_a_self_metric(stats: ApiStats) -> None:
+    source = Source("alpha-1250000000")
+    expositions = made(source, stats, Counted())
+    body(expositions, TEXT)
+    source.change(0, finished=11)
+
+    text = body(expositions, TEXT).decode()
+
+    cost = expositions.costs()[0]
+    content_type = 'content_type="text/plain; version=0.0.4; charset=utf-8"'
+    assert f"tencent_ci_exposition_renders_total{{{content_type}}} 2.0" in text
+    assert f"tencent_ci_exposition_bytes{{{content_type}}} {float(cost.size)}" in text
+    assert cost.size > 1000 and 0 < cost.seconds < TIMEOUT
+
+
+def test_promtool_check_metrics_finds_nothing_wrong_in_a_scrape(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is not installed (Debian package prometheus)"
+    source = Source("alpha-1250000000", "beta-1250000000")
+    stats = ApiStats()
+    stats.record("alpha-1250000000", "ap-guangzhou", "DescribeMediaQueues", "200", None, 0.2)
+    server = ExporterServer(("127.0.0.1", 0), source, exporter_expositions(source, stats, "9.9"))
+    server.start()
+    try:
+        response = requests.get(
+            f"http://127.0.0.1:{server.port}/metrics",
+            headers={"Accept-Encoding": "gzip"},
+            timeout=TIMEOUT,
+        )
+    finally:
+        server.stop()
+    assert response.headers["Content-Encoding"] == "gzip"
+    result = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=response.content,
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr).decode()
+    assert result.stdout + result.stderr == b""
