@@ -19,6 +19,12 @@ from bench.cpu import CpuResult
 from bench.latency import LatencyResult
 from bench.scale import ScaleResult
 from bench.scrape import ScrapeResult
+from bench.scrape_cost import (
+    LATENCY_TARGET,
+    LIFETIME_TARGET,
+    PER_SCRAPE_TARGET,
+    ScrapeCostResult,
+)
 
 REQUESTS_TARGET = 1.25
 CPU_TARGET = 5.0
@@ -43,6 +49,7 @@ class SuiteResult:
     cpu: CpuResult | None = None
     scrape: ScrapeResult | None = None
     latency: LatencyResult | None = None
+    cost: ScrapeCostResult | None = None
     started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     load: tuple[float, float, float] = field(default_factory=lambda: _load())
     seconds: float = 0.0
@@ -92,6 +99,8 @@ def rows(result: SuiteResult) -> list[Row]:
         found += _scrape_rows(result.scrape)
     if result.latency is not None:
         found += _latency_rows(result.latency)
+    if result.cost is not None:
+        found += _cost_rows(result.cost)
     return found
 
 
@@ -212,6 +221,54 @@ def _latency_rows(latency: LatencyResult) -> list[Row]:
     ]
 
 
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms" if seconds < 0.1 else f"{seconds * 1000:.0f} ms"
+
+
+def _cost_rows(cost: ScrapeCostResult) -> list[Row]:
+    found: list[Row] = []
+    for level in cost.levels:
+        ratio = cost.ratio(level)
+        clean = level.failed == 0 and level.renderings == 0 and level.scrapes > 0
+        scrapers = f"{level.scrapers} scraper{'s' if level.scrapers > 1 else ''}"
+        found.append(
+            Row(
+                f"7. CPU per scrape of an unchanged snapshot, {cost.streams} streams, {scrapers}"
+                if not found
+                else f"   {scrapers}",
+                _ms(level.per_scrape),
+                f"{PER_SCRAPE_TARGET:g} x R {cost.render_cpu:.2f} s",
+                f"{ratio:.2g}x",
+                _verdict(ratio <= PER_SCRAPE_TARGET and clean and not cost.sizes.problems),
+            )
+        )
+    first, last = cost.levels[0], cost.levels[-1]
+    return [
+        *found,
+        Row(
+            f"   lifetime of a snapshot R + K x c, {last.scrapers} vs {first.scrapers} scrapers",
+            f"{cost.lifetime(last):.2f} s",
+            f"{LIFETIME_TARGET:g} x {cost.lifetime(first):.2f} s",
+            f"{cost.growth:.3f}x",
+            _verdict(cost.lifetime_ok),
+        ),
+        Row(
+            "   latency of a scrape of the unchanged snapshot, median",
+            _ms(cost.latency_median),
+            f"< {LATENCY_TARGET:g} s",
+            f"max {_ms(cost.latency_max)}",
+            _verdict(cost.latency_ok),
+        ),
+        Row(
+            "   one full rendering (R), CPU and wall time",
+            f"{cost.render_cpu:.2f} s",
+            "-",
+            f"{cost.render_wall:.2f} s wall",
+            "",
+        ),
+    ]
+
+
 def table(found: list[Row]) -> str:
     header = Row("target", "measured", "bound", "ratio", "result")
     widths = [
@@ -256,6 +313,7 @@ def machine() -> str:
 
 # -- docs/benchmarks.md ------------------------------------------------------------------------
 
+COST_SECTION = "7. Scrapes of an unchanged snapshot"
 OWN_SECTIONS = (
     "Summary",
     "1. API requests per poll",
@@ -264,9 +322,11 @@ OWN_SECTIONS = (
     "4. Memory per tracked job",
     "5. /metrics render time",
     "6. Poll wall time under latency",
+    COST_SECTION,
     "Method and caveats",
 )
 _HEADING = re.compile(r"^## (.+?)\s*$", re.MULTILINE)
+_ROW_TARGET = re.compile(r"^\|\s*(\d+)\.")
 
 
 def foreign_sections(text: str) -> list[str]:
@@ -280,13 +340,100 @@ def foreign_sections(text: str) -> list[str]:
     return kept
 
 
+def complete(result: SuiteResult) -> bool:
+    """Whether every target ran."""
+    parts = (result.scale, result.cpu, result.scrape, result.latency, result.cost)
+    return all(part is not None for part in parts)
+
+
 def write_docs(path: Path, result: SuiteResult, details: dict[str, str]) -> None:
+    """A run of every target rewrites the file (keeping sections written by others); a run of
+    some targets rewrites their sections and Summary rows in place (see merge_docs)."""
     existing = path.read_text(encoding="utf-8") if path.exists() else ""
-    parts = [_preamble(result), f"## Summary\n\n{markdown_table(rows(result))}\n"]
-    parts += [f"## {name}\n\n{details[name].strip()}\n" for name in OWN_SECTIONS if name in details]
-    parts += foreign_sections(existing)
+    if existing.strip() and not complete(result):
+        text = merge_docs(existing, result, details)
+    else:
+        parts = [_preamble(result), f"## Summary\n\n{markdown_table(rows(result))}\n"]
+        parts += [
+            f"## {name}\n\n{details[name].strip()}\n" for name in OWN_SECTIONS if name in details
+        ]
+        parts += foreign_sections(existing)
+        text = "\n".join(parts)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts), encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
+
+
+def _sections(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """The text before the first `## ` heading, and (name, text) of every section."""
+    matches = list(_HEADING.finditer(text))
+    if not matches:
+        return text, []
+    found = []
+    for n, match in enumerate(matches):
+        end = matches[n + 1].start() if n + 1 < len(matches) else len(text)
+        found.append((match.group(1), text[match.start() : end].rstrip() + "\n"))
+    return text[: matches[0].start()], found
+
+
+def merge_docs(existing: str, result: SuiteResult, details: dict[str, str]) -> str:
+    """`existing` with the run's sections rewritten in place (new ones where OWN_SECTIONS puts
+    them) and its Summary rows replaced target by target; the numbered sections written say
+    which run they come from. Everything else (the preamble, other targets' sections and rows,
+    text under the Summary table, other people's sections) stays as it was."""
+    preamble, sections = _sections(existing)
+    stamp = (
+        f"Latest run of this section: `{result.command}`, {result.started:%Y-%m-%d %H:%M} UTC;"
+        f" load average {', '.join(f'{x:.1f}' for x in result.load)} when the run began.\n\n"
+    )
+    written = {
+        name: f"## {name}\n\n{stamp if name[:1].isdigit() else ''}{body.strip()}\n"
+        for name, body in details.items()
+    }
+    merged = [(name, written.pop(name, text)) for name, text in sections]
+    merged = [
+        (name, _merge_summary(text, rows(result)) if name == "Summary" else text)
+        for name, text in merged
+    ]
+    for name in [n for n in OWN_SECTIONS if n in written]:
+        later = OWN_SECTIONS[OWN_SECTIONS.index(name) + 1 :]
+        at = next((i for i, (other, _) in enumerate(merged) if other in later), None)
+        if at is None:  # after the last of ours, else at the end
+            ours = [i for i, (other, _) in enumerate(merged) if other in OWN_SECTIONS]
+            at = ours[-1] + 1 if ours else len(merged)
+        merged.insert(at, (name, written.pop(name)))
+    if not any(name == "Summary" for name, _ in merged):
+        merged.insert(0, ("Summary", f"## Summary\n\n{markdown_table(rows(result))}\n"))
+    return preamble + "\n".join(text for _, text in merged)
+
+
+def _row_groups(lines: list[str]) -> dict[int, list[str]]:
+    """Table rows by the target number of the row that starts each group (indented rows
+    follow theirs); rows before the first numbered one are left out."""
+    groups: dict[int, list[str]] = {}
+    current: list[str] | None = None
+    for line in lines:
+        match = _ROW_TARGET.match(line)
+        if match:
+            current = groups.setdefault(int(match.group(1)), [])
+        if current is not None:
+            current.append(line)
+    return groups
+
+
+def _merge_summary(text: str, new_rows: list[Row]) -> str:
+    """The Summary section with the table's rows of the targets in `new_rows` replaced."""
+    lines = text.splitlines()
+    table_at = [i for i, line in enumerate(lines) if line.startswith("|")]
+    fresh = _row_groups(markdown_table(new_rows).splitlines()[2:])
+    if not table_at:
+        return text.rstrip() + "\n\n" + markdown_table(new_rows) + "\n"
+    start = table_at[0]
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    groups = {**_row_groups(lines[start + 2 : end]), **fresh}
+    body = [line for number in sorted(groups) for line in groups[number]]
+    return "\n".join([*lines[: start + 2], *body, *lines[end:]]) + "\n"
 
 
 def _preamble(result: SuiteResult) -> str:

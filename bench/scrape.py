@@ -29,7 +29,8 @@ from exporter.api_stats import ApiStats
 from exporter.ci.models import ACTIVE_STATES, FINISHED_STATES, Queue
 from exporter.collector import CICollector
 from exporter.snapshot import (
-    DURATION_BUCKETS,
+    QUEUE_WAIT_BUCKETS,
+    RUN_TIME_BUCKETS,
     QueueSnapshot,
     Snapshot,
     StreamSnapshot,
@@ -77,14 +78,14 @@ class _Source:
         return True
 
 
-def _histogram(rng: random.Random) -> SnapshotHistogram:
-    counts = [rng.randrange(0, 500) for _ in DURATION_BUCKETS]
+def _histogram(rng: random.Random, bounds: tuple[float, ...]) -> SnapshotHistogram:
+    counts = [rng.randrange(0, 500) for _ in bounds]
     cumulative, running = [], 0
     for n in counts:
         running += n
         cumulative.append(running)
     total = running + rng.randrange(0, 50)
-    return SnapshotHistogram(DURATION_BUCKETS, tuple(cumulative), total * 97.25, total)
+    return SnapshotHistogram(bounds, tuple(cumulative), total * 97.25, total)
 
 
 def _stream(rng: random.Random, queue_id: str, tag: str, active_scale: int) -> StreamSnapshot:
@@ -100,8 +101,9 @@ def _stream(rng: random.Random, queue_id: str, tag: str, active_scale: int) -> S
         active=active,
         finished=finished,
         failures=failures,
-        run_duration={state: _histogram(rng) for state in FINISHED_STATES},
-        queue_wait=_histogram(rng),
+        # Every histogram observed: a busy deployment (the snapshot leaves unobserved ones out).
+        run_duration={state: _histogram(rng, RUN_TIME_BUCKETS) for state in FINISHED_STATES},
+        queue_wait=_histogram(rng, QUEUE_WAIT_BUCKETS),
         oldest={"Submitted": NOW - 600, "Running": NOW - 5400} if busy else {},
         last_failed_job=f"j{rng.getrandbits(128):032x}" if codes else "",
         last_failed_code=codes[0][0] if codes else "",
@@ -192,14 +194,14 @@ def _fill_plain(registry: CollectorRegistry, snapshot: Snapshot) -> None:
         "r",
         (*STREAM_LABELS, "state"),
         registry=registry,
-        buckets=DURATION_BUCKETS,
+        buckets=RUN_TIME_BUCKETS,
     )
     wait = Histogram(
         "tencent_ci_job_queue_wait_seconds",
         "w",
         STREAM_LABELS,
         registry=registry,
-        buckets=DURATION_BUCKETS,
+        buckets=QUEUE_WAIT_BUCKETS,
     )
     queue_gauges = [
         gauge(f"tencent_ci_queue_{name}", QUEUE_LABELS)
@@ -229,7 +231,8 @@ def _fill_plain(registry: CollectorRegistry, snapshot: Snapshot) -> None:
                 run.labels(*series, state).observe(stream.run_duration[state].sum)
             for code, total in stream.failures.items():
                 failures.labels(*series, code).inc(total)
-            wait.labels(*series).observe(stream.queue_wait.sum)
+            if stream.queue_wait is not None:
+                wait.labels(*series).observe(stream.queue_wait.sum)
             for state, at in stream.oldest.items():
                 oldest.labels(*series, state).set(at)
 

@@ -1,28 +1,34 @@
 """Scrapes under load: many Prometheus servers scraping one exporter that polls at full speed.
 
-The exporter runs in this process as the CLI builds it (Poller, CICollector, ExporterServer)
-and polls every second, every stream at every poll, without a client rate limit. The CI
-simulator runs in a process of its own, as CI would be elsewhere, with a seeded live
-workload: 10 buckets x 4 queues x 1 or 2 tags, so /metrics holds thousands of series. The
+The exporter runs in this process as the CLI builds it (Poller, exporter_expositions,
+ExporterServer) and polls every second, every stream at every poll, without a client rate
+limit. The CI simulator runs in a process of its own, as CI would be elsewhere, with a seeded
+live workload: 10 buckets x 4 queues x 1 or 2 tags, so /metrics holds thousands of series. The
 scrapers run in a third process, each on a thread with a persistent connection, asking as
 Prometheus does (OpenMetrics preferred, gzip) and scraping again as soon as an answer is in:
 were they threads of this process, they would compete with the server for its GIL and measure
 themselves.
 
-Phases, side by side: no scraper and one scraper (the baselines), N scrapers (default 50) for
-the duration, then the same N with every scrape rendering on its own, as the server did
-before scrapes arriving during a rendering shared it (the comparison). Each reports the
-exporter's CPU, scrapes done, failed scrapes (an error, a status other than 200, a truncated
-body, or more than the 10 s Prometheus gives a scrape by default), scrape latency p50/p99/max,
-and the polling cadence: the intervals between the starts of consecutive polls of each
-target against the configured interval, read from the poller's snapshots (a poll starts at
-last_poll_time - last_poll_duration).
+Phases, side by side: no scraper and one scraper (the baselines), then N scrapers (default
+50) for the duration. Each reports the exporter's CPU, scrapes done, failed scrapes (an error,
+a status other than 200, a truncated body, or more than the 10 s Prometheus gives a scrape by
+default), scrape latency p50/p99/max, the renderings of /metrics made (one per published
+snapshot and format in demand, whatever the scrapers do), and the polling cadence: the
+intervals between the starts of consecutive polls of each target against the configured
+interval, read from the poller's snapshots (a poll starts at last_poll_time -
+last_poll_duration).
 
-    python3 -m bench.scrape_load                   # prints the table (about 80 s)
+There is no comparison phase any more. It made every scrape render on its own, as the server
+did before scrapes arriving during a rendering shared it; now /metrics is rendered when a
+snapshot is published (exporter.exposition), not per scrape, and there is no per-scrape
+rendering left to switch back to. bench/scrape_cost.py (suite target 7) measures what a scrape
+of an unchanged snapshot costs against one rendering.
+
+    python3 -m bench.scrape_load                   # prints the table (about 60 s)
     python3 -m bench.scrape_load --write-docs      # and updates docs/benchmarks.md
-    python3 -m bench.scrape_load --targets 2 --duration 2 --baseline 1 --compare 1 --scrapers 5
+    python3 -m bench.scrape_load --targets 2 --duration 2 --baseline 1 --scrapers 5
 
-The exit code is 1 when a scrape failed outside the comparison.
+The exit code is 1 when a scrape failed.
 """
 
 from __future__ import annotations
@@ -49,14 +55,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-
 from exporter import __version__
-from exporter import render as render_module
 from exporter.api_stats import ApiStats
-from exporter.collector import CICollector
 from exporter.config import Config, RateLimitConfig
 from exporter.demo import demo_config
+from exporter.exposition import Expositions, exporter_expositions
 from exporter.poller import Poller
 from exporter.server import ExporterServer
 from exporter.simulator import DEMO_SECRET_ID, DEMO_SECRET_KEY, Simulator, Stream, Workload
@@ -88,9 +91,6 @@ class LoadSpec:
     scrapers: int = 50
     duration: float = 30.0  # seconds under load
     baseline: float = 10.0  # seconds with no scraper, then with one, first
-    # Seconds of the comparison at the end: the same scrapers, each scrape rendering on its own
-    # as the server did before it shared renderings. 0: none.
-    compare: float = 10.0
     poll_interval: float = 1.0
     seed: int = 1
 
@@ -150,7 +150,6 @@ class ScrapeReport:
 class Phase:
     name: str
     scrapers: int
-    shared: bool  # scrapes arriving during a rendering share it (the server's way)
     seconds: float
     exporter_cpu: float  # CPU seconds of the exporter's process (every thread) per second
     scrapes: int
@@ -160,6 +159,7 @@ class Phase:
     mean_body_bytes: float
     latency: Latency
     cadence: Cadence
+    renderings: int = 0  # of /metrics, every format, made during the phase
 
 
 @dataclass(frozen=True)
@@ -310,11 +310,13 @@ def _scraper_main(conn: Connection, port: int, path: str) -> None:
 
 
 class _PollWatch(threading.Thread):
-    """Every poll's (target, start, duration), from the snapshots the poller publishes."""
+    """Every poll's (target, start, duration), from the snapshots the poller publishes; and
+    the expositions, to count renderings."""
 
-    def __init__(self, poller: Poller) -> None:
+    def __init__(self, poller: Poller, expositions: Expositions) -> None:
         super().__init__(name="poll-watch", daemon=True)
         self.poller = poller
+        self.expositions = expositions
         self.stopping = threading.Event()
         self.polls: dict[str, dict[float, float]] = {}  # target -> {finish: duration}
 
@@ -381,21 +383,26 @@ class _Scrapers:
         self._conn.close()
 
 
+def _renderings(expositions: Expositions) -> int:
+    return sum(cost.renders for cost in expositions.costs())
+
+
 def _run_phase(
     scraping: _Scrapers, scrapers: int, seconds: float, spec: LoadSpec, watch: _PollWatch
 ) -> Phase:
     # Poll times are on the wall clock (the poller's); the scrapers' window is monotonic.
     offset = time.time() - time.monotonic()
+    renderings = _renderings(watch.expositions)
     cpu = time.process_time()
     report = scraping.scrape(scrapers, seconds)
     cpu = time.process_time() - cpu
+    renderings = _renderings(watch.expositions) - renderings
     cadence = watch.cadence(report.started + offset, report.ended + offset, spec.poll_interval)
     took = report.ended - report.started
     scrapes = len(report.latencies)
     return Phase(
         name={0: "no scraper", 1: "1 scraper"}.get(scrapers, f"{scrapers} scrapers"),
         scrapers=scrapers,
-        shared=True,
         seconds=round(took, 1),
         exporter_cpu=cpu / took if took > 0 else math.nan,
         scrapes=scrapes,
@@ -405,6 +412,7 @@ def _run_phase(
         mean_body_bytes=report.bytes_received / scrapes if scrapes else math.nan,
         latency=Latency.of(report.latencies),
         cadence=cadence,
+        renderings=renderings,
     )
 
 
@@ -416,10 +424,10 @@ def run(spec: LoadSpec) -> Result:
     config = _fast_polling(parent.recv())
     stats = ApiStats()
     poller = Poller(config, stats)
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(CICollector(poller, stats, __version__))
-    server = ExporterServer(("127.0.0.1", 0), poller, registry, version=__version__)
-    watch = _PollWatch(poller)
+    expositions = exporter_expositions(poller, stats, __version__)
+    poller.board.on_swap = expositions.published  # as exporter.cli's serve wires it
+    server = ExporterServer(("127.0.0.1", 0), poller, expositions, version=__version__)
+    watch = _PollWatch(poller, expositions)
     try:
         server.start()
         poller.start()
@@ -452,35 +460,6 @@ def _phases(scraping: _Scrapers, spec: LoadSpec, watch: _PollWatch) -> Iterator[
         yield _run_phase(scraping, 0, spec.baseline, spec, watch)
         yield _run_phase(scraping, 1, spec.baseline, spec, watch)
     yield _run_phase(scraping, spec.scrapers, spec.duration, spec, watch)
-    if spec.compare > 0:
-        with _unshared_renders():
-            phase = _run_phase(scraping, spec.scrapers, spec.compare, spec, watch)
-        yield replace(phase, name=f"{phase.name}, unshared", shared=False)
-
-
-@contextlib.contextmanager
-def _unshared_renders() -> Iterator[None]:
-    """Every scrape renders for itself, as ExporterServer did before it shared renderings: the
-    other side of the comparison. Reaches into the server's internals on purpose."""
-    shared = render_module.Renderer.render
-
-    def alone(
-        self: render_module.Renderer,
-        encoder: Callable[[CollectorRegistry], bytes],
-        content_type: str,
-    ) -> render_module.Exposition:
-        exposition = render_module.Exposition()
-        try:
-            exposition.body = encoder(self._registry)
-        finally:
-            exposition.done.set()
-        return exposition
-
-    render_module.Renderer.render = alone  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        render_module.Renderer.render = shared  # type: ignore[method-assign]
 
 
 def _wait_ready(poller: Poller, timeout: float = 60.0) -> None:
@@ -494,7 +473,9 @@ def _wait_ready(poller: Poller, timeout: float = 60.0) -> None:
 def _fetch(port: int) -> bytes:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=SCRAPE_TIMEOUT)
     try:
-        connection.request("GET", "/metrics")
+        # As the scrapers ask (uncompressed): another format would be rendered at every
+        # publish for WANTED_FOR seconds after, beside theirs.
+        connection.request("GET", "/metrics", headers={"Accept": ACCEPT})
         return connection.getresponse().read()
     finally:
         connection.close()
@@ -527,6 +508,7 @@ def table(result: Result) -> str:
         ("scrape latency p50", lambda p: _ms(p.latency.p50)),
         ("scrape latency p99", lambda p: _ms(p.latency.p99)),
         ("scrape latency max", lambda p: _ms(p.latency.max)),
+        ("renderings of /metrics", lambda p: str(p.renderings)),
         ("polls", lambda p: str(p.cadence.polls)),
         ("poll start interval mean", lambda p: _s(p.cadence.mean)),
         ("poll start interval p99", lambda p: _s(p.cadence.p99)),
@@ -575,10 +557,12 @@ def section(result: Result) -> str:
         f"({result.metrics_bytes / 1024:.0f} KiB of OpenMetrics text). The CI simulator runs in "
         "a process of its own, the scrapers in another, each on a thread with a persistent "
         "connection, asking as Prometheus does (OpenMetrics, gzip) and scraping again as soon "
-        f"as an answer is in: no scraper and one scraper for {spec.baseline:g} s each, "
-        f"{spec.scrapers} for {spec.duration:g} s, then, for comparison, {spec.scrapers} for "
-        f'{spec.compare:g} s with every scrape rendering on its own ("unshared"), as the '
-        "server did before scrapes arriving during a rendering shared it. A failed scrape is "
+        f"as an answer is in: no scraper and one scraper for {spec.baseline:g} s each, then "
+        f"{spec.scrapers} for {spec.duration:g} s. /metrics is rendered when the poller publishes "
+        "a snapshot (a poll of one target re-renders that target's part), once per format in "
+        "demand, not per scrape: the renderings row counts them. There is no comparison with "
+        "per-scrape rendering any more (section 7 measures a scrape against a rendering). "
+        "A failed scrape is "
         f"an error, a status other than 200, a truncated body or one slower than "
         f"{SCRAPE_TIMEOUT:g} s (Prometheus's default scrape_timeout). Poll start intervals are "
         f"between consecutive polls of a target (configured: {spec.poll_interval:g} s; a poll "
@@ -593,20 +577,19 @@ def section(result: Result) -> str:
 
 
 def _summary(result: Result) -> str:
-    """The comparison in one sentence, computed, so that it is true of the numbers above."""
-    shared = [p for p in result.phases if p.shared and p.scrapers == result.spec.scrapers]
-    unshared = [p for p in result.phases if not p.shared]
-    if not shared or not unshared or unshared[0].scrapes_per_second == 0:
+    """The phases in one sentence, computed, so that it is true of the numbers above."""
+    loaded = [p for p in result.phases if p.scrapers == result.spec.scrapers]
+    quiet = [p for p in result.phases if p.scrapers == 0]
+    if not loaded or not quiet or loaded[0].seconds <= 0 or quiet[0].seconds <= 0:
         return ""
-    with_, without = shared[0], unshared[0]
+    busy, idle = loaded[0], quiet[0]
     return (
-        f"With {with_.scrapers} scrapers, sharing renderings served "
-        f"{with_.scrapes_per_second / without.scrapes_per_second:.0f} times the scrapes per "
-        f"second of rendering for each ({with_.scrapes_per_second:.0f} against "
-        f"{without.scrapes_per_second:.1f}), at a p99 latency of {_ms(with_.latency.p99)} "
-        f"against {_ms(without.latency.p99)}, with {with_.failed} failed scrapes against "
-        f"{without.failed}; polls took {_s(with_.cadence.mean_duration)} on average against "
-        f"{_s(without.cadence.mean_duration)}."
+        f"With {busy.scrapers} scrapers the exporter served {busy.scrapes_per_second:.0f} "
+        f"scrapes per second at a p99 latency of {_ms(busy.latency.p99)}, with {busy.failed} "
+        f"failed scrapes, and rendered /metrics {busy.renderings / busy.seconds:.1f} times per "
+        f"second, against {idle.renderings / idle.seconds:.1f} with no scraper: renderings "
+        "follow the polls, not the scrapes. Polls took "
+        f"{_s(busy.cadence.mean_duration)} on average against {_s(idle.cadence.mean_duration)}."
     )
 
 
@@ -655,12 +638,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="seconds with no scraper, then with one, first (default 10; 0: neither)",
     )
     parser.add_argument(
-        "--compare",
-        type=float,
-        default=LoadSpec.compare,
-        help="seconds of the same scrapers with unshared renderings, last (default 10; 0: none)",
-    )
-    parser.add_argument(
         "--scrapers", type=int, default=LoadSpec.scrapers, help="concurrent scrapers (default 50)"
     )
     parser.add_argument(
@@ -678,7 +655,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         scrapers=args.scrapers,
         duration=args.duration,
         baseline=args.baseline,
-        compare=args.compare,
         poll_interval=args.poll_interval,
         seed=args.seed,
     )
@@ -689,7 +665,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(section(result))
     if args.write_docs:
         write_docs(result)
-    return 1 if any(phase.failed for phase in result.phases if phase.shared) else 0
+    return 1 if any(phase.failed for phase in result.phases) else 0
 
 
 if __name__ == "__main__":
