@@ -1,26 +1,30 @@
 """/metrics, rendered once per published snapshot and format, off the scrape path.
 
 Threads: the render thread (`Expositions._run`) renders; HTTP workers call `scrape`; a poll or
-reload thread calls `published`. Everything mutable here (the formats, their renderings and
-per-target parts) is guarded by `Expositions._changed`'s lock; a Rendering is immutable once
-made, apart from its gzip form, which it guards itself.
+reload thread calls `published`. The formats and their renderings are guarded by
+`Expositions._changed`'s lock; a format's parts and caches belong to whoever holds its own
+`lock` (the render thread, or a scrape rendering on its own thread when there is none); a
+Rendering is immutable once made, apart from a gzip form made on demand under its own lock.
 
 The snapshot changes once per poll of a target, scrapes come every few seconds from one or two
 Prometheus servers: rendering per scrape cost as much CPU as the scrape interval allowed at
-10,000 streams. Here a rendering is made when a snapshot is published, for each format a scrape
-asked for in the last WANTED_FOR seconds, and kept with its gzip form; scrapes of an unchanged
-snapshot send those bytes. A target's families are rendered per target and kept while its
-TargetSnapshot is unchanged, so a poll of one target re-renders that target only.
+10,000 streams. Here a snapshot is rendered when it is published, for each format a scrape
+asked for in the last WANTED_FOR seconds, and kept as pieces: each family's header, then each
+target's samples of it. A target's pieces (and their deflated copies) are reused while its
+TargetSnapshot is the same object, so a poll of one target renders, and compresses, that
+target only; the pieces are sent as they are, never joined into one copy.
 
-A scrape of a snapshot not yet rendered waits for the rendering that completes next, so it
-never waits for more than one. What changes per scrape (the API call counters, the rendering
-cost, process_* and python_*) is rendered per scrape and joined to the cached part: OpenMetrics'
-`# EOF` once at the end, the gzip stream continued from a copy of the cached part's compressor.
+A scrape of a snapshot not yet rendered waits for the rendering that completes next (never for
+two), and for at most `patience` seconds when an older rendering can be sent instead. What
+changes per scrape (API calls, rendering costs, process_* and python_*) is rendered per scrape
+and sent last: OpenMetrics' `# EOF` ends it, and its gzip form ends the one gzip member the
+pieces' raw deflate blocks (each ended by a sync flush) began.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 import time
 import zlib
@@ -44,12 +48,29 @@ SnapshotFamilies = Callable[[Snapshot], Iterable[Metric]]
 # A format nobody asked for in this long is no longer rendered at publish time (a person's
 # curl asks for text once; Prometheus asks for OpenMetrics every scrape).
 WANTED_FOR = 600.0
-# Formats kept at once (content types differ by version and escaping, which clients choose).
-MAX_FORMATS = 4
-# Level 1 compresses exposition text ~8x at a fraction of the default level's CPU time.
+# How long a scrape waits for the rendering of a new snapshot when an older one can be sent.
+DEFAULT_PATIENCE = 5.0
+# Level 1 compresses exposition text ~20x at a fraction of the default level's CPU time.
 GZIP_LEVEL = 1
-_GZIP_WBITS = 31  # zlib's gzip container
+# A gzip member's header: no name, no time, OS unknown (RFC 1952).
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\xff"
 EOF = b"# EOF\n"
+
+
+def format_of(content_type: str) -> str:
+    """The format a content type's bytes are in: what the cache is keyed and labelled by.
+
+    Clients choose versions and escapings; for this exporter's names (all legacy-valid) only
+    OpenMetrics vs text and the `dots` escaping change a byte, so there are four formats at
+    most, whatever clients send (and no client text becomes a label value)."""
+    name = "openmetrics" if content_type.startswith("application/openmetrics-text") else "text"
+    return name + "-dots" if "escaping=dots" in content_type else name
+
+
+def _deflated(piece: bytes) -> bytes:
+    """`piece` as raw deflate blocks ending in a sync flush: such runs join into one stream."""
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return compressor.compress(piece) + compressor.flush(zlib.Z_SYNC_FLUSH)
 
 
 class _Families:
@@ -63,48 +84,59 @@ class _Families:
 
 
 class Rendering:
-    """The cached part of one snapshot in one format; `failed` when rendering raised."""
+    """The cached part of one snapshot in one format: its pieces, in order; `failed` when
+    rendering raised."""
 
-    def __init__(self, snapshot: Snapshot, body: bytes, failed: bool = False) -> None:
+    def __init__(self, snapshot: Snapshot, pieces: list[bytes], failed: bool = False) -> None:
         self.snapshot = snapshot
-        self.body = body  # without OpenMetrics' # EOF
+        self.pieces = pieces  # without OpenMetrics' # EOF
+        self.size = sum(len(piece) for piece in pieces)
         self.failed = failed
         self._lock = threading.Lock()
-        self._gzip: tuple[bytes, zlib._Compress] | None = None
+        self._gzip: tuple[list[bytes], int] | None = None  # deflated pieces, CRC-32 of all
 
-    def gzip_prefix(self) -> tuple[bytes, zlib._Compress]:
-        """The body compressed, and the compressor left open to continue the stream."""
-        with self._lock:  # once, by the render thread or the first scrape that asks
+    def deflate(self, cache: Callable[[bytes], bytes] = _deflated) -> None:
+        """Makes the gzip form (once), `cache` giving each piece's deflated copy."""
+        with self._lock:
             if self._gzip is None:
-                compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
-                self._gzip = (compressor.compress(self.body), compressor)
-            return self._gzip
+                crc = 0
+                for piece in self.pieces:
+                    crc = zlib.crc32(piece, crc)
+                self._gzip = ([cache(piece) for piece in self.pieces], crc)
+
+    def identity(self, tail: bytes) -> list[bytes]:
+        return [*self.pieces, tail]
 
     def gzipped(self, tail: bytes) -> list[bytes]:
-        """The gzip stream of body + tail: the cached prefix and what a copy of its
-        compressor makes of `tail` (one gzip member, as every client reads)."""
-        prefix, compressor = self.gzip_prefix()
-        ending = compressor.copy()
-        return [prefix, ending.compress(tail) + ending.flush(zlib.Z_FINISH)]
+        """One gzip member: the pieces' deflate blocks, then `tail` in the final block."""
+        self.deflate()
+        assert self._gzip is not None
+        deflated, crc = self._gzip
+        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+        ending = compressor.compress(tail) + compressor.flush(zlib.Z_FINISH)
+        trailer = struct.pack("<II", zlib.crc32(tail, crc), (self.size + len(tail)) & 0xFFFFFFFF)
+        return [GZIP_HEADER, *deflated, ending + trailer]
 
 
 @dataclass
 class _Format:
-    """One content type: its encoder, who asked when, its rendering and per-target parts."""
+    """One format: its encoder, who asked when, its rendering, and what renderings reuse."""
 
-    content_type: str
+    name: str
     encoder: Encoder
     asked: float
     gzip_asked: float = -WANTED_FOR
     rendering: Rendering | None = None
     completed: int = 0  # renderings made, failed ones too
-    waiting: int = 0  # scrapes waiting for its next rendering: rendered first
+    waiting: int = 0  # scrapes waiting for its next rendering: rendered first, never dropped
     cost: RenderCost | None = None
+    # Held while rendering; what follows is the renderer's, not `_changed`'s.
+    lock: threading.Lock = field(default_factory=threading.Lock)
     headers: tuple[bytes, ...] | None = None  # target families' headers, in family order
     # By id() of the TargetSnapshot they were rendered from, which the tuple keeps alive.
     parts: dict[int, tuple[TargetSnapshot, tuple[bytes, ...]]] = field(default_factory=dict)
-    # Held while rendering: headers and parts are the renderer's, not the lock's.
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    # id() of a piece -> (the piece, its deflated copy), for the pieces of the last rendering.
+    deflated: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -174,12 +206,13 @@ class Expositions:
             self._render(*work)
 
     def _next_work(self) -> tuple[_Format, Snapshot] | None:
-        """The first format in demand whose rendering is not of the current snapshot."""
+        """The format to render next: one a scrape waits for, else any in demand whose
+        rendering is not of the current snapshot. Formats out of demand are dropped."""
         now = self._clock()
         snapshot = self._source()
-        for content_type, fmt in list(self._formats.items()):
-            if now - fmt.asked > WANTED_FOR:
-                del self._formats[content_type]  # and its parts and rendering with it
+        for name, fmt in list(self._formats.items()):
+            if now - fmt.asked > WANTED_FOR and not fmt.waiting:
+                del self._formats[name]  # and its pieces and rendering with it
         stale = [
             f
             for f in self._formats.values()
@@ -190,57 +223,56 @@ class Expositions:
         return max(stale, key=lambda f: f.waiting > 0), snapshot
 
     def _render(self, fmt: _Format, snapshot: Snapshot) -> None:
-        """Renders `snapshot` in `fmt` unless that is done already; one at a time per format
-        (its lock), as the parts it reuses are the format's."""
+        """Renders `snapshot` in `fmt` unless that is done already; one at a time per format."""
         with fmt.lock:
             with self._changed:
                 if fmt.rendering is not None and fmt.rendering.snapshot is snapshot:
                     return
+                zipped = self._clock() - fmt.gzip_asked <= WANTED_FOR
             started = time.perf_counter()
             try:
-                rendering = Rendering(snapshot, self._body(fmt, snapshot))
-                if self._clock() - fmt.gzip_asked <= WANTED_FOR:
-                    rendering.gzip_prefix()
+                rendering = Rendering(snapshot, self._pieces(fmt, snapshot))
+                if zipped:
+                    rendering.deflate(self._deflate_cache(fmt, rendering.pieces))
             except Exception:
-                logger.exception("rendering %s failed", fmt.content_type)
-                rendering = Rendering(snapshot, b"", failed=True)
+                logger.exception("rendering %s failed", fmt.name)
+                rendering = Rendering(snapshot, [], failed=True)
             seconds = time.perf_counter() - started
             with self._changed:
                 fmt.rendering = rendering
                 fmt.completed += 1
-                fmt.cost = RenderCost(fmt.content_type, seconds, len(rendering.body), fmt.completed)
+                fmt.cost = RenderCost(fmt.name, seconds, rendering.size, fmt.completed)
                 self._changed.notify_all()
 
-    # -- rendering ------------------------------------------------------------------------
+    # -- rendering (under the format's lock) ----------------------------------------------
 
-    def _body(self, fmt: _Format, snapshot: Snapshot) -> bytes:
-        """The snapshot's part in `fmt`: per-target parts reused where the target's snapshot is
-        the one they were rendered from, joined family by family."""
+    def _pieces(self, fmt: _Format, snapshot: Snapshot) -> list[bytes]:
+        """The snapshot's pieces in `fmt`: target parts reused where the target's snapshot is
+        the one they were rendered from, interleaved family by family."""
         if fmt.headers is None:
             fmt.headers = tuple(self._encode(fmt, [m]) for m in self._target_families(()))
         parts: dict[int, tuple[TargetSnapshot, tuple[bytes, ...]]] = {}
         for target in snapshot.targets:
             kept = fmt.parts.get(id(target))
-            parts[id(target)] = (
-                kept
-                if kept is not None and kept[0] is target
-                else (target, self._part(fmt, target))
-            )
+            if kept is None or kept[0] is not target:
+                kept = (target, self._part(fmt, target))
+            parts[id(target)] = kept
         fmt.parts = parts
+        ordered = [parts[id(target)][1] for target in snapshot.targets]
         pieces: list[bytes] = []
         for index, header in enumerate(fmt.headers):
             pieces.append(header)
-            pieces.extend(part[1][index] for part in parts.values())
+            pieces.extend(chunks[index] for chunks in ordered if chunks[index])
         pieces.append(self._encode(fmt, self._snapshot_families(snapshot)))
-        return b"".join(pieces)
+        return pieces
 
     def _part(self, fmt: _Format, target: TargetSnapshot) -> tuple[bytes, ...]:
         """One target's sample lines, family by family (each family's header cut off)."""
         assert fmt.headers is not None
-        chunks = []
         families = list(self._target_families((target,)))
         if len(families) != len(fmt.headers):
             raise ValueError("target_families must yield the same families for every target")
+        chunks = []
         for header, family in zip(fmt.headers, families, strict=True):
             text = self._encode(fmt, [family])
             if not text.startswith(header):
@@ -253,12 +285,32 @@ class Expositions:
         """Rendered without OpenMetrics' # EOF: the live part, rendered last, ends with it."""
         return fmt.encoder(_Families(families)).removesuffix(EOF)
 
+    @staticmethod
+    def _deflate_cache(fmt: _Format, pieces: list[bytes]) -> Callable[[bytes], bytes]:
+        """Deflated pieces of the last rendering reused; the cache then holds this one's."""
+        previous, fmt.deflated = fmt.deflated, {}
+
+        def deflated(piece: bytes) -> bytes:
+            kept = previous.get(id(piece))
+            copy = kept[1] if kept is not None and kept[0] is piece else _deflated(piece)
+            fmt.deflated[id(piece)] = (piece, copy)
+            return copy
+
+        return deflated
+
     # -- scrapes --------------------------------------------------------------------------
 
-    def scrape(self, encoder: Encoder, content_type: str, gzip: bool) -> Response:
+    def scrape(
+        self,
+        encoder: Encoder,
+        content_type: str,
+        gzip: bool,
+        patience: float = DEFAULT_PATIENCE,
+    ) -> Response:
         """The exposition in this format: the cached part of the current snapshot (waiting
-        for the rendering that completes next when it is not there yet) and the live part."""
-        rendering = self._cached(encoder, content_type, gzip)
+        for the rendering that completes next when it is not there yet, at most `patience`
+        seconds when an older one can be sent) and the live part."""
+        rendering = self._cached(encoder, content_type, gzip, patience)
         if rendering.failed:
             return Response([], gzip=False, ok=False)
         try:
@@ -268,39 +320,50 @@ class Expositions:
             return Response([], gzip=False, ok=False)
         if gzip:
             return Response(rendering.gzipped(tail), gzip=True)
-        return Response([rendering.body, tail], gzip=False)
+        return Response(rendering.identity(tail), gzip=False)
 
-    def _cached(self, encoder: Encoder, content_type: str, gzip: bool) -> Rendering:
-        snapshot = self._source()
-        now = self._clock()
+    def _cached(
+        self, encoder: Encoder, content_type: str, gzip: bool, patience: float
+    ) -> Rendering:
         with self._changed:
-            fmt = self._format(encoder, content_type, now)
-            if gzip:
-                fmt.gzip_asked = now
-            rendering = fmt.rendering
-            if rendering is not None and rendering.snapshot is snapshot:
-                return rendering
-            if self._thread is not None and not self._stopping:
-                seen = fmt.completed
-                fmt.waiting += 1
-                self._changed.notify_all()
-                while fmt.completed == seen and not self._stopping:
-                    self._changed.wait()
-                fmt.waiting -= 1
-                return fmt.rendering or Rendering(snapshot, b"", failed=True)
-        # No render thread (not started, or stopping): rendered on the scrape's own thread.
+            snapshot = self._source()
+            fmt = self._format(encoder, content_type, gzip)
+            older = fmt.rendering
+            if older is not None and older.snapshot is snapshot:
+                return older
+            if self._thread is not None and self._thread.is_alive() and not self._stopping:
+                return self._wait(fmt, older, patience) or Rendering(snapshot, [], failed=True)
+        # No render thread (not started, stopped, or dead): rendered on this thread.
         self._render(fmt, snapshot)
         with self._changed:
-            return fmt.rendering or Rendering(snapshot, b"", failed=True)
+            return fmt.rendering or Rendering(snapshot, [], failed=True)
 
-    def _format(self, encoder: Encoder, content_type: str, now: float) -> _Format:
-        fmt = self._formats.get(content_type)
+    def _wait(self, fmt: _Format, older: Rendering | None, patience: float) -> Rendering | None:
+        """The next rendering of `fmt`, or `older` after `patience` seconds when it is a
+        rendering to send (a failed one is not). Called under `_changed`."""
+        seen = fmt.completed
+        fmt.waiting += 1
+        self._changed.notify_all()
+        deadline = time.monotonic() + patience
+        try:
+            while fmt.completed == seen and not self._stopping:
+                left = deadline - time.monotonic()
+                if older is not None and not older.failed and left <= 0:
+                    return older
+                self._changed.wait(left if older is not None and not older.failed else None)
+        finally:
+            fmt.waiting -= 1
+        return fmt.rendering
+
+    def _format(self, encoder: Encoder, content_type: str, gzip: bool) -> _Format:
+        now = self._clock()
+        name = format_of(content_type)
+        fmt = self._formats.get(name)
         if fmt is None:
-            if len(self._formats) >= MAX_FORMATS:
-                oldest = min(self._formats.values(), key=lambda f: f.asked)
-                del self._formats[oldest.content_type]
-            fmt = self._formats[content_type] = _Format(content_type, encoder, now)
+            fmt = self._formats[name] = _Format(name, encoder, now)
         fmt.asked = now
+        if gzip:
+            fmt.gzip_asked = now
         return fmt
 
     def waiting(self) -> int:

@@ -105,30 +105,30 @@ def api_families(api: ApiSnapshot) -> Iterator[Metric]:
 
 def exposition_families(costs: Sequence[RenderCost]) -> Iterator[Metric]:
     """What the last rendering of each format took, so a user sees slow scrapes coming."""
-    ordered = sorted(costs, key=lambda cost: cost.content_type)
+    ordered = sorted(costs, key=lambda cost: cost.format)
 
     def samples(name: str, values: Sequence[float]) -> list[Sample]:
         return [
-            sample(name, {"content_type": cost.content_type}, value)
+            sample(name, {"format": cost.format}, value)
             for cost, value in zip(ordered, values, strict=True)
         ]
 
     yield family(
         EXPOSITION_SECONDS,
-        "Wall time the last rendering of /metrics took, by content type (made when a snapshot"
+        "Wall time the last rendering of /metrics took, by format (made when a snapshot"
         " is published; scrapes send the result).",
         "gauge",
         samples(EXPOSITION_SECONDS, [cost.seconds for cost in ordered]),
     )
     yield family(
         EXPOSITION_BYTES,
-        "Size of the last rendering of /metrics, uncompressed, by content type.",
+        "Size of the last rendering of /metrics, uncompressed, by format.",
         "gauge",
         samples(EXPOSITION_BYTES, [cost.size for cost in ordered]),
     )
     yield family(
         EXPOSITION_RENDERS,
-        "Renderings of /metrics, by content type: one per published snapshot and format in"
+        "Renderings of /metrics, by format: one per published snapshot and format in"
         " demand, not one per scrape.",
         "counter",
         samples(EXPOSITION_RENDERS + "_total", [cost.renders for cost in ordered]),

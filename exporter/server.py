@@ -23,6 +23,7 @@ import binascii
 import io
 import ipaddress
 import logging
+import math
 import socket
 import threading
 from collections.abc import Callable, Mapping
@@ -35,7 +36,7 @@ from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
 from exporter.collector import SnapshotSource
-from exporter.exposition import Expositions
+from exporter.exposition import DEFAULT_PATIENCE, Expositions
 from exporter.httpserver import BoundedHTTPServer, ConnectionLimits
 from exporter.landing import render_landing_page
 from exporter.webconfig import TLSServerConfig, WebConfig
@@ -337,9 +338,13 @@ class _Handler(BaseHTTPRequestHandler):
                 return False, "reload failed: internal error (see the log)"
 
     def _metrics(self) -> None:
-        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+        try:
+            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+        except Exception:  # e.g. a version that is not one: the default format, as curl gets
+            encoder, content_type = choose_encoder("")
         gzip = gzip_accepted(self.headers.get("Accept-Encoding", ""))
-        response = self.app.expositions.scrape(encoder, content_type, gzip)
+        patience = _patience(self.headers.get("X-Prometheus-Scrape-Timeout-Seconds"))
+        response = self.app.expositions.scrape(encoder, content_type, gzip, patience)
         if not response.ok:
             self._send(500, "text/plain; charset=utf-8", b"error rendering metrics, see log\n")
             return
@@ -380,8 +385,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         self.end_headers()
         if self.command != "HEAD":
-            for chunk in chunks:
-                self.wfile.write(chunk)
+            _write_all(self.wfile, chunks)
 
     def _request_has_body(self) -> bool:
         """Whether the request may have a body, by any reading of its framing headers: two
@@ -415,6 +419,42 @@ def _basic_credentials(header: str | None) -> tuple[str, bytes] | None:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split()) or "reload failed"
+
+
+def _patience(scrape_timeout: str | None) -> float:
+    """How long a scrape waits for the rendering of a new snapshot before it takes the one
+    before: half the time its scraper gives it (Prometheus says how long), else the default."""
+    try:
+        seconds = float(scrape_timeout or "")
+    except ValueError:
+        return DEFAULT_PATIENCE
+    return min(seconds / 2, DEFAULT_PATIENCE) if math.isfinite(seconds) and seconds > 0 else 0.0
+
+
+# Pieces of an exposition smaller than this are sent together, up to _BATCH bytes a write.
+_SMALL = 64 << 10
+_BATCH = 256 << 10
+
+
+def _write_all(wfile: io.BufferedIOBase, chunks: list[bytes]) -> None:
+    """Writes the chunks in order: big ones as they are, small runs joined (a rendering is
+    thousands of pieces; a write each would be a system call each)."""
+    batch: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        if len(chunk) >= _SMALL:
+            if batch:
+                wfile.write(b"".join(batch))
+                batch, size = [], 0
+            wfile.write(chunk)
+            continue
+        batch.append(chunk)
+        size += len(chunk)
+        if size >= _BATCH:
+            wfile.write(b"".join(batch))
+            batch, size = [], 0
+    if batch:
+        wfile.write(b"".join(batch))
 
 
 def gzip_accepted(accept_encoding: str) -> bool:

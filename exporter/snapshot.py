@@ -134,7 +134,7 @@ class Snapshot:
 class RenderCost:
     """The last rendering of /metrics in one format (exporter.exposition)."""
 
-    content_type: str
+    format: str  # text, openmetrics (or either with -dots: the dots escaping)
     seconds: float  # wall time it took
-    size: int  # bytes, uncompressed, of the part rendered at publish time
+    size: int  # bytes, uncompressed, of what was rendered at publish time
     renders: int  # renderings of this format so far

@@ -68,11 +68,11 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "tencent_ci_config_last_reload_successful": ("gauge", ()),
     "tencent_ci_config_last_reload_success_timestamp_seconds": ("gauge", ()),
     "tencent_ci_exporter_build_info": ("gauge", ("version",)),
-    "tencent_ci_exposition_render_seconds": ("gauge", ("content_type",)),
-    "tencent_ci_exposition_bytes": ("gauge", ("content_type",)),
-    "tencent_ci_exposition_renders": ("counter", ("content_type",)),
+    "tencent_ci_exposition_render_seconds": ("gauge", ("format",)),
+    "tencent_ci_exposition_bytes": ("gauge", ("format",)),
+    "tencent_ci_exposition_renders": ("counter", ("format",)),
 }
-RENDERED = RenderCost("text/plain; version=0.0.4; charset=utf-8", 0.25, 4096, 3)
+RENDERED = RenderCost("openmetrics", 0.25, 4096, 3)
 
 
 def hist(
