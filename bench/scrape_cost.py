@@ -199,7 +199,7 @@ def changed(snapshot: Snapshot, every: bool) -> Snapshot:
 
 
 def _renders(expositions: Expositions) -> dict[str, int]:
-    return {cost.content_type: cost.renders for cost in expositions.costs()}
+    return {cost.format: cost.renders for cost in expositions.costs()}
 
 
 def _publish(board: _Board, expositions: Expositions, every: bool) -> Publish:

@@ -430,9 +430,10 @@ def _cost_details(cost: ScrapeCostResult) -> str:
         f"A publish where one of the {cost.targets} targets changed (a poll of one target) cost"
         f" {cost.one_target.cpu:.3f} s of CPU, {cost.one_target.cpu / cost.render_cpu:.0%} of R,"
         f" and {cost.one_target.seconds:.2f} s of wall time: that target's families are rendered"
-        " again and the others' kept, but the whole body is joined and gzip-compressed again. A"
-        " scrape that arrives after a publish waits for that rendering (it never sends an older"
-        " snapshot). The exporter's process peaked at"
+        " again, and so are their deflate blocks; the others' pieces and blocks are kept, and"
+        " the body is never joined into one copy. A scrape that arrives after a publish waits"
+        " for that rendering, for at most half its scrape timeout when the rendering before can"
+        " be sent instead. The exporter's process peaked at"
         f" {cost.peak_rss / 2**20:.0f} MiB resident.\n"
     )
 

@@ -20,6 +20,7 @@ from types import FrameType
 from exporter import __version__
 from exporter.api_stats import ApiStats
 from exporter.config import Config, ConfigError, load_config
+from exporter.config_warnings import config_warnings
 from exporter.exposition import exporter_expositions
 from exporter.httpserver import ConnectionLimits
 from exporter.logs import setup_logging
@@ -178,9 +179,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = load_config(args.config_file)
         except ConfigError as error:
             return _usage(str(error))
+        warnings = config_warnings(config)
         if args.check_config:
+            for warning in warnings:
+                print(f"{args.config_file}: warning: {warning}")
             print(f"{args.config_file}: OK ({len(config.targets)} target(s))")
             return 0
+        _log_warnings(args.config_file, warnings)
     else:
         return _usage(NO_CONFIG_HINT)
 
@@ -257,6 +262,7 @@ class _App:
                     extra={"error": str(error)},
                 )
                 return False, str(error)
+            _log_warnings(self.config_file, config_warnings(config))
             self.poller.reload(config)
             self.config = config
             if self.web_config_file is not None and self.server is not None:
@@ -340,3 +346,9 @@ class _App:
             extra["shard"] = f"{self.shard.index}/{self.shard.count}"
             extra["configured_targets"] = len(self.config.targets)
         log.info("serving metrics", extra=extra)
+
+
+def _log_warnings(config_file: str, warnings: list[str]) -> None:
+    """What is valid but probably wrong in the configuration: a warning line each."""
+    for warning in warnings:
+        log.warning("configuration probably wrong", extra={"file": config_file, "problem": warning})
