@@ -17,7 +17,7 @@ README = (ROOT / "README.md").read_text()
 
 def _commands() -> list[str]:
     section = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```sh\n(.+?)\n```", section)
+    return re.findall(r"```sh\n(.+?)\n```", section, re.S)
 
 
 def test_readme_gives_a_run_and_a_test_command() -> None:
@@ -29,13 +29,30 @@ def test_readme_gives_a_run_and_a_test_command() -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     _, test = _commands()
     ci = (ROOT / ".ci" / "run").read_text()
-    assert test in ci.splitlines()
+    assert test.splitlines()[-1] in ci.splitlines()
+
+
+def test_the_test_command_installs_the_debian_packages_ci_installs() -> None:
+    """The README's test block says how the real tools come, and they are the ones CI gets."""
+    _, test = _commands()
+    readme_line = next(line for line in test.splitlines() if "apt-get install" in line)
+    documented = set(readme_line.split("apt-get install", 1)[1].split()) - {"-y"}
+    ci = (ROOT / ".ci" / "run").read_text()
+    installed = {
+        word
+        for line in ci.splitlines()
+        if "apt-get install" in line
+        for word in line.split("--no-install-recommends", 1)[-1].split()
+        if re.fullmatch(r"[a-z0-9][a-z0-9.+-]+", word) and word not in ("python3-venv",)
+    }
+    assert documented == installed
 
 
 def test_the_commands_work_with_a_system_python_that_refuses_pip() -> None:
     """PEP 668: Debian's and Ubuntu's python3 refuse `pip install` outside a virtual
     environment, so both commands make one and install into it."""
-    for command in _commands():
+    for block in _commands():
+        command = block.splitlines()[-1]
         steps = command.split(" && ")
         assert steps[0] == "python3 -m venv .venv"
         assert all(not s.startswith(("python3 -m pip", "pip ")) for s in steps)
