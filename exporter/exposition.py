@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector
 
 from exporter.api_stats import ApiStats
 from exporter.collector import SnapshotSource, snapshot_families, target_families
+from exporter.encode import sample_lines
 from exporter.self_metrics import live_registry
 from exporter.snapshot import RenderCost, Snapshot, TargetSnapshot
 
@@ -71,6 +72,11 @@ def _deflated(piece: bytes) -> bytes:
     """`piece` as raw deflate blocks ending in a sync flush: such runs join into one stream."""
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
     return compressor.compress(piece) + compressor.flush(zlib.Z_SYNC_FLUSH)
+
+
+def _named_like(family: Metric) -> Metric:
+    """The family without its samples: what its header is rendered from."""
+    return Metric(family.name, family.documentation, family.type, family.unit)
 
 
 class _Families:
@@ -273,11 +279,17 @@ class Expositions:
         if len(families) != len(fmt.headers):
             raise ValueError("target_families must yield the same families for every target")
         chunks = []
+        fast = fmt.name in ("text", "openmetrics")  # names as they are (not dots-escaped)
         for header, family in zip(fmt.headers, families, strict=True):
-            text = self._encode(fmt, [family])
-            if not text.startswith(header):
-                raise ValueError(f"family {family.name} is not the one expected in this place")
-            chunks.append(text[len(header) :])
+            lines = sample_lines(family, fmt.name == "openmetrics") if fast else None
+            if lines is None:
+                text = self._encode(fmt, [family])
+                if not text.startswith(header):
+                    raise ValueError(f"family {family.name} is not the one expected here")
+                lines = text[len(header) :]
+            elif self._encode(fmt, [_named_like(family)]) != header:
+                raise ValueError(f"family {family.name} is not the one expected here")
+            chunks.append(lines)
         return tuple(chunks)
 
     @staticmethod
