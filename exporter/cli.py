@@ -19,6 +19,7 @@ from types import FrameType
 
 from exporter import __version__
 from exporter.api_stats import ApiStats
+from exporter.build import version_text
 from exporter.config import Config, ConfigError, load_config
 from exporter.config_warnings import config_warnings
 from exporter.exposition import exporter_expositions
@@ -99,10 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
         f" (default {DEFAULT_LIMITS.max_connections})",
     )
     parser.add_argument(
-        "--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"]
+        "--log.level",
+        dest="log_level",
+        default="info",
+        choices=["debug", "info", "warn", "error"],
+        help="log only events of this level or above: debug, info, warn or error (default info)",
     )
     parser.add_argument(
-        "--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"]
+        "--log.format",
+        dest="log_format",
+        default="logfmt",
+        choices=["logfmt", "json"],
+        help="how each log line is written on stderr, one line per event: logfmt or json"
+        " (default logfmt)",
     )
     parser.add_argument(
         "--demo",
@@ -132,8 +142,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="which of the N shards this process is, 0 to N-1 (default: the ordinal at the"
         " end of HOSTNAME, as in a StatefulSet pod)",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print the version, the revision it was built from and the Python running it, and"
+        " exit",
+    )
     return parser
+
+
+class _VersionAction(argparse.Action):
+    """`--version` as Prometheus prints it: several lines, which argparse's own version action
+    would run together into one paragraph."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        sys.stdout.write(version_text(parser.prog))
+        parser.exit(0)
 
 
 def _bounded_int(maximum: int) -> Callable[[str], int]:

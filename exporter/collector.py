@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar, Sample
 
 from exporter.api_stats import ApiStats
+from exporter.build import build_info
 from exporter.ci.models import ACTIVE_STATES, FINISHED_STATES
 from exporter.dedupe import ANOMALY_KINDS
 from exporter.families import (
@@ -420,11 +421,14 @@ def target_families(targets: Targets) -> Iterator[Metric]:
 def snapshot_families(snapshot: Snapshot, version: str) -> Iterator[Metric]:
     """The rest of what the snapshot shows: the reload status and the build."""
     yield from _reload_metrics(snapshot.reload)
+    build = build_info()
+    labels = {"python_version": build.python_version, "revision": build.revision}
     yield family(
         BUILD_INFO,
-        "Build information of the exporter; always 1.",
+        "Build information of the exporter: its version, the revision it was built from"
+        ' ("unknown" when not known) and the Python running it; always 1.',
         "gauge",
-        [sample(BUILD_INFO, {"version": version}, 1)],
+        [sample(BUILD_INFO, {**labels, "version": version}, 1)],
     )
 
 

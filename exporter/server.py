@@ -38,7 +38,7 @@ from exporter import __version__
 from exporter.collector import SnapshotSource
 from exporter.exposition import DEFAULT_PATIENCE, Expositions
 from exporter.httpserver import BoundedHTTPServer, ConnectionLimits
-from exporter.landing import render_landing_page
+from exporter.landing import landing_page_of
 from exporter.webconfig import TLSServerConfig, WebConfig
 
 DEFAULT_PORT = 9873
@@ -307,7 +307,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/readyz":
             self._readyz()
         elif path == "/":
-            page = render_landing_page(app.source.snapshot(), app.telemetry_path, app.version)
+            page = landing_page_of(app.source, app.telemetry_path, app.version)
             self._send(200, "text/html; charset=utf-8", page.encode("utf-8"))
         else:
             self._send(404, "text/plain; charset=utf-8", b"not found\n")

@@ -32,7 +32,8 @@ def only(collector: Collector) -> Expositions:
 
 
 def steady(text: str) -> str:
-    """`text` without process_* lines (memory and CPU change between any two scrapes)."""
+    """`text` without process_* and python_gc_* lines (memory, CPU and garbage collections
+    change between any two scrapes)."""
     lines = text.splitlines(keepends=True)
     return "".join(line for line in lines if not _of_process(line))
 
@@ -40,7 +41,7 @@ def steady(text: str) -> str:
 def _of_process(line: str) -> bool:
     words = line.split(" ")
     name = words[2] if line.startswith("# ") and len(words) > 2 else words[0]
-    return name.startswith("process_")
+    return name.startswith(("process_", "python_gc_"))
 
 
 class FixedSource:

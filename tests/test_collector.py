@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from exporter.api_stats import ApiStats
+from exporter.build import build_info
 from exporter.ci.models import Queue
 from exporter.collector import CICollector
 from exporter.snapshot import (
@@ -67,7 +68,7 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "tencent_ci_api_request_spacing_seconds": ("gauge", ("bucket", "region")),
     "tencent_ci_config_last_reload_successful": ("gauge", ()),
     "tencent_ci_config_last_reload_success_timestamp_seconds": ("gauge", ()),
-    "tencent_ci_exporter_build_info": ("gauge", ("version",)),
+    "tencent_ci_exporter_build_info": ("gauge", ("python_version", "revision", "version")),
     "tencent_ci_exposition_render_seconds": ("gauge", ("format",)),
     "tencent_ci_exposition_bytes": ("gauge", ("format",)),
     "tencent_ci_exposition_renders": ("counter", ("format",)),
@@ -382,7 +383,9 @@ def test_target_health_after_success() -> None:
     last = families["tencent_ci_last_successful_poll_timestamp_seconds"]
     assert series(last) == {tkey: 1_700_000_000.0}
     assert series(families["tencent_ci_poll_duration_seconds"]) == {tkey: 1.5}
-    assert series(families["tencent_ci_exporter_build_info"]) == {key(version="1.2.3"): 1}
+    build = build_info()
+    build_key = key(python_version=build.python_version, revision=build.revision, version="1.2.3")
+    assert series(families["tencent_ci_exporter_build_info"]) == {build_key: 1}
 
 
 def test_api_metrics_come_from_stats() -> None:

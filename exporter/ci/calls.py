@@ -23,7 +23,8 @@ What is tried again (at most `retry.attempts` calls, exponential back-off with f
 - a body too large, a job in a state we do not know, a listing that fails its checks
   (exporter.ci.listing): no, CI would answer the same.
 - 401, 403, or an auth Code (AccessDenied, InvalidAuthorization, MissingAuthorization,
-  SecretidNotExist, SignatureExpired): no; CIAuthError, kind = the Code.
+  SecretidNotExist, SignatureExpired): no; CIAuthError, kind = the Code, its message naming
+  the CAM action and resource the call needs (exporter.ci.services, docs/permissions.md).
 - any other 4xx (InvalidArgument, ResourceNotFound, ...): no, the request is wrong, not CI.
 - the credential provider fails: no; CICredentialsError, kind "credentials".
 - shutdown (`stopping` set): no; CIStopped, not counted, and every wait is cut short.
@@ -66,8 +67,9 @@ from exporter.ci.models import (
     CITimeout,
 )
 from exporter.ci.parse import one_line, parse_error
+from exporter.ci.permissions import bucket_resource
 from exporter.ci.redact import Redactor, is_code
-from exporter.ci.services import endpoint_family
+from exporter.ci.services import cam_action, endpoint_family
 from exporter.credentials import CredentialProvider, Credentials, CredentialsError
 from exporter.ratelimit import (
     MAX_RETRY_AFTER,
@@ -248,7 +250,9 @@ class CICaller:
 
     def _attempt(self, path: str, params: Mapping[str, str], parse: Parse[T]) -> T:
         """One signed GET of `path`, its body handed to `parse`. Counted once in the stats,
-        unless cut short by `stopping` (not a failure of CI's)."""
+        unless cut short by `stopping` (not a failure of CI's). A path without a CAM action in
+        exporter.ci.services is refused (LookupError) before anything is sent."""
+        action = cam_action(path)
         family = endpoint_family(path)
         full_path = self._prefix + path
         url = f"{self.endpoint}{quote(full_path, safe='/,' + SAFE)}"
@@ -274,7 +278,8 @@ class CICaller:
                 raise _as_raised(
                     parse_error(
                         response.status_code, body, response.headers, endpoint=family, redact=redact
-                    )
+                    ),
+                    f"CAM action {action} on {bucket_resource(self.region, self.bucket)}",
                 )
             try:
                 return parse(body, Answer(max(received_at, date or 0.0), redact))
@@ -395,9 +400,10 @@ class CICaller:
         self._clock_offset = date - (sent_at + received_at) / 2
 
 
-def _as_raised(error: CIAPIError) -> CIAPIError:
-    """An auth refusal as a CIAuthError (never retried), any other error answer as it is."""
-    return CIAuthError.from_error(error) if error.auth_failed else error
+def _as_raised(error: CIAPIError, permission: str) -> CIAPIError:
+    """An auth refusal as a CIAuthError (never retried) saying what the call needs, any other
+    error answer as it is."""
+    return CIAuthError.from_error(error, permission) if error.auth_failed else error
 
 
 def _without_secrets(error: CIError, redact: Redactor) -> CIError:

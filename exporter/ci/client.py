@@ -82,7 +82,7 @@ class CIClient(CICaller):
             }
             params.update(service.queue_params)
             parse = functools.partial(_queue_page, listing, number, self._queue_page_size)
-            self._request(service.queue_path, params, parse)
+            self._request(service.queues.path, params, parse)
         return list(listing.queues.values())
 
     def list_jobs(
@@ -145,7 +145,7 @@ class CIClient(CICaller):
         listing = JobListing(start=start_creation_time, end=end_creation_time, max_jobs=max_jobs)
         parse = functools.partial(_job_page, listing)
         while True:  # JobListing ends it at its caps
-            page = self._request(service.job_path, dict(params), parse)
+            page = self._request(service.jobs.path, dict(params), parse)
             yield [_fill(job, tag, queue_id) for job in page.jobs]
             if not page.next_token:
                 return
@@ -154,7 +154,7 @@ class CIClient(CICaller):
     def describe_jobs(self, service: Service, job_ids: Sequence[str]) -> DescribeResult:
         """Jobs by id, at most 10 per call; the answers merged in the order asked."""
         ids = list(dict.fromkeys(job_ids))
-        family = endpoint_family(service.job_path)
+        family = endpoint_family(service.job.path)
         for job_id in ids:
             if not is_job_id(job_id):
                 # Refused before any request: sent, it would ask for other jobs or another path.
@@ -165,7 +165,7 @@ class CIClient(CICaller):
         missing: list[str] = []
         for start in range(0, len(ids), DESCRIBE_CHUNK):
             chunk = ids[start : start + DESCRIBE_CHUNK]
-            path = f"{service.job_path}/{','.join(chunk)}"
+            path = service.job.with_ids(chunk)
             result = self._request(path, {}, functools.partial(_described, len(chunk)))
             jobs.extend(result.jobs)
             missing.extend(result.non_exist_ids)

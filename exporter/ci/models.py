@@ -132,7 +132,10 @@ class CIAPIError(CIError):
 @dataclass(eq=False)
 class CIAuthError(CIAPIError):
     """CI refused the keys (401/403 or an auth Code): never retried, the target is down until
-    the keys, their permissions or the clock are put right."""
+    the keys, their permissions or the clock are put right. `permission` names what the call
+    needs ("CAM action ci:DescribeMediaJobs on qcs::ci:..."; docs/permissions.md)."""
+
+    permission: str = ""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -141,10 +144,12 @@ class CIAuthError(CIAPIError):
             hint = "check this host's clock"
         else:
             hint = "check the credentials and their permissions"
+            if self.permission:
+                hint += f" (the call needs {self.permission}; see docs/permissions.md)"
         self.args = (f"{self.args[0]}; not retried: {hint}",)
 
     @classmethod
-    def from_error(cls, error: CIAPIError) -> CIAuthError:
+    def from_error(cls, error: CIAPIError, permission: str = "") -> CIAuthError:
         return cls(
             status=error.status,
             code=error.code,
@@ -152,6 +157,7 @@ class CIAuthError(CIAPIError):
             request_id=error.request_id,
             endpoint=error.endpoint,
             retry_after=error.retry_after,
+            permission=permission,
         )
 
 

@@ -1,19 +1,66 @@
-"""The table of CI services: where their queues and jobs are listed, and their tags."""
+"""The table of CI services: where their queues and jobs are listed and described, the CAM
+action CI checks for each of those calls, and the services' tags.
+
+Every GET the client makes is an Endpoint of this table: the client builds its paths from it,
+and exporter.ci.calls looks the call's action up before sending (`cam_action`), so a path the
+table does not have never leaves the client. docs/permissions.md and deploy/cam-policy.json are
+checked against ENDPOINTS (tests/test_permissions.py). A call outside the services (bucket
+discovery, workflows) is added to ENDPOINTS with its action.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+# The Tencent Cloud pages naming an action ("Authorization Description" / "授权说明").
+_DOC = "https://www.tencentcloud.com/document/product/1045/"
+_DOC_CN = "https://cloud.tencent.com/document/product/"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One GET of the CI API and the CAM action a sub-account's keys need for it.
+
+    `by_id`: job ids follow the path (`/jobs/<id>,<id>`). `source`: the Tencent Cloud page
+    naming the action; empty when the action is inferred from its neighbours' names (see
+    docs/permissions.md, "What is not certain").
+    """
+
+    path: str
+    action: str
+    source: str = ""
+    by_id: bool = False
+
+    def with_ids(self, ids: Sequence[str]) -> str:
+        return f"{self.path}/{','.join(ids)}"
+
+    def matches(self, path: str) -> bool:
+        return path.startswith(self.path + "/") if self.by_id else path == self.path
 
 
 @dataclass(frozen=True, slots=True)
 class Service:
     name: str
-    queue_path: str
-    job_path: str
+    queues: Endpoint  # the queue listing
+    jobs: Endpoint  # the job listing
+    job: Endpoint  # jobs described by id
     tags: tuple[str, ...]
     # Extra query parameters for the queue listing. /queue leaves out SpeedTranscoding
     # queues unless asked for every category.
     queue_params: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def queue_path(self) -> str:
+        return self.queues.path
+
+    @property
+    def job_path(self) -> str:
+        return self.jobs.path
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return (self.queues, self.jobs, self.job)
 
 
 MEDIA_TAGS: tuple[str, ...] = (
@@ -38,18 +85,67 @@ MEDIA_TAGS: tuple[str, ...] = (
     "NoiseReduction",
 )
 
+# /jobs lists and describes the jobs of every queue type (media and ai here).
+JOBS = Endpoint("/jobs", "ci:DescribeMediaJobs", _DOC_CN + "460/84766")
+JOBS_BY_ID = Endpoint("/jobs", "ci:DescribeMediaJob", _DOC_CN + "436/85084", by_id=True)
+
 SERVICES: dict[str, Service] = {
     s.name: s
     for s in (
-        Service("media", "/queue", "/jobs", MEDIA_TAGS, (("category", "CateAll"),)),
         Service(
-            "ai", "/ai_queue", "/jobs", ("Translation", "SpeechRecognition", "WordsGeneralize")
+            "media",
+            Endpoint("/queue", "ci:DescribeMediaQueues", _DOC + "72939"),
+            JOBS,
+            JOBS_BY_ID,
+            MEDIA_TAGS,
+            (("category", "CateAll"),),
         ),
-        Service("speech", "/asrqueue", "/asr_jobs", ("SpeechRecognition",)),
-        Service("pic", "/picqueue", "/pic_jobs", ("PicProcess", "PosterProduction")),
-        Service("doc", "/docqueue", "/doc_jobs", ("DocProcess",)),
+        Service(
+            "ai",
+            Endpoint("/ai_queue", "ci:DescribeAiProcessQueues", _DOC + "72923"),
+            JOBS,
+            JOBS_BY_ID,
+            ("Translation", "SpeechRecognition", "WordsGeneralize"),
+        ),
+        Service(
+            "speech",
+            Endpoint("/asrqueue", "ci:DescribeAsrQueues", _DOC + "73366"),
+            Endpoint("/asr_jobs", "ci:DescribeAsrJobs"),
+            Endpoint("/asr_jobs", "ci:DescribeAsrJob", by_id=True),
+            ("SpeechRecognition",),
+        ),
+        Service(
+            "pic",
+            Endpoint("/picqueue", "ci:DescribePicProcessQueues", _DOC + "72918"),
+            Endpoint("/pic_jobs", "ci:DescribePicProcessJobs"),
+            Endpoint("/pic_jobs", "ci:DescribePicProcessJob", by_id=True),
+            ("PicProcess", "PosterProduction"),
+        ),
+        Service(
+            "doc",
+            Endpoint("/docqueue", "ci:DescribeDocProcessQueues", _DOC_CN + "1250/109270"),
+            Endpoint("/doc_jobs", "ci:DescribeDocProcessJobs"),
+            Endpoint("/doc_jobs", "ci:DescribeDocProcessJob", by_id=True),
+            ("DocProcess",),
+        ),
     )
 }
+
+# Every endpoint the client calls, each once (media and ai share /jobs).
+ENDPOINTS: tuple[Endpoint, ...] = tuple(
+    dict.fromkeys(e for s in SERVICES.values() for e in s.endpoints)
+)
+
+
+def cam_action(path: str) -> str:
+    """The CAM action CI checks for a GET of `path` (ids included, no query string).
+
+    LookupError for a path no endpoint has: a call the permissions documentation cannot cover.
+    """
+    for endpoint in ENDPOINTS:
+        if endpoint.matches(path):
+            return endpoint.action
+    raise LookupError(f"GET {path}: no CAM action for this path in exporter.ci.services")
 
 
 def endpoint_family(path: str) -> str:
