@@ -1,64 +1,48 @@
-"""YAML -> frozen dataclasses. Every error is one line naming the key path.
-
-The file's shape (all durations as below):
-
-    poll_interval: 60s            # 1s to 24h, default 60s
-    request_timeout: 10s          # more than 0, at most 10m, default 10s
-    failure_code_limit: 50        # integer 1 to 10000, default 50
-    max_queues_per_service: 100   # integer 1 to 10000, default 100
-    clock_skew_tolerance: 30s     # 0 to 1h, default 30s
-    idle_tag_backoff: 10m         # 0 (off) to 24h, default 10m
-    rate_limit:                   # per credential, shared by the targets using it
-      requests_per_second: 15     # more than 0, at most 10000, default 15
-      burst: 15                   # 1 to 10000, default requests_per_second rounded up
-      concurrency: 4              # 1 to 64, default 4
-    retry:
-      attempts: 3                 # tries in all, 1 to 10, default 3
-      initial_backoff: 500ms      # at most max_backoff, default 500ms
-      max_backoff: 10s            # at most 5m, default 10s
-    histograms:                   # bucket bounds of every stream's histograms
-      run_time_buckets: [5s, 30s, 1m, 5m, 15m, 1h, 4h]    # the default; 1 to 30 bounds,
-      queue_wait_buckets: [1s, 10s, 1m, 5m, 1h]          # strictly ascending, > 0, <= 720h
-    state_file: /var/lib/...      # optional; its directory must exist
-    targets:                      # required, at least one
-      - bucket: name-1250000000   # BucketName-APPID
-        region: ap-chongqing
-        endpoint: https://...     # optional: http(s)://host[:port], no path
-        credentials: ...          # optional, exactly one form:
-          # {secret_id: ..., secret_key: ..., token: ..., expiration: 2026-11-21T10:00:00Z}
-          # {file: /path, profile: default}       (must exist and be readable)
-          # {cvm_role: name | auto, metadata_endpoint: http://...}
-        services: {media: {tags: [Transcode]}, speech: {}, ai: }     # optional
-          # {histograms: false} under a service: its streams have no histograms (default true)
+"""The configuration file, declared once: the records' annotations are its rules (types, ranges,
+defaults, `${VAR}`), exporter.yamlfile turns their first error into one line naming the key
+path, and config.schema.json is made from them for editors (`python3 -m exporter.config`).
+No state: loading reads the file and the environment it is given and returns frozen records.
 
 Durations are a plain number of seconds (90, 1.5, or the string "90" so that `${VAR}` works)
 or a sequence of decimal amounts with units ms, s, m, h: "30s", "2m", "1h", "1m30s", "1.5s",
-"500ms" (the forms Go's time.ParseDuration takes, without negatives).
+"500ms" (the forms Go's time.ParseDuration takes, without negatives). Upper bounds catch typos
+(a missing unit, an extra digit): a huge wait or timeout would make the exporter look hung.
 
-Strings expand `${VAR}` from the environment, also inside longer text; `${VAR:-default}`
-gives a default when VAR is unset or empty; `$${` is a literal `${`. An unset variable without
-a default is an error. Integers accept a string of digits for the same reason, and true or
-false the strings "true" and "false".
-
-The YAML is read more strictly than YAML 1.1 does: integers are plain decimal (`010`, `0x1e`,
-`1_000` and `1:30` are refused rather than read as 8, 30, 1000 and 90), dates stay text, keys
-are always text (`yes:` is the key "yes", not True), a key given twice in one mapping is
-refused (PyYAML keeps the last), and so are explicit tags (`!!int`, `!!python/...`). The
-file must be a regular file of at most 1 MiB.
+Strings expand `${VAR}` from the environment, also inside longer text; `${VAR:-default}` gives a
+default when VAR is unset or empty; `$${` is a literal `${`; an unset variable without a default
+is an error. Numbers, and true or false, may be text for the same reason. A setting given as
+null takes its default. Under `credentials:` no error shows a value, nor a key that is not one
+(a secret typed in the wrong field, or where a key belongs, would be printed back).
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
+import json
 import math
 import os
 import re
 import stat
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import SplitResult, urlsplit
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    TypeAdapter,
+    ValidationInfo,
+    WrapValidator,
+    with_config,
+)
+from pydantic_core import PydanticCustomError, core_schema
+from typing_extensions import TypedDict
 
 from exporter.ci.services import SERVICES
 from exporter.credentials import (
@@ -80,14 +64,21 @@ from exporter.credentials import (
 )
 from exporter.snapshot import HistogramLayout
 from exporter.yamlfile import (
+    FORBID,
     MAX_INT_DIGITS,
-    Checks,
     FileError,
     OddNumber,
+    Shaped,
     StrictLoader,
+    clip,
+    json_schema,
     load_yaml,
+    problem,
     quote,
     read_text,
+    section,
+    type_name,
+    validated,
 )
 
 DEFAULT_POLL_INTERVAL = 60.0
@@ -100,68 +91,200 @@ DEFAULT_FAILURE_CODE_LIMIT = 50
 # rate limit. A bucket with more queues than that is a mistake or an attack more often than not.
 DEFAULT_MAX_QUEUES_PER_SERVICE = 100
 DEFAULT_CLOCK_SKEW = 30.0
-DEFAULT_IDLE_TAG_BACKOFF = 600.0
-# Tencent's Cloud Monitor exporter polls at 15 requests/s by default; CI documents no limit.
-DEFAULT_REQUESTS_PER_SECOND = 15.0
-DEFAULT_CONCURRENCY = 4
-DEFAULT_RETRY_ATTEMPTS = 3
-DEFAULT_INITIAL_BACKOFF = 0.5
-DEFAULT_MAX_BACKOFF = 10.0
-MIN_POLL_INTERVAL = 1.0
-# Upper bounds: beyond them a value is a typo (a missing unit, an extra digit), and a huge
-# wait or timeout would make the exporter look hung.
-MAX_POLL_INTERVAL = 24 * 3600.0
-MAX_REQUEST_TIMEOUT = 10 * 60.0
-MAX_CLOCK_SKEW = 3600.0
-MAX_FAILURE_CODE_LIMIT = 10_000
-MAX_QUEUES_PER_SERVICE = 10_000
-MAX_IDLE_TAG_BACKOFF = 24 * 3600.0
-MAX_REQUESTS_PER_SECOND = 10_000.0
-MAX_BURST = 10_000
-MAX_CONCURRENCY = 64
-MAX_RETRY_ATTEMPTS = 10
-MAX_BACKOFF = 5 * 60.0
-# Histogram bounds: every bound is a series per stream (and per finished state), so a few;
-# beyond 30 days a bound is a typo, not a job's run time or wait.
-MAX_BUCKETS = 30
-MAX_BUCKET_BOUND = 30 * 24 * 3600.0
-
-TOP_KEYS = (
-    "poll_interval",
-    "request_timeout",
-    "failure_code_limit",
-    "max_queues_per_service",
-    "clock_skew_tolerance",
-    "idle_tag_backoff",
-    "rate_limit",
-    "retry",
-    "histograms",
-    "state_file",
-    "targets",
-)
-RATE_LIMIT_KEYS = ("requests_per_second", "burst", "concurrency")
-RETRY_KEYS = ("attempts", "initial_backoff", "max_backoff")
-HISTOGRAM_KEYS = ("run_time_buckets", "queue_wait_buckets")
-TARGET_KEYS = ("bucket", "region", "endpoint", "credentials", "services")
-# The three forms of `credentials:`; a target's credentials use the keys of exactly one.
-STATIC_CREDENTIAL_KEYS = ("secret_id", "secret_key", "token", "expiration")
-FILE_CREDENTIAL_KEYS = ("file", "profile")
-ROLE_CREDENTIAL_KEYS = ("cvm_role", "metadata_endpoint")
-CREDENTIAL_KEYS = STATIC_CREDENTIAL_KEYS + FILE_CREDENTIAL_KEYS + ROLE_CREDENTIAL_KEYS
-SERVICE_KEYS = ("tags", "histograms")
-# Under `credentials:` no error shows a value (nor a key that is not one of the allowed):
-# a secret typed in the wrong field, or where a key belongs, would be printed back.
-_CREDENTIALS = ".credentials"
-_NOT_SHOWN = "(the value is not shown)"
-# The names an error under `credentials:` may show: a key in snake case, too short to be a
-# secret, and an environment variable's name in capitals.
-_SHOWN_KEY_RE = re.compile(r"[a-z_]{1,15}")
-_SHOWN_VARIABLE_RE = re.compile(r"[A-Z_][A-Z0-9_]*")
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
+DURATION_HINT = "use e.g. 30s, 2m, 1h, 1m30s, 500ms or a number of seconds"
 _Loader = StrictLoader  # the name the tests reach the loader by
 
 
 class ConfigError(FileError):
     """One line: `<source>: <key.path>: <problem>` (parts that are unknown are left out)."""
+
+
+# --- the values: text from ${VAR}, numbers, durations -------------------------------------
+
+
+def _expanded(value: object, info: ValidationInfo) -> object:
+    return _expand(value, info.context or {}) if isinstance(value, str) else value
+
+
+@dataclass(frozen=True)
+class FromText:
+    """A number or true/false that may also be text (from `${VAR}`): `parse` reads it, the
+    annotated type (which takes no other text) checks it; the schema takes such text too."""
+
+    parse: Callable[[object], object]
+    pattern: str
+
+    def __get_pydantic_core_schema__(
+        self, source: object, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        read = lambda value, info: self.parse(_expanded(value, info))  # noqa: E731
+        strict: Any = {**handler(source), "strict": True}
+        return core_schema.with_info_before_validator_function(read, strict)
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> dict[str, Any]:
+        text = {"type": "string", "pattern": self.pattern}
+        inner: Any = schema
+        return {"anyOf": [handler(inner["schema"]), text]}
+
+
+class Digits(int):
+    """A number of more digits than a setting takes (int() refuses over 4300): compared as
+    10**30 (or its negative), shown as how many digits it has."""
+
+    digits: int
+
+    def __new__(cls, text: str) -> Digits:
+        self = super().__new__(cls, (-1 if text.startswith("-") else 1) * 10**MAX_INT_DIGITS)
+        self.digits = len(text.lstrip("+-").partition(".")[0])
+        return self
+
+    def __str__(self) -> str:
+        return f"a {self.digits}-digit number"
+
+
+def _number_of(value: object, form: re.Pattern[str], read: Callable[[str], object]) -> object:
+    if isinstance(value, str) and form.fullmatch(value.strip()):
+        text = value.strip()
+        value = Digits(text) if len(text.partition(".")[0]) > MAX_INT_DIGITS else read(text)
+    if isinstance(value, OddNumber) and not value.too_large:
+        raise problem(_ambiguous(value.text))
+    return Digits(value.text) if isinstance(value, OddNumber) else value
+
+
+def _flag(value: object) -> object:
+    word = value.strip().lower() if isinstance(value, str) else ""
+    return word == "true" if word in ("true", "false") else value
+
+
+# re.ASCII: \d would take any Unicode digit ("５s"), which float() then reads.
+_DIGITS_RE = re.compile(r"[0-9]+", re.ASCII)
+_NUMBER_RE = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)
+_PART_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)", re.ASCII)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_VARIABLE = r"|\$\{"  # the schema takes any text with a ${VAR} in it
+_NUMBER = r"([0-9]+(\.[0-9]*)?|\.[0-9]+)"
+DURATION_PATTERN = rf"^\s*({_NUMBER}|({_NUMBER}(ms|s|m|h))+)\s*${_VARIABLE}"
+INTEGER = FromText(lambda v: _number_of(v, _DIGITS_RE, int), rf"^\s*[0-9]+\s*${_VARIABLE}")
+NUMBER = FromText(lambda v: _number_of(v, _NUMBER_RE, float), rf"^\s*{_NUMBER}\s*${_VARIABLE}")
+FLAG = FromText(_flag, rf"^\s*([Tt]rue|[Ff]alse)\s*${_VARIABLE}")
+
+
+@dataclass(frozen=True)
+class Duration:
+    """Seconds from a number or text such as "1m30s", `minimum` to `maximum` (more than the
+    minimum when `above`)."""
+
+    minimum: float = 0.0
+    maximum: float = math.inf
+    above: bool = False
+
+    def seconds(self, value: object) -> float:
+        seconds = _seconds(value)
+        if self.above and seconds <= self.minimum:
+            raise problem(f"must be more than {_show_seconds(self.minimum)}")
+        if seconds < self.minimum:
+            least = _show_seconds(self.minimum)
+            raise problem(f"{_show_seconds(seconds)} is too short (minimum {least})")
+        if seconds > self.maximum:
+            # Infinite here means digits too many for a float: show no number then.
+            shown = f"{_show_seconds(seconds)} " if math.isfinite(seconds) else ""
+            raise problem(f"{shown}is longer than the maximum of {_show_duration(self.maximum)}")
+        return seconds
+
+    def __get_pydantic_core_schema__(
+        self, source: object, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        read = lambda value, info: self.seconds(_expanded(value, info))  # noqa: E731
+        return core_schema.with_info_plain_validator_function(read)
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> dict[str, Any]:
+        number = {"type": "number", ("exclusiveMinimum" if self.above else "minimum"): self.minimum}
+        number.update({"maximum": self.maximum} if math.isfinite(self.maximum) else {})
+        text = {"type": "string", "pattern": DURATION_PATTERN}
+        return {"anyOf": [number, text], "description": f"a duration: {DURATION_HINT}"}
+
+
+def _seconds(value: object) -> float:
+    """Seconds, infinite when the digits are too many for a float (the maximum then refuses
+    it); NaN, infinite and negative YAML numbers are refused."""
+    if isinstance(value, str):
+        seconds = _duration_text(value.strip())
+        if seconds is None:  # the patterns take no sign, NaN or inf
+            raise problem(f"bad duration {quote(clip(value))} ({DURATION_HINT})")
+        return seconds
+    if isinstance(value, OddNumber) and not value.too_large:
+        raise problem(_ambiguous(value.text))
+    if isinstance(value, OddNumber):
+        seconds = -math.inf if value.text.startswith("-") else math.inf
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise problem(f"expected a duration, got {type_name(value)} ({DURATION_HINT})")
+    else:
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int of more digits than a float holds
+            seconds = math.inf if value > 0 else -math.inf
+    if math.isnan(seconds) or seconds < 0 or (isinstance(value, float) and math.isinf(seconds)):
+        why = "must be a finite amount of time, not negative"
+        raise problem(f"bad duration {quote(clip(str(value)))} ({why})")
+    return seconds
+
+
+def _duration_text(text: str) -> float | None:
+    if _NUMBER_RE.fullmatch(text):
+        return float(text)
+    total, position = 0.0, 0
+    for match in _PART_RE.finditer(text):
+        if match.start() != position:
+            return None
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        position = match.end()
+    return total if position == len(text) and text else None
+
+
+def _ambiguous(text: str) -> str:
+    return (
+        f"{clip(text)} is ambiguous in YAML (a leading 0, 0x, 0b, _ or : changes how it is "
+        "read); write a plain decimal number"
+    )
+
+
+def _nonempty(text: str) -> str:
+    if not text.strip():
+        raise problem("must not be empty")
+    return text
+
+
+# A string with its ${VAR}s expanded; a Name is not blank either.
+Text = Annotated[str, Field(strict=True), BeforeValidator(_expanded)]
+Name = Annotated[str, Field(strict=True), AfterValidator(_nonempty), BeforeValidator(_expanded)]
+
+
+def _or_null(schema: dict[str, Any]) -> None:
+    inner = dict(schema)
+    schema.clear()
+    schema["anyOf"] = [inner, {"type": "null"}]
+
+
+# A value the validator makes when the key is left out (or null).
+MADE = Field(default=None, validate_default=True, json_schema_extra=_or_null)
+
+# --- the records --------------------------------------------------------------------------
+
+
+@with_config(FORBID)
+class Service(TypedDict, total=False):
+    tags: Annotated[tuple[Name, ...], AfterValidator(_tags)] | None
+    histograms: Annotated[bool, FLAG] | None  # false: its streams observe no run time or queue wait
+
+
+Services = with_config(FORBID)(
+    TypedDict("Services", {n: Service | None for n in SERVICES}, total=False)  # type: ignore[operator]
+)
 
 
 @dataclass(frozen=True)
@@ -171,50 +294,411 @@ class ServiceConfig:
     histograms: bool = True  # False: its streams observe no run time or queue wait
 
 
+def _services(
+    value: Any, validate: Callable[[Any], Any], info: object
+) -> tuple[ServiceConfig, ...]:
+    if value is None:
+        return tuple(ServiceConfig(s.name, s.tags) for s in SERVICES.values())
+    for name in value if isinstance(value, dict) else ():
+        if name not in SERVICES:
+            raise problem(f"unknown service (valid: {', '.join(SERVICES)})", name)
+    given = validate(value)
+    if not given:
+        raise problem("names no service (leave it out to watch every service)")
+    settings = {name: given[name] or {} for name in SERVICES if name in given}  # SERVICES order
+    return tuple(
+        ServiceConfig(n, s.get("tags") or SERVICES[n].tags, s.get("histograms") is not False)
+        for n, s in settings.items()
+    )
+
+
+def _tags(tags: tuple[str, ...]) -> tuple[str, ...]:
+    if not tags:
+        raise problem("is empty (leave tags out for the service's documented tags)")
+    for index, tag in enumerate(tags):
+        if tag in tags[:index]:
+            raise problem(f"duplicate tag {quote(tag)}", index)
+    return tags
+
+
+# The three forms of `credentials:`; a target's credentials use the keys of exactly one.
+FORMS: tuple[tuple[str, ...], ...] = (
+    ("secret_id", "secret_key", "token", "expiration"),
+    ("file", "profile"),
+    ("cvm_role", "metadata_endpoint"),
+)
+
+
+def _one_form_of_three(schema: dict[str, Any]) -> None:
+    keys = schema["properties"]
+    schema["oneOf"] = [
+        {"properties": {k: keys[k] for k in form}, "required": list(form[: 1 + (i == 0)])}
+        for i, form in enumerate(FORMS)
+    ]
+
+
+def _header_safe(text: str | None) -> str | None:
+    if text and not header_safe(text):
+        raise problem("must be printable ASCII without spaces (the value is not shown)")
+    return text
+
+
+def _expiration(value: object, info: ValidationInfo) -> float:
+    if not isinstance(value, str):
+        raise problem(f"expected {ISO_HINT}, got {type_name(value)}")
+    expires = parse_iso_time(_expand(value, info.context or {}))
+    if expires is None:
+        raise problem(f"is not {ISO_HINT} (the value is not shown)")
+    # Static keys are never refreshed: expired ones would fail every request.
+    if expires <= time.time():
+        raise problem(f"temporary credentials expired at {format_iso_time(expires)}")
+    return expires
+
+
+def _local_path(text: str) -> str:
+    """Absolute (relative to the working directory), with ~ expanded."""
+    if "\0" in text:
+        raise problem("must not contain a NUL character")
+    return os.path.abspath(os.path.expanduser(text.strip()))
+
+
+LocalPath = Annotated[Name, AfterValidator(_local_path)]
+Key = Annotated[Name, AfterValidator(_header_safe)]
+
+
+def _readable(path: str) -> str:
+    """A file that can be opened. It is not read here: its keys are checked each time it is
+    read, and it may change before the first request. The path is not shown: a secret pasted
+    into `file:` would be."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise problem(
+            f"cannot read the file: {exc.strerror or type(exc).__name__}", "file"
+        ) from None
+    except ValueError:
+        raise problem("cannot read the file: not a valid file name", "file") from None
+    try:
+        mode = os.fstat(fd).st_mode
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(mode):
+        why = os.strerror(errno.EISDIR) if stat.S_ISDIR(mode) else "not a regular file"
+        raise problem(f"cannot read the file: {why}", "file")
+    return path
+
+
+_PROFILE_RE = re.compile(r"[^\[\]\s](?:[^\[\]]*[^\[\]\s])?")
+
+
+def _profile(name: str) -> str:
+    if not name.isprintable() or not _PROFILE_RE.fullmatch(name):
+        why = "is not a profile name (the name of a [section] of the file)"
+        raise problem(f"{why} (the value is not shown)")
+    return name
+
+
+def _role(name: str) -> str | None:
+    """The role's name; None (from `auto`, "" or nothing) asks the metadata service for it."""
+    if name.strip() in ("", "auto"):
+        return None
+    if not ROLE_NAME_RE.fullmatch(name.strip()):
+        raise problem(
+            "is not a CAM role name (up to 128 letters, digits and +=,.@_-; or auto to ask "
+            "the metadata service) (the value is not shown)"
+        )
+    return name.strip()
+
+
+def _metadata_endpoint(text: str) -> str:
+    parts = _url(text, "http(s)://host[:port]/path/", with_path=True)
+    # Paths under it are appended: cam/security-credentials/<role>.
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/"
+
+
+@with_config({**FORBID, "json_schema_extra": _one_form_of_three})
+class CredentialKeys(TypedDict, total=False):
+    secret_id: Key | None
+    secret_key: Key | None
+    token: Annotated[Text, AfterValidator(_header_safe)] | None
+    expiration: Annotated[float, BeforeValidator(_expiration, json_schema_input_type=str)] | None
+    file: LocalPath
+    profile: Annotated[Name, AfterValidator(_profile)] | None
+    cvm_role: Annotated[Text, AfterValidator(_role)] | None
+    metadata_endpoint: Annotated[Name, AfterValidator(_metadata_endpoint)] | None
+
+
+def _credentials(
+    value: Any, validate: Callable[[Any], Any], info: ValidationInfo
+) -> CredentialSource:
+    if value is None:
+        return _from_environment(info.context or {})
+    named = (
+        [next(k for k in value if k in f) for f in FORMS if set(f) & set(value)]
+        if isinstance(value, dict)
+        else []
+    )
+    if len(named) > 1:
+        named.sort(key=list(value).index)  # the first key of each form, in the file's order
+        listed = f"{', '.join(named[:-1])} and {named[-1]}"
+        why = "give secret_id and secret_key, or a file, or a cvm_role"
+        raise problem(f"{listed} cannot be used together ({why})")
+    keys = validate(value)
+    if "profile" in keys and "file" not in keys:
+        raise problem("required when profile is given", "file")
+    if "file" in keys:
+        return CredentialsFile(_readable(keys["file"]), keys.get("profile") or DEFAULT_PROFILE)
+    if "metadata_endpoint" in keys and "cvm_role" not in keys:
+        why = "required when metadata_endpoint is given (auto asks the metadata service)"
+        raise problem(why, "cvm_role")
+    if "cvm_role" in keys:
+        endpoint = keys.get("metadata_endpoint") or DEFAULT_METADATA_ENDPOINT
+        return CVMRole(keys["cvm_role"], endpoint)
+    secret_id, secret_key = keys.get("secret_id"), keys.get("secret_key")
+    if secret_id is None and secret_key is None:
+        raise problem(
+            "give secret_id and secret_key, or a file, or a cvm_role, or leave credentials out "
+            f"to use {ENV_SECRET_ID} and {ENV_SECRET_KEY}"
+        )
+    if secret_id is None or secret_key is None:
+        given, missing = ("secret_key", "secret_id") if secret_id is None else FORMS[0][:2]
+        raise problem(f"required when {given} is given", missing)
+    # An empty token (e.g. `${TENCENTCLOUD_SESSION_TOKEN:-}`) means permanent keys.
+    return Credentials(secret_id, secret_key, keys.get("token") or None, keys.get("expiration"))
+
+
+def _from_environment(environ: Mapping[str, str]) -> Credentials:
+    found = from_environment(environ)
+    if found is None:
+        has_id, has_key = bool(environ.get(ENV_SECRET_ID)), bool(environ.get(ENV_SECRET_KEY))
+        if has_id != has_key:
+            given, missing = (ENV_SECRET_ID, ENV_SECRET_KEY)[:: 1 if has_id else -1]
+            raise problem(f"no credentials: {given} is set but {missing} is not")
+        raise problem(
+            f"no credentials: set {ENV_SECRET_ID} and {ENV_SECRET_KEY} (and {ENV_SESSION_TOKEN} "
+            "for temporary keys) in the environment, or give secret_id and secret_key here"
+        )
+    for name, variable in zip(
+        FORMS[0], (ENV_SECRET_ID, ENV_SECRET_KEY, ENV_SESSION_TOKEN), strict=False
+    ):
+        try:
+            _header_safe(getattr(found, name))
+        except PydanticCustomError as exc:
+            raise problem(exc.message(), f" (from {variable})") from None
+    return found
+
+
+_BUCKET_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?-[0-9]+")
+_APPID_RE = re.compile(r".+-[0-9]+")
+_REGION_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
+def _bucket(bucket: str) -> str:
+    if not _APPID_RE.fullmatch(bucket):
+        raise problem(f"{quote(bucket)} has no -APPID suffix (expected BucketName-APPID)")
+    if not _BUCKET_RE.fullmatch(bucket):
+        why = "lowercase letters, digits and dashes, then -APPID"
+        raise problem(f"{quote(bucket)} is not a valid bucket name ({why})")
+    return bucket
+
+
+def _region(region: str) -> str:
+    if not _REGION_RE.fullmatch(region):
+        why = "lowercase letters, digits and dashes, e.g. ap-guangzhou"
+        raise problem(f"{quote(region)} is not a region ({why})")
+    return region
+
+
+def _default_endpoint(value: object, info: ValidationInfo) -> object:
+    place = (info.data.get("bucket"), info.data.get("region"))
+    return f"https://{place[0]}.ci.{place[1]}.myqcloud.com" if value is None else value
+
+
+def _endpoint(text: str) -> str:
+    parts = _url(text, "http(s)://host[:port]", with_path=False)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _url(text: str, form: str, with_path: bool) -> Any:
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        raise problem(f"is not a URL of the form {form}") from None
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0  # not a number, or out of range
+    why = ""
+    if "@" in parts.netloc:  # user:password@host: never echoed
+        raise problem(f"must not contain user info (expected {form})")
+    if parts.scheme not in ("http", "https"):
+        why = "must start with http:// or https://"
+    elif not parts.hostname:
+        why = "has no host"
+    elif port == 0:
+        why = "has a bad port"
+    elif with_path and (parts.query or parts.fragment):
+        why = "must not have a query or fragment"
+    elif not with_path and (parts.path not in ("", "/") or parts.query or parts.fragment):
+        why = "must not have a path, query or fragment"
+    if why:
+        raise problem(
+            f"{quote(clip(text, 80))} {why} (expected {form})", hidden=f"{why} (expected {form})"
+        )
+    return parts
+
+
+@section
 @dataclass(frozen=True)
 class TargetConfig:
-    bucket: str
-    region: str
-    endpoint: str  # e.g. https://<bucket>.ci.<region>.myqcloud.com
-    credentials: CredentialSource = field(repr=False)
-    services: tuple[ServiceConfig, ...]
+    bucket: Annotated[Name, AfterValidator(_bucket)]
+    region: Annotated[Name, AfterValidator(_region)]
+    # e.g. https://<bucket>.ci.<region>.myqcloud.com, the default
+    endpoint: Annotated[Name, AfterValidator(_endpoint), BeforeValidator(_default_endpoint), MADE]
+    # The environment's (TENCENTCLOUD_SECRET_ID, ...) when the file gives none.
+    credentials: Annotated[CredentialSource, Shaped(CredentialKeys, _credentials), MADE] = field(
+        repr=False
+    )
+    # Every service of SERVICES, with its documented tags, when the file names none.
+    services: Annotated[tuple[ServiceConfig, ...], Shaped(Services, _services), MADE]
 
 
+@section
 @dataclass(frozen=True)
 class RateLimitConfig:
     """API calls per credential (exporter.credentials.credential_key), shared by every target
     that uses the same credentials: a token bucket, and at most `concurrency` calls at once."""
 
-    requests_per_second: float = DEFAULT_REQUESTS_PER_SECOND
-    burst: int = math.ceil(DEFAULT_REQUESTS_PER_SECOND)
-    concurrency: int = DEFAULT_CONCURRENCY
+    # Tencent's Cloud Monitor exporter polls at 15 requests/s by default; CI documents no limit.
+    requests_per_second: Annotated[float, Field(gt=0, le=10_000, allow_inf_nan=False), NUMBER] = (
+        15.0
+    )
+    # A second's worth of calls at once by default (Config.rate_limit): a poll's first calls
+    # need not queue.
+    burst: Annotated[int, Field(ge=1, le=10_000), INTEGER] = 15
+    concurrency: Annotated[int, Field(ge=1, le=64), INTEGER] = 4
 
 
+@section
 @dataclass(frozen=True)
 class RetryConfig:
-    attempts: int = DEFAULT_RETRY_ATTEMPTS  # tries in all, the first included
-    initial_backoff: float = DEFAULT_INITIAL_BACKOFF  # seconds before the second try
-    max_backoff: float = DEFAULT_MAX_BACKOFF  # the longest wait between two tries
+    attempts: Annotated[int, Field(ge=1, le=10), INTEGER] = 3  # tries in all, the first included
+    # Seconds before the second try, and the longest wait between two tries.
+    initial_backoff: Annotated[float, Duration(0, 5 * MINUTE)] = 0.5
+    max_backoff: Annotated[float, Duration(0, 5 * MINUTE)] = 10.0
 
 
+def _burst(value: Any, validate: Callable[[Any], RateLimitConfig]) -> RateLimitConfig:
+    limits = validate(value)
+    if isinstance(value, dict) and value.get("burst") is None:
+        return replace(limits, burst=max(1, math.ceil(limits.requests_per_second)))
+    return limits
+
+
+def _backoffs(retry: RetryConfig) -> RetryConfig:
+    if retry.initial_backoff > retry.max_backoff:
+        first, longest = _show_seconds(retry.initial_backoff), _show_seconds(retry.max_backoff)
+        raise problem(f"{first} is longer than retry.max_backoff ({longest})", "initial_backoff")
+    return retry
+
+
+def _ascending(bounds: tuple[float, ...]) -> tuple[float, ...]:
+    """Every bound is a series per stream (and per finished state), so a few."""
+    if not bounds:
+        raise problem("is empty (leave it out for the default bounds)")
+    if len(bounds) > 30:
+        raise problem(f"must have at most 30 bounds, got {len(bounds)}")
+    for index, (before, bound) in enumerate(itertools.pairwise(bounds), 1):
+        if bound == before:
+            raise problem(f"duplicate of the bound before it ({_show_duration(before)})", index)
+        if bound < before:
+            shown = _show_duration(before)
+            raise problem(f"must be greater than the bound before it ({shown})", index)
+    return bounds
+
+
+# Beyond 30 days a bound is a typo, not a job's run time or wait.
+Bounds = Annotated[
+    tuple[Annotated[float, Duration(0, 30 * DAY, above=True)], ...], AfterValidator(_ascending)
+]
+
+
+@with_config(FORBID)
+class Histograms(TypedDict, total=False):
+    run_time_buckets: Bounds | None
+    queue_wait_buckets: Bounds | None
+
+
+def _layout(value: Any, validate: Callable[[Any], Any], info: object) -> HistogramLayout:
+    given, default = validate(value), HistogramLayout()
+    return HistogramLayout(
+        given.get("run_time_buckets") or default.run_time,
+        given.get("queue_wait_buckets") or default.queue_wait,
+    )
+
+
+def _targets(value: object) -> object:
+    if value is None or value == []:
+        raise problem("must list at least one target")
+    return value
+
+
+def _distinct(targets: tuple[TargetConfig, ...]) -> tuple[TargetConfig, ...]:
+    first_seen: dict[tuple[str, str], int] = {}
+    for index, target in enumerate(targets):
+        first = first_seen.setdefault((target.bucket, target.region), index)
+        if first != index:
+            why = f"same bucket and region as targets[{first}]"
+            raise problem(f"duplicate target: {why}", index)
+    return targets
+
+
+def _state_file(path: str) -> str:
+    # The file itself may not exist yet (the first run writes it); its directory must.
+    if _is_directory(path):
+        raise problem(f"{quote(path)} is a directory, not a file")
+    if not _is_directory(os.path.dirname(path)):
+        raise problem(f"directory {quote(os.path.dirname(path))} does not exist")
+    return path
+
+
+def _is_directory(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except (OSError, ValueError):  # ValueError: not encodable as a file name
+        return False
+
+
+@section
 @dataclass(frozen=True)
 class Config:
-    targets: tuple[TargetConfig, ...]
-    poll_interval: float = DEFAULT_POLL_INTERVAL
-    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
-    failure_code_limit: int = DEFAULT_FAILURE_CODE_LIMIT
+    targets: Annotated[
+        tuple[TargetConfig, ...], AfterValidator(_distinct), BeforeValidator(_targets)
+    ]
+    poll_interval: Annotated[float, Duration(1, DAY)] = DEFAULT_POLL_INTERVAL
+    request_timeout: Annotated[float, Duration(0, 10 * MINUTE, above=True)] = (
+        DEFAULT_REQUEST_TIMEOUT
+    )
+    failure_code_limit: Annotated[int, Field(ge=1, le=10_000), INTEGER] = DEFAULT_FAILURE_CODE_LIMIT
     # Queues polled per (target, service); the rest are left out and counted.
-    max_queues_per_service: int = DEFAULT_MAX_QUEUES_PER_SERVICE
+    max_queues_per_service: Annotated[int, Field(ge=1, le=10_000), INTEGER] = (
+        DEFAULT_MAX_QUEUES_PER_SERVICE
+    )
     # How far the clock stamping CI's jobs may be from our estimate of it (ours, centred by
     # CI's Date header); creation-time windows overlap by this much.
-    clock_skew_tolerance: float = DEFAULT_CLOCK_SKEW
-    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
-    retry: RetryConfig = field(default_factory=RetryConfig)
+    clock_skew_tolerance: Annotated[float, Duration(0, HOUR)] = DEFAULT_CLOCK_SKEW
+    rate_limit: Annotated[RateLimitConfig, WrapValidator(_burst)] = field(
+        default_factory=RateLimitConfig
+    )
+    retry: Annotated[RetryConfig, AfterValidator(_backoffs)] = field(default_factory=RetryConfig)
     # The longest interval between polls of a stream that has been idle; 0: every poll.
-    idle_tag_backoff: float = DEFAULT_IDLE_TAG_BACKOFF
-    state_file: str | None = None  # absolute; its directory existed when the config was read
+    idle_tag_backoff: Annotated[float, Duration(0, DAY)] = 10 * MINUTE
+    # Absolute; its directory existed when the config was read.
+    state_file: Annotated[LocalPath, AfterValidator(_state_file)] | None = None
     # The bucket bounds of every stream's histograms (of the services that have them).
-    histograms: HistogramLayout = field(default_factory=HistogramLayout)
+    histograms: Annotated[HistogramLayout, Shaped(Histograms, _layout)] = field(
+        default_factory=HistogramLayout
+    )
 
 
 # --- entry points -------------------------------------------------------------------------
@@ -233,7 +717,9 @@ def parse_config(text: str, source: str, environ: Mapping[str, str]) -> Config:
     """Parse YAML `text`; `source` names it in errors (usually the file's path)."""
     try:
         document = load_yaml(text)
-        return _parse_top(document, environ)
+        if document is None:
+            raise FileError("top level", "expected a mapping, got an empty document")
+        return validated(_CONFIG, document, environ, secret="credentials")
     except FileError as exc:
         raise ConfigError(exc.where, exc.problem, source) from None
 
@@ -242,735 +728,27 @@ def parse_duration(
     value: object, path: str, minimum: float = 0.0, maximum: float = math.inf
 ) -> float:
     """A duration in seconds from a number or text such as "1m30s"; see the module doc."""
-    seconds = _duration_seconds(value, path)
-    if seconds < minimum:
-        raise ConfigError(
-            path, f"{_show_seconds(seconds)} is too short (minimum {_show_seconds(minimum)})"
-        )
-    if seconds > maximum:
-        # Infinite here means digits too many for a float: show no number then.
-        shown = f"{_show_seconds(seconds)} " if math.isfinite(seconds) else ""
-        raise ConfigError(path, f"{shown}is longer than the maximum of {_show_limit(maximum)}")
-    return seconds
-
-
-# --- the schema ---------------------------------------------------------------------------
-
-
-def _parse_top(document: object, environ: Mapping[str, str]) -> Config:
-    if document is None:
-        raise ConfigError("top level", "expected a mapping, got an empty document")
-    top = _CHECKS.mapping(document, "top level")
-    _check_keys(top, "", TOP_KEYS, required=("targets",))
-    settings = _Section(top, "", environ)
-    # The settings before the targets: the order a reader meets them in the file.
-    poll_interval = _duration_key(
-        settings, "poll_interval", DEFAULT_POLL_INTERVAL, MIN_POLL_INTERVAL, MAX_POLL_INTERVAL
-    )
-    request_timeout = _positive_duration(settings, "request_timeout")
-    failure_code_limit = _int_key(
-        settings,
-        "failure_code_limit",
-        DEFAULT_FAILURE_CODE_LIMIT,
-        minimum=1,
-        maximum=MAX_FAILURE_CODE_LIMIT,
-    )
-    max_queues = _int_key(
-        settings,
-        "max_queues_per_service",
-        DEFAULT_MAX_QUEUES_PER_SERVICE,
-        minimum=1,
-        maximum=MAX_QUEUES_PER_SERVICE,
-    )
-    clock_skew = _duration_key(
-        settings, "clock_skew_tolerance", DEFAULT_CLOCK_SKEW, 0.0, MAX_CLOCK_SKEW
-    )
-    idle_tag_backoff = _duration_key(
-        settings, "idle_tag_backoff", DEFAULT_IDLE_TAG_BACKOFF, 0.0, MAX_IDLE_TAG_BACKOFF
-    )
-    rate_limit = _rate_limit(top.get("rate_limit"), environ)
-    retry = _retry(top.get("retry"), environ)
-    histograms = _histograms(top.get("histograms"), environ)
-    state_file = _state_file(top.get("state_file"), environ)
-    return Config(
-        targets=_parse_targets(top["targets"], environ),
-        poll_interval=poll_interval,
-        request_timeout=request_timeout,
-        failure_code_limit=failure_code_limit,
-        max_queues_per_service=max_queues,
-        clock_skew_tolerance=clock_skew,
-        rate_limit=rate_limit,
-        retry=retry,
-        idle_tag_backoff=idle_tag_backoff,
-        state_file=state_file,
-        histograms=histograms,
-    )
-
-
-def _rate_limit(value: object, environ: Mapping[str, str]) -> RateLimitConfig:
-    if value is None:
-        return RateLimitConfig()
-    settings = _section(value, "rate_limit", RATE_LIMIT_KEYS, environ)
-    per_second = _positive_number_key(
-        settings, "requests_per_second", DEFAULT_REQUESTS_PER_SECOND, MAX_REQUESTS_PER_SECOND
-    )
-    # A second's worth of calls at once by default: a poll's first calls need not queue.
-    burst = _int_key(settings, "burst", max(1, math.ceil(per_second)), 1, MAX_BURST)
-    concurrency = _int_key(settings, "concurrency", DEFAULT_CONCURRENCY, 1, MAX_CONCURRENCY)
-    return RateLimitConfig(per_second, burst, concurrency)
-
-
-def _retry(value: object, environ: Mapping[str, str]) -> RetryConfig:
-    if value is None:
-        return RetryConfig()
-    settings = _section(value, "retry", RETRY_KEYS, environ)
-    attempts = _int_key(settings, "attempts", DEFAULT_RETRY_ATTEMPTS, 1, MAX_RETRY_ATTEMPTS)
-    initial = _duration_key(settings, "initial_backoff", DEFAULT_INITIAL_BACKOFF, 0.0, MAX_BACKOFF)
-    longest = _duration_key(settings, "max_backoff", DEFAULT_MAX_BACKOFF, 0.0, MAX_BACKOFF)
-    if initial > longest:
-        raise ConfigError(
-            "retry.initial_backoff",
-            f"{_show_seconds(initial)} is longer than retry.max_backoff ({_show_seconds(longest)})",
-        )
-    return RetryConfig(attempts, initial, longest)
-
-
-def _histograms(value: object, environ: Mapping[str, str]) -> HistogramLayout:
-    if value is None:
-        return HistogramLayout()
-    settings = _section(value, "histograms", HISTOGRAM_KEYS, environ)
-    default = HistogramLayout()
-    return HistogramLayout(
-        run_time=_bounds(settings, "run_time_buckets", default.run_time),
-        queue_wait=_bounds(settings, "queue_wait_buckets", default.queue_wait),
-    )
-
-
-def _bounds(settings: _Section, key: str, default: tuple[float, ...]) -> tuple[float, ...]:
-    """A histogram's bucket bounds: durations, strictly ascending, more than 0."""
-    path, value = settings.setting(key)
-    if value is None:
-        return default
-    items = _CHECKS.items(value, path)
-    if not items:
-        raise ConfigError(path, "is empty (leave it out for the default bounds)")
-    if len(items) > MAX_BUCKETS:
-        raise ConfigError(path, f"must have at most {MAX_BUCKETS} bounds, got {len(items)}")
-    bounds: list[float] = []
-    for index, item in enumerate(items):
-        item_path = f"{path}[{index}]"
-        bound = _bound(item, item_path, settings.environ)
-        if bounds and bound == bounds[-1]:
-            raise ConfigError(
-                item_path, f"duplicate of the bound before it ({_show_duration(bound)})"
-            )
-        if bounds and bound < bounds[-1]:
-            shown = _show_duration(bounds[-1])
-            raise ConfigError(item_path, f"must be greater than the bound before it ({shown})")
-        bounds.append(bound)
-    return tuple(bounds)
-
-
-def _bound(value: object, path: str, environ: Mapping[str, str]) -> float:
-    text = _expand(value, path, environ) if isinstance(value, str) else value
-    seconds = parse_duration(text, path, 0.0, MAX_BUCKET_BOUND)
-    if seconds <= 0:
-        raise ConfigError(path, "must be more than 0s")
-    return seconds
-
-
-def _state_file(value: object, environ: Mapping[str, str]) -> str | None:
-    if value is None:
-        return None
-    path = _local_path(value, "state_file", environ)
-    # The file itself may not exist yet (the first run writes it); its directory must.
-    if _is_directory(path):
-        raise ConfigError("state_file", f"{quote(path)} is a directory, not a file")
-    directory = os.path.dirname(path)
-    if not _is_directory(directory):
-        raise ConfigError("state_file", f"directory {quote(directory)} does not exist")
-    return path
-
-
-def _local_path(value: object, path: str, environ: Mapping[str, str]) -> str:
-    """Absolute (relative to the working directory), with ~ expanded."""
-    text = _string(value, path, environ, nonempty=True).strip()
-    if "\0" in text:
-        raise ConfigError(path, "must not contain a NUL character")
-    return os.path.abspath(os.path.expanduser(text))
-
-
-def _is_directory(path: str) -> bool:
     try:
-        return stat.S_ISDIR(os.stat(path).st_mode)
-    except (OSError, ValueError):  # ValueError: not encodable as a file name
-        return False
+        return Duration(minimum, maximum).seconds(value)
+    except PydanticCustomError as exc:
+        raise ConfigError(path, exc.message()) from None
 
 
-def _parse_targets(value: object, environ: Mapping[str, str]) -> tuple[TargetConfig, ...]:
-    if value is None or (isinstance(value, list) and not value):
-        raise ConfigError("targets", "must list at least one target")
-    items = _CHECKS.items(value, "targets")
-    targets: list[TargetConfig] = []
-    first_seen: dict[tuple[str, str], int] = {}
-    for index, item in enumerate(items):
-        path = f"targets[{index}]"
-        target = _parse_target(item, path, environ)
-        key = (target.bucket, target.region)
-        if key in first_seen:
-            raise ConfigError(
-                path, f"duplicate target: same bucket and region as targets[{first_seen[key]}]"
-            )
-        first_seen[key] = index
-        targets.append(target)
-    return tuple(targets)
-
-
-def _parse_target(value: object, path: str, environ: Mapping[str, str]) -> TargetConfig:
-    raw = _CHECKS.mapping(value, path)
-    _check_keys(raw, path, TARGET_KEYS, required=("bucket", "region"))
-    bucket = _bucket(raw["bucket"], f"{path}.bucket", environ)
-    region = _region(raw["region"], f"{path}.region", environ)
-    endpoint_path = f"{path}.endpoint"
-    endpoint = (
-        _endpoint(raw["endpoint"], endpoint_path, environ)
-        if raw.get("endpoint") is not None
-        else f"https://{bucket}.ci.{region}.myqcloud.com"
-    )
-    return TargetConfig(
-        bucket=bucket,
-        region=region,
-        endpoint=endpoint,
-        credentials=_credentials(raw.get("credentials"), f"{path}.credentials", environ),
-        services=_services(raw.get("services"), f"{path}.services", environ),
-    )
-
-
-_BUCKET_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?-[0-9]+")
-_APPID_RE = re.compile(r".+-[0-9]+")
-_REGION_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
-
-
-def _bucket(value: object, path: str, environ: Mapping[str, str]) -> str:
-    bucket = _string(value, path, environ, nonempty=True)
-    if not _APPID_RE.fullmatch(bucket):
-        raise ConfigError(path, f"{quote(bucket)} has no -APPID suffix (expected BucketName-APPID)")
-    if not _BUCKET_RE.fullmatch(bucket):
-        raise ConfigError(
-            path,
-            f"{quote(bucket)} is not a valid bucket name "
-            "(lowercase letters, digits and dashes, then -APPID)",
-        )
-    return bucket
-
-
-def _region(value: object, path: str, environ: Mapping[str, str]) -> str:
-    region = _string(value, path, environ, nonempty=True)
-    if not _REGION_RE.fullmatch(region):
-        raise ConfigError(
-            path,
-            f"{quote(region)} is not a region "
-            "(lowercase letters, digits and dashes, e.g. ap-guangzhou)",
-        )
-    return region
-
-
-def _endpoint(value: object, path: str, environ: Mapping[str, str]) -> str:
-    parts = _url(value, path, environ, "http(s)://host[:port]", with_path=False)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def _metadata_endpoint(value: object, path: str, environ: Mapping[str, str]) -> str:
-    parts = _url(value, path, environ, "http(s)://host[:port]/path/", with_path=True)
-    # Paths under it are appended: cam/security-credentials/<role>.
-    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/"
-
-
-def _url(
-    value: object, path: str, environ: Mapping[str, str], form: str, with_path: bool
-) -> SplitResult:
-    text = _string(value, path, environ, nonempty=True)
-    try:
-        parts = urlsplit(text)
-    except ValueError:
-        raise ConfigError(path, f"is not a URL of the form {form}") from None
-    try:
-        port = parts.port
-    except ValueError:
-        port = 0  # not a number, or out of range
-    if "@" in parts.netloc:
-        # user:password@host: never echo it.
-        raise ConfigError(path, f"must not contain user info (expected {form})")
-    problem = ""
-    if parts.scheme not in ("http", "https"):
-        problem = "must start with http:// or https://"
-    elif not parts.hostname:
-        problem = "has no host"
-    elif port == 0:
-        problem = "has a bad port"
-    elif with_path and (parts.query or parts.fragment):
-        problem = "must not have a query or fragment"
-    elif not with_path and (parts.path not in ("", "/") or parts.query or parts.fragment):
-        problem = "must not have a path, query or fragment"
-    if problem:
-        shown = "" if _CREDENTIALS in path else f"{quote(_clip(text, 80))} "
-        raise ConfigError(path, f"{shown}{problem} (expected {form})")
-    return parts
-
-
-def _credentials(value: object, path: str, environ: Mapping[str, str]) -> CredentialSource:
-    if value is None:
-        return _environment_credentials(path, environ)
-    raw = _CHECKS.mapping(value, path)
-    for key in raw:
-        if key not in CREDENTIAL_KEYS:
-            # A key that is not one may be a secret written where a key belongs.
-            shown = _join(path, key) if _SHOWN_KEY_RE.fullmatch(key) else path
-            what = "unknown key" if shown != path else "a key that is not one, not shown"
-            raise ConfigError(shown, f"{what} (allowed: {', '.join(CREDENTIAL_KEYS)})")
-    forms = [
-        keys
-        for keys in (STATIC_CREDENTIAL_KEYS, FILE_CREDENTIAL_KEYS, ROLE_CREDENTIAL_KEYS)
-        if any(key in raw for key in keys)
-    ]
-    if len(forms) > 1:
-        # The first key of each form, in the order the file gives them.
-        named = [next(key for key in raw if key in keys) for keys in forms]
-        named.sort(key=list(raw).index)
-        raise ConfigError(
-            path,
-            f"{_and(named)} cannot be used together "
-            "(give secret_id and secret_key, or a file, or a cvm_role)",
-        )
-    if forms and forms[0] is FILE_CREDENTIAL_KEYS:
-        return _credentials_file(raw, path, environ)
-    if forms and forms[0] is ROLE_CREDENTIAL_KEYS:
-        return _cvm_role(raw, path, environ)
-    return _static_credentials(raw, path, environ)
-
-
-def _static_credentials(
-    raw: Mapping[Any, Any], path: str, environ: Mapping[str, str]
-) -> Credentials:
-    has_id, has_key = raw.get("secret_id") is not None, raw.get("secret_key") is not None
-    if not has_id and not has_key:
-        raise ConfigError(
-            path,
-            "give secret_id and secret_key, or a file, or a cvm_role, or leave credentials out "
-            f"to use {ENV_SECRET_ID} and {ENV_SECRET_KEY}",
-        )
-    if not has_key:
-        raise ConfigError(f"{path}.secret_key", "required when secret_id is given")
-    if not has_id:
-        raise ConfigError(f"{path}.secret_id", "required when secret_key is given")
-    secret_id = _string(raw["secret_id"], f"{path}.secret_id", environ, nonempty=True)
-    secret_key = _string(raw["secret_key"], f"{path}.secret_key", environ, nonempty=True)
-    token = raw.get("token")
-    token_text = None if token is None else _string(token, f"{path}.token", environ)
-    expiration = raw.get("expiration")
-    expires = None if expiration is None else _expiration(expiration, path, environ)
-    # An empty token (e.g. `${TENCENTCLOUD_SESSION_TOKEN:-}`) means permanent keys.
-    return _checked(
-        Credentials(secret_id, secret_key, token_text or None, expires),
-        path,
-        {
-            "secret_id": f"{path}.secret_id",
-            "secret_key": f"{path}.secret_key",
-            "token": f"{path}.token",
-        },
-    )
-
-
-def _expiration(value: object, credentials_path: str, environ: Mapping[str, str]) -> float:
-    path = f"{credentials_path}.expiration"
-    if not isinstance(value, str):
-        raise ConfigError(path, f"expected {ISO_HINT}, got {_CHECKS.type_name(value)}")
-    text = _expand(value, path, environ)
-    expires = parse_iso_time(text)
-    if expires is None:
-        raise ConfigError(path, f"is not {ISO_HINT} {_NOT_SHOWN}")
-    # Static keys are never refreshed: expired ones would fail every request.
-    if expires <= time.time():
-        raise ConfigError(path, f"temporary credentials expired at {format_iso_time(expires)}")
-    return expires
-
-
-def _credentials_file(
-    raw: Mapping[Any, Any], path: str, environ: Mapping[str, str]
-) -> CredentialsFile:
-    if "file" not in raw:
-        raise ConfigError(f"{path}.file", "required when profile is given")
-    file_path = _local_path(raw["file"], f"{path}.file", environ)
-    profile = raw.get("profile")
-    name = DEFAULT_PROFILE if profile is None else _profile(profile, f"{path}.profile", environ)
-    problem = _unreadable(file_path)
-    if problem:
-        # The path is not shown either: a secret pasted into `file:` would be.
-        raise ConfigError(f"{path}.file", f"cannot read the file: {problem}")
-    return CredentialsFile(file_path, name)
-
-
-_PROFILE_RE = re.compile(r"[^\[\]\s](?:[^\[\]]*[^\[\]\s])?")
-
-
-def _profile(value: object, path: str, environ: Mapping[str, str]) -> str:
-    name = _string(value, path, environ, nonempty=True)
-    if not name.isprintable() or not _PROFILE_RE.fullmatch(name):
-        raise ConfigError(
-            path,
-            f"is not a profile name (the name of a [section] of the file) {_NOT_SHOWN}",
-        )
-    return name
-
-
-def _unreadable(path: str) -> str:
-    """Why the file at `path` cannot be read, or "" when it can. It is not read here: its keys
-    are checked each time it is read, and it may change before the first request."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        return exc.strerror or type(exc).__name__
-    except ValueError:
-        return "not a valid file name"
-    try:
-        mode = os.fstat(fd).st_mode
-    finally:
-        os.close(fd)
-    if stat.S_ISDIR(mode):
-        return os.strerror(errno.EISDIR)
-    return "" if stat.S_ISREG(mode) else "not a regular file"
-
-
-def _cvm_role(raw: Mapping[Any, Any], path: str, environ: Mapping[str, str]) -> CVMRole:
-    if "cvm_role" not in raw:
-        raise ConfigError(
-            f"{path}.cvm_role",
-            "required when metadata_endpoint is given (auto asks the metadata service)",
-        )
-    role = _role_name(raw["cvm_role"], f"{path}.cvm_role", environ)
-    endpoint = raw.get("metadata_endpoint")
-    return CVMRole(
-        role,
-        DEFAULT_METADATA_ENDPOINT
-        if endpoint is None
-        else _metadata_endpoint(endpoint, f"{path}.metadata_endpoint", environ),
-    )
-
-
-def _role_name(value: object, path: str, environ: Mapping[str, str]) -> str | None:
-    """The role's name; None (from `auto`, "" or nothing) asks the metadata service for it."""
-    if value is None:
-        return None
-    name = _string(value, path, environ).strip()
-    if name in ("", "auto"):
-        return None
-    if not ROLE_NAME_RE.fullmatch(name):
-        raise ConfigError(
-            path,
-            "is not a CAM role name (up to 128 letters, digits and +=,.@_-; or auto to ask "
-            f"the metadata service) {_NOT_SHOWN}",
-        )
-    return name
-
-
-def _checked(credentials: Credentials, path: str, names: Mapping[str, str]) -> Credentials:
-    """Keys travel in HTTP headers: anything but printable ASCII would fail every request."""
-    for field_name, where in names.items():
-        value = getattr(credentials, field_name)
-        if value is not None and not header_safe(value):
-            raise ConfigError(
-                where, "must be printable ASCII without spaces (the value is not shown)"
-            )
-    return credentials
-
-
-def _environment_credentials(path: str, environ: Mapping[str, str]) -> Credentials:
-    found = from_environment(environ)
-    if found is not None:
-        return _checked(
-            found,
-            path,
-            {
-                "secret_id": f"{path} (from {ENV_SECRET_ID})",
-                "secret_key": f"{path} (from {ENV_SECRET_KEY})",
-                "token": f"{path} (from {ENV_SESSION_TOKEN})",
-            },
-        )
-    has_id, has_key = bool(environ.get(ENV_SECRET_ID)), bool(environ.get(ENV_SECRET_KEY))
-    if has_id != has_key:
-        given, missing = (
-            (ENV_SECRET_ID, ENV_SECRET_KEY) if has_id else (ENV_SECRET_KEY, ENV_SECRET_ID)
-        )
-        raise ConfigError(path, f"no credentials: {given} is set but {missing} is not")
-    raise ConfigError(
-        path,
-        f"no credentials: set {ENV_SECRET_ID} and {ENV_SECRET_KEY} "
-        f"(and {ENV_SESSION_TOKEN} for temporary keys) in the "
-        "environment, or give secret_id and secret_key here",
-    )
-
-
-def _services(value: object, path: str, environ: Mapping[str, str]) -> tuple[ServiceConfig, ...]:
-    if value is None:
-        return tuple(ServiceConfig(s.name, s.tags) for s in SERVICES.values())
-    raw = _CHECKS.mapping(value, path)
-    if not raw:
-        raise ConfigError(path, "names no service (leave it out to watch every service)")
-    for name in raw:
-        if name not in SERVICES:
-            raise ConfigError(_join(path, name), f"unknown service (valid: {', '.join(SERVICES)})")
-    # SERVICES order, whatever order the file lists them in.
-    return tuple(_service(n, raw[n], _join(path, n), environ) for n in SERVICES if n in raw)
-
-
-def _service(name: str, value: object, path: str, environ: Mapping[str, str]) -> ServiceConfig:
-    if value is None:
-        return ServiceConfig(name, SERVICES[name].tags)
-    settings = _section(value, path, SERVICE_KEYS, environ)
-    tags = settings.raw.get("tags")
-    return ServiceConfig(
-        name,
-        SERVICES[name].tags if tags is None else _tags(tags, f"{path}.tags", environ),
-        _bool_key(settings, "histograms", default=True),
-    )
-
-
-def _tags(value: object, path: str, environ: Mapping[str, str]) -> tuple[str, ...]:
-    items = _CHECKS.items(value, path)
-    if not items:
-        raise ConfigError(path, "is empty (leave tags out for the service's documented tags)")
-    tags: list[str] = []
-    for index, item in enumerate(items):
-        item_path = f"{path}[{index}]"
-        tag = _string(item, item_path, environ, nonempty=True)
-        if tag in tags:
-            raise ConfigError(item_path, f"duplicate tag {quote(tag)}")
-        tags.append(tag)
-    return tuple(tags)
-
-
-# --- typed values -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Section:
-    """A mapping of settings, the path to it, and the environment its `${VAR}`s come from."""
-
-    raw: Mapping[Any, Any]
-    path: str
-    environ: Mapping[str, str]
-
-    def setting(self, key: str) -> tuple[str, object]:
-        """The key's path and value, text with its `${VAR}`s expanded; None when not set."""
-        path = _join(self.path, key)
-        value = self.raw.get(key)
-        return path, _expand(value, path, self.environ) if isinstance(value, str) else value
-
-
-def _section(
-    value: object, path: str, allowed: tuple[str, ...], environ: Mapping[str, str]
-) -> _Section:
-    raw = _CHECKS.mapping(value, path)
-    _check_keys(raw, path, allowed, required=())
-    return _Section(raw, path, environ)
-
-
-def _duration_key(
-    settings: _Section, key: str, default: float, minimum: float, maximum: float
-) -> float:
-    path, value = settings.setting(key)
-    return default if value is None else parse_duration(value, path, minimum, maximum)
-
-
-def _positive_duration(settings: _Section, key: str) -> float:
-    seconds = _duration_key(settings, key, DEFAULT_REQUEST_TIMEOUT, 0.0, MAX_REQUEST_TIMEOUT)
-    if seconds <= 0:
-        raise ConfigError(key, "must be more than 0s")
-    return seconds
-
-
-# re.ASCII: \d would take any Unicode digit ("５s"), which float() then reads.
-_NUMBER_RE = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)
-_PART_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)", re.ASCII)
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-DURATION_HINT = "use e.g. 30s, 2m, 1h, 1m30s, 500ms or a number of seconds"
-
-
-def _duration_seconds(value: object, path: str) -> float:
-    """Seconds, infinite when the digits are too many for a float (the caller's maximum
-    then refuses it); NaN, infinite and negative YAML numbers are refused here."""
-    if isinstance(value, OddNumber):
-        if not value.too_large:
-            raise ConfigError(path, _ambiguous_number(value.text))
-        seconds = -math.inf if value.text.startswith("-") else math.inf
-    elif isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ConfigError(
-            path, f"expected a duration, got {_CHECKS.type_name(value)} ({DURATION_HINT})"
-        )
-    elif isinstance(value, str):
-        seconds_or_none = _duration_text(value.strip())
-        if seconds_or_none is None:
-            raise ConfigError(path, f"bad duration {quote(_clip(value))} ({DURATION_HINT})")
-        return seconds_or_none  # the patterns take no sign, NaN or inf
-    else:
-        seconds = _float(value)
-    if math.isnan(seconds) or seconds < 0 or (isinstance(value, float) and math.isinf(seconds)):
-        raise ConfigError(
-            path,
-            f"bad duration {quote(_clip(str(value)))} "
-            "(must be a finite amount of time, not negative)",
-        )
-    return seconds
-
-
-def _float(value: int | float) -> float:
-    try:
-        return float(value)
-    except OverflowError:
-        return math.inf if value > 0 else -math.inf
-
-
-def _duration_text(text: str) -> float | None:
-    if _NUMBER_RE.fullmatch(text):
-        return float(text)
-    total, position = 0.0, 0
-    for match in _PART_RE.finditer(text):
-        if match.start() != position:
-            return None
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        position = match.end()
-    return total if position == len(text) and text else None
-
-
-def _int_key(settings: _Section, key: str, default: int, minimum: int, maximum: int) -> int:
-    path, value = settings.setting(key)
-    if value is None:
-        return default
-    if isinstance(value, str):
-        text = value.strip()
-        if not text.isascii() or not text.isdigit():
-            raise ConfigError(path, f"expected an integer, got string {quote(_clip(text))}")
-        too_large = len(text) > MAX_INT_DIGITS  # int() refuses over 4300 digits
-        value = OddNumber(text, "integer", too_large=True) if too_large else int(text)
-    if isinstance(value, OddNumber):
-        if not value.too_large:
-            raise ConfigError(path, _ambiguous_number(value.text))
-        digits = len(value.text.lstrip("+-"))
-        if value.text.startswith("-"):
-            raise ConfigError(path, f"must be at least {minimum}, got a {digits}-digit number")
-        raise ConfigError(path, f"must be at most {maximum}, got a {digits}-digit number")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(path, f"expected an integer, got {_CHECKS.type_name(value)}")
-    if value < minimum:
-        raise ConfigError(path, f"must be at least {minimum}, got {value}")
-    if value > maximum:
-        raise ConfigError(path, f"must be at most {maximum}, got {value}")
-    return value
-
-
-def _bool_key(settings: _Section, key: str, default: bool) -> bool:
-    """true or false, or the text "true" or "false" (from `${VAR}`)."""
-    path, value = settings.setting(key)
-    if value is None:
-        return default
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    if isinstance(value, str):
-        raise ConfigError(path, f"expected true or false, got string {quote(_clip(value))}")
-    return _CHECKS.expect(value, bool, path, "true or false")
-
-
-def _positive_number_key(settings: _Section, key: str, default: float, maximum: float) -> float:
-    """A number more than 0: 15, 0.5, or a string of them (from `${VAR}`)."""
-    path, value = settings.setting(key)
-    if value is None:
-        return default
-    if isinstance(value, str):
-        text = value.strip()
-        if not _NUMBER_RE.fullmatch(text):
-            raise ConfigError(path, f"expected a number, got string {quote(_clip(text))}")
-        digits = len(text.partition(".")[0])
-        value = (
-            OddNumber(text, "number", too_large=True) if digits > MAX_INT_DIGITS else (float(text))
-        )
-    if isinstance(value, OddNumber):
-        if not value.too_large:
-            raise ConfigError(path, _ambiguous_number(value.text))
-        if value.text.startswith("-"):
-            raise ConfigError(path, "must be more than 0")
-        digits = len(value.text.lstrip("+-").partition(".")[0])
-        raise ConfigError(
-            path, f"must be at most {_show_number(maximum)}, got a {digits}-digit number"
-        )
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(path, f"expected a number, got {_CHECKS.type_name(value)}")
-    number = _float(value)
-    if not math.isfinite(number):
-        raise ConfigError(path, f"must be a finite number, got {_show_number(number)}")
-    if number <= 0:
-        raise ConfigError(path, f"must be more than 0, got {_show_number(value)}")
-    if number > maximum:
-        raise ConfigError(
-            path, f"must be at most {_show_number(maximum)}, got {_show_number(value)}"
-        )
-    return number
-
-
-def _show_number(value: float) -> str:
-    if isinstance(value, int):
-        return str(value)
-    if value.is_integer() and abs(value) < 1e16:
-        return str(int(value))  # 10000, not 10000.0
-    return f"{value:.12g}"
-
-
-def _ambiguous_number(text: str) -> str:
-    return (
-        f"{_clip(text)} is ambiguous in YAML (a leading 0, 0x, 0b, _ or : changes how it is "
-        "read); write a plain decimal number"
-    )
-
-
-# This file's words for a YAML value's type: "expected a mapping, got list".
-_CHECKS = Checks(
-    ConfigError,
-    {
-        type(None): "null",
-        bool: "boolean",
-        int: "integer",
-        float: "number",
-        str: "string",
-        list: "list",
-        dict: "mapping",
-    },
-    lambda value: value.kind if isinstance(value, OddNumber) else type(value).__name__,
-)
-
-
-def _string(value: object, path: str, environ: Mapping[str, str], nonempty: bool = False) -> str:
-    # The value itself is never shown here: it may be a secret.
-    text = _expand(_CHECKS.expect(value, str, path, "a string"), path, environ)
-    if nonempty and not text.strip():
-        raise ConfigError(path, "must not be empty")
-    return text
-
-
-def _check_keys(
-    raw: Mapping[Any, Any], path: str, allowed: tuple[str, ...], required: tuple[str, ...]
-) -> None:
-    _CHECKS.check_keys(raw, allowed, lambda key: _join(path, key))
-    for key in required:
-        if key not in raw:
-            raise ConfigError(_join(path, key), "required key is missing")
+def config_schema() -> dict[str, Any]:
+    """config.schema.json: `python3 -m exporter.config > config.schema.json`."""
+    return json_schema(_CONFIG, "Configuration of tencent-ci-exporter (README.md, Configuration)")
 
 
 # --- ${VAR} expansion ---------------------------------------------------------------------
 
 _VAR_START_RE = re.compile(r"\$\$\{|\$\{")
 _VAR_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A secret that happens to hold `${` is no variable name: under credentials only a name in
+# capitals is shown.
+_SHOWN_VARIABLE_RE = re.compile(r"[A-Z_][A-Z0-9_]*")
 
 
-def _expand(text: str, path: str, environ: Mapping[str, str]) -> str:
+def _expand(text: str, environ: Mapping[str, str]) -> str:
     out: list[str] = []
     position = 0
     for match in _VAR_START_RE.finditer(text):
@@ -983,53 +761,36 @@ def _expand(text: str, path: str, environ: Mapping[str, str]) -> str:
             continue
         close = text.find("}", match.end())
         if close < 0:
-            raise ConfigError(path, "unterminated ${ (write $${ for a literal ${)")
-        out.append(_variable(text[match.end() : close], path, environ))
+            raise problem("unterminated ${ (write $${ for a literal ${)")
+        out.append(_variable(text[match.end() : close], environ))
         position = close + 1
     out.append(text[position:])
     return "".join(out)
 
 
-def _variable(body: str, path: str, environ: Mapping[str, str]) -> str:
+def _variable(body: str, environ: Mapping[str, str]) -> str:
     name, sep, default = body.partition(":-")
-    # A secret that happens to hold `${` is no variable name: under credentials only a name in
-    # capitals is shown.
-    secret = _CREDENTIALS in path and not _SHOWN_VARIABLE_RE.fullmatch(name)
+    shown = _SHOWN_VARIABLE_RE.fullmatch(name) is not None
     if not _VAR_NAME_RE.fullmatch(name):
-        shown = "" if secret else f" {quote(_clip(name))}"
-        raise ConfigError(
-            path,
-            f"bad variable name{shown} in ${{...}} "
-            "(letters, digits and _; write $${ for a literal ${)",
-        )
+        why = "in ${...} (letters, digits and _; write $${ for a literal ${)"
+        named = f"bad variable name {quote(clip(name))} {why}"
+        raise problem(named, hidden=named if shown else f"bad variable name {why}")
     value = environ.get(name)
     if sep:
         return value if value else default
     if value is None:
-        shown = "named there" if secret else name
-        raise ConfigError(path, f"environment variable {shown} is not set")
+        named = f"environment variable {name} is not set"
+        raise problem(
+            named, hidden=named if shown else "environment variable named there is not set"
+        )
     return value
 
 
-# --- small helpers ------------------------------------------------------------------------
-
-
-def _and(names: list[str]) -> str:
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
-
-
-def _join(path: str, key: object) -> str:
-    shown = str(key) or '""'
-    return f"{path}.{shown}" if path else shown
-
-
-def _clip(text: str, limit: int = 40) -> str:
-    """Enough of a long value to recognise it; the whole may be megabytes."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+# --- how numbers are shown ----------------------------------------------------------------
 
 
 def _show_seconds(seconds: float) -> str:
-    if seconds.is_integer() and abs(seconds) < 1e16:
+    if float(seconds).is_integer() and abs(seconds) < 1e16:
         return f"{int(seconds)}s"  # 10000000000s, not 1e+10s
     return f"{seconds:.12g}s"  # 86400.001s, not 86400s, against a 24h maximum
 
@@ -1038,18 +799,14 @@ def _show_duration(seconds: float) -> str:
     """A duration as people write it: 1h30m, 5m, 1.5s, 250ms."""
     if seconds < 1:
         return f"{seconds * 1000:.12g}ms"
-    whole, fraction = divmod(seconds, 1)
-    if fraction:
+    if seconds % 1:
         return _show_seconds(seconds)
-    hours, rest = divmod(int(whole), 3600)
-    minutes, rest = divmod(rest, 60)
-    parts = ((hours, "h"), (minutes, "m"), (rest, "s"))
+    hours, rest = divmod(int(seconds), 3600)
+    parts = ((hours, "h"), (rest // 60, "m"), (rest % 60, "s"))
     return "".join(f"{amount}{unit}" for amount, unit in parts if amount)
 
 
-def _show_limit(seconds: float) -> str:
-    """A round limit as people write it: 24h, 10m, 1h."""
-    for unit, size in (("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return _show_seconds(seconds)
+_CONFIG = TypeAdapter(Config)
+
+if __name__ == "__main__":
+    print(json.dumps(config_schema(), indent=2, ensure_ascii=False))

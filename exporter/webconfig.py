@@ -17,13 +17,11 @@ format, so one file can serve this exporter and the Go exporters next to it:
     basic_auth_users:
       prometheus: $2y$10$...             # a bcrypt hash, never the password
 
-Everything is checked when the file is loaded, certificates and keys included, so a bad file
-stops the exporter at start (or fails a reload) with one line `file: key: problem`, and never
-shows a key's or a password hash's content.
-
-What the toolkit has and Python's ssl module cannot do is refused by name rather than ignored:
-inline `cert`/`key`/`client_ca`, `curve_preferences`, the client auth types that ask for a
-certificate without verifying it, `rate_limit`.
+Declared below like exporter.config, and checked when the file is loaded, certificates and keys
+included, so a bad file stops the exporter at start (or fails a reload) with one line
+`file: key: problem`, and never shows a key's or a password hash's content. What the toolkit
+has and Python's ssl module cannot do is refused by name rather than ignored. Threads: the
+records are frozen; BasicAuth guards its cache with its own lock.
 """
 
 from __future__ import annotations
@@ -31,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import json
 import os
 import re
 import secrets
@@ -38,25 +37,34 @@ import ssl
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import bcrypt
-
-from exporter.yamlfile import Checks, FileError, load_yaml, quote, read_small_file, read_text
-
-TOP_KEYS = ("tls_server_config", "http_server_config", "basic_auth_users")
-TLS_KEYS = (
-    "cert_file",
-    "key_file",
-    "client_auth_type",
-    "client_ca_file",
-    "client_allowed_sans",
-    "min_version",
-    "max_version",
-    "cipher_suites",
-    "prefer_server_cipher_suites",
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    StrictBool,
+    TypeAdapter,
+    ValidationInfo,
+    WithJsonSchema,
+    with_config,
 )
-HTTP_KEYS = ("http2", "headers")
+from typing_extensions import TypedDict
+
+from exporter.yamlfile import (
+    FORBID,
+    FileError,
+    Shaped,
+    json_schema,
+    load_yaml,
+    problem,
+    quote,
+    read_small_file,
+    read_text,
+    section,
+    validated,
+)
 
 # Keys of the toolkit's format this exporter does not implement: refused with the reason, so
 # that nobody believes a setting is in force when it is not.
@@ -72,25 +80,17 @@ _UNSUPPORTED = {
         "is not supported; leave it out to use OpenSSL's defaults (X25519, P-256, ...)"
     ),
 }
-
-NO_CLIENT_CERT = "NoClientCert"
-VERIFY_IF_GIVEN = "VerifyClientCertIfGiven"
-REQUIRE_AND_VERIFY = "RequireAndVerifyClientCert"
 _CLIENT_AUTH = {
-    NO_CLIENT_CERT: ssl.CERT_NONE,
-    VERIFY_IF_GIVEN: ssl.CERT_OPTIONAL,
-    REQUIRE_AND_VERIFY: ssl.CERT_REQUIRED,
+    "NoClientCert": ssl.CERT_NONE,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
 }
-# Go can ask for a client certificate and not verify it; OpenSSL through Python cannot.
-_UNVERIFIED_CLIENT_AUTH = ("RequestClientCert", "RequireAnyClientCert", "RequireClientCert")
-
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
     "TLS11": ssl.TLSVersion.TLSv1_1,
     "TLS12": ssl.TLSVersion.TLSv1_2,
     "TLS13": ssl.TLSVersion.TLSv1_3,
 }
-
 # Go's names (crypto/tls CipherSuites()) -> OpenSSL's, for TLS 1.2 and older.
 CIPHER_SUITES = {
     "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
@@ -107,14 +107,11 @@ CIPHER_SUITES = {
     "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
     "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
     "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
+    # TLS 1.3's suites are always on, in Go as in OpenSSL: named in the list, they change nothing.
+    "TLS_AES_128_GCM_SHA256": "",
+    "TLS_AES_256_GCM_SHA384": "",
+    "TLS_CHACHA20_POLY1305_SHA256": "",
 }
-# TLS 1.3's suites are always on, in Go as in OpenSSL: named in the list, they change nothing.
-TLS13_CIPHER_SUITES = (
-    "TLS_AES_128_GCM_SHA256",
-    "TLS_AES_256_GCM_SHA384",
-    "TLS_CHACHA20_POLY1305_SHA256",
-)
-
 # The headers the toolkit lets a web config add, and the values it allows where it limits them.
 HEADERS: dict[str, tuple[str, ...]] = {
     "Content-Security-Policy": (),
@@ -123,7 +120,6 @@ HEADERS: dict[str, tuple[str, ...]] = {
     "X-XSS-Protection": (),
     "Strict-Transport-Security": (),
 }
-
 # $2a$, $2b$ or $2y$, a cost of 4 to 31, 22 characters of salt and 31 of hash.
 _BCRYPT_RE = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}", re.ASCII)
 BCRYPT_MAX_PASSWORD = 72  # bcrypt reads no further; the library refuses longer ones
@@ -201,17 +197,82 @@ class BasicAuth:
 # --- the records --------------------------------------------------------------------------
 
 
+def _tls_file(value: object) -> object:
+    if value in (None, ""):
+        raise problem("required to serve TLS")
+    return value
+
+
+def _in_directory(text: str | None, info: ValidationInfo) -> str | None:
+    """Relative to the web config's directory; "" is no file."""
+    if not text:
+        return None
+    return os.path.join(info.context or "", os.path.expanduser(text))
+
+
+def _verified(value: object) -> object:
+    # Go can ask for a client certificate and not verify it; OpenSSL through Python cannot.
+    if value in ("RequestClientCert", "RequireAnyClientCert", "RequireClientCert"):
+        raise problem(
+            f"{value} (a client certificate that is not verified) is not supported; use "
+            "RequireAndVerifyClientCert or VerifyClientCertIfGiven with client_ca_file"
+        )
+    return value
+
+
+def _client_ca(path: str | None, info: ValidationInfo) -> str | None:
+    auth = info.data.get("client_auth_type", "NoClientCert")
+    if auth != "NoClientCert" and path is None:
+        raise problem(f"required with client_auth_type {auth}")
+    if auth == "NoClientCert" and path is not None:
+        why = "use RequireAndVerifyClientCert to check client certificates"
+        raise problem(f"set without client_auth_type ({why})")
+    return path
+
+
+def _sans(sans: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+    if sans and info.data.get("client_auth_type") != "RequireAndVerifyClientCert":
+        raise problem("needs client_auth_type RequireAndVerifyClientCert")
+    return sans
+
+
+def _suite(name: str) -> str:
+    if name not in CIPHER_SUITES:
+        example = "Go's names, e.g. TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+        raise problem(f"unknown or insecure cipher suite {quote(name)} ({example})")
+    return name
+
+
+File = Annotated[
+    str,
+    Field(strict=True, default=None, validate_default=True),
+    AfterValidator(_in_directory),
+    BeforeValidator(_tls_file),
+]
+Version = Literal["TLS10", "TLS11", "TLS12", "TLS13"]
+Suite = Annotated[str, AfterValidator(_suite), WithJsonSchema({"enum": list(CIPHER_SUITES)})]
+
+
+@section
 @dataclass(frozen=True)
 class TLSServerConfig:
-    cert_file: str
-    key_file: str
-    client_auth_type: str = NO_CLIENT_CERT
-    client_ca_file: str | None = None
-    client_allowed_sans: tuple[str, ...] = ()
-    min_version: str = "TLS12"
-    max_version: str = "TLS13"
-    cipher_suites: tuple[str, ...] = ()
-    prefer_server_cipher_suites: bool = True
+    cert_file: File
+    key_file: File
+    client_auth_type: Annotated[
+        Literal["NoClientCert", "VerifyClientCertIfGiven", "RequireAndVerifyClientCert"],
+        BeforeValidator(_verified),
+    ] = "NoClientCert"
+    client_ca_file: Annotated[
+        str | None,
+        Field(strict=True, validate_default=True),
+        AfterValidator(_in_directory),
+        AfterValidator(_client_ca),
+    ] = None
+    client_allowed_sans: Annotated[tuple[str, ...], AfterValidator(_sans)] = ()
+    min_version: Version = "TLS12"
+    max_version: Version = "TLS13"
+    cipher_suites: tuple[Suite, ...] = ()
+    prefer_server_cipher_suites: StrictBool = True
     # Built from the files when the record is made: a bad certificate or key fails at load
     # (start or reload), not at the first scrape.
     context: ssl.SSLContext = field(init=False, repr=False, compare=False)
@@ -256,6 +317,63 @@ class WebConfig:
     http2: bool = True  # accepted for compatibility; this server speaks HTTP/1.1
 
 
+def _hash(value: object) -> str:
+    if value is None or value == "":
+        raise problem(f"no password hash given ({HASH_HINT})")
+    # The value is never shown: when it is not a hash, it is likely the password itself.
+    if not isinstance(value, str) or not _BCRYPT_RE.fullmatch(value):
+        raise problem(f"not a bcrypt hash (a password in clear? store its hash: {HASH_HINT})")
+    return value
+
+
+def _users(value: Any, validate: Callable[[Any], dict[str, str]], info: object) -> BasicAuth | None:
+    hashes = validate(value) if value is not None else {}
+    for user in hashes:
+        if not user or ":" in user or not user.isprintable():
+            raise problem("a user name must be printable text without ':'", user)
+    return BasicAuth(hashes) if hashes else None  # no users: no authentication, as in the toolkit
+
+
+def _headers(value: Any, validate: Callable[[Any], dict[str, str | None]], info: object) -> Any:
+    allowed = f"(allowed: {', '.join(HEADERS)})"
+    for name in value if isinstance(value, dict) else ():
+        if name not in HEADERS:
+            raise problem(f"not a header a web config may set {allowed}", name)
+    headers = []
+    for name, content in validate(value if value is not None else {}).items():
+        if content and any(ch in content for ch in "\r\n\0"):
+            raise problem("must be one line", name)
+        if content and HEADERS[name] and content.lower() not in HEADERS[name]:
+            why = f"(allowed: {', '.join(HEADERS[name])})"
+            raise problem(f"{quote(content)} is not allowed {why}", name)
+        if content:  # blank leaves the header unset, as in the toolkit
+            headers.append((name, content))
+    return tuple(headers)
+
+
+Headers = with_config(FORBID)(
+    TypedDict("Headers", {name: str | None for name in HEADERS}, total=False)  # type: ignore[operator]
+)
+
+
+@with_config(FORBID)
+class HTTPServerConfig(TypedDict, total=False):
+    http2: StrictBool
+    headers: Annotated[tuple[tuple[str, str], ...], Shaped(Headers, _headers)]
+
+
+@with_config(FORBID)
+class WebConfigFile(TypedDict, total=False):
+    # Present but empty: plain HTTP, as in the toolkit.
+    tls_server_config: Annotated[
+        TLSServerConfig | None, BeforeValidator(lambda v: None if v == {} else v)
+    ]
+    http_server_config: HTTPServerConfig | None
+    basic_auth_users: Annotated[
+        BasicAuth | None, Shaped(dict[str, Annotated[str, BeforeValidator(_hash)]], _users)
+    ]
+
+
 # --- loading ------------------------------------------------------------------------------
 
 
@@ -271,123 +389,18 @@ def load_web_config(path: str) -> WebConfig:
 def parse_web_config(text: str, source: str, directory: str) -> WebConfig:
     """Parse YAML `text`; `source` names it in errors, `directory` anchors relative paths."""
     try:
-        return _parse_top(load_yaml(text), source, directory)
+        # An empty file: plain HTTP, no users, as in the toolkit.
+        found = validated(_WEB, load_yaml(text) or {}, directory, "basic_auth_users", _UNSUPPORTED)
     except FileError as exc:
         raise WebConfigError(exc.where, exc.problem, source) from None
-
-
-def _parse_top(document: object, source: str, directory: str) -> WebConfig:
-    if document is None:
-        return WebConfig(source)  # an empty file: plain HTTP, no users, as in the toolkit
-    top = _CHECKS.mapping(document, "top level")
-    _check_keys(top, "", TOP_KEYS)
-    http = _CHECKS.mapping(_or_empty(top.get("http_server_config")), "http_server_config")
-    _check_keys(http, "http_server_config", HTTP_KEYS)
+    http = found.get("http_server_config") or {}
     return WebConfig(
-        source=source,
-        tls=_tls(top.get("tls_server_config"), directory),
-        auth=_users(top.get("basic_auth_users")),
-        headers=_headers(http.get("headers")),
-        http2=_bool(http.get("http2", True), "http_server_config.http2"),
+        source,
+        found.get("tls_server_config"),
+        found.get("basic_auth_users"),
+        http.get("headers", ()),
+        http.get("http2", True),
     )
-
-
-def _tls(value: object, directory: str) -> TLSServerConfig | None:
-    path = "tls_server_config"
-    raw = _CHECKS.mapping(_or_empty(value), path)
-    if not raw:
-        return None  # present but empty: plain HTTP, as in the toolkit
-    _check_keys(raw, path, TLS_KEYS)
-    for key in ("cert_file", "key_file"):
-        if raw.get(key) in (None, ""):
-            raise WebConfigError(f"{path}.{key}", "required to serve TLS")
-    client_auth = _string(raw.get("client_auth_type", NO_CLIENT_CERT), f"{path}.client_auth_type")
-    ca_file = raw.get("client_ca_file")
-    config = TLSServerConfig(
-        cert_file=_file(raw["cert_file"], f"{path}.cert_file", directory),
-        key_file=_file(raw["key_file"], f"{path}.key_file", directory),
-        client_auth_type=_client_auth(client_auth, ca_file not in (None, "")),
-        client_ca_file=None
-        if ca_file in (None, "")
-        else _file(ca_file, f"{path}.client_ca_file", directory),
-        client_allowed_sans=_sans(raw.get("client_allowed_sans"), client_auth),
-        min_version=_version(raw.get("min_version", "TLS12"), f"{path}.min_version"),
-        max_version=_version(raw.get("max_version", "TLS13"), f"{path}.max_version"),
-        cipher_suites=_ciphers(raw.get("cipher_suites")),
-        prefer_server_cipher_suites=_bool(
-            raw.get("prefer_server_cipher_suites", True), f"{path}.prefer_server_cipher_suites"
-        ),
-    )
-    return config
-
-
-def _client_auth(value: str, has_ca: bool) -> str:
-    where = "tls_server_config.client_auth_type"
-    if value in _UNVERIFIED_CLIENT_AUTH:
-        raise WebConfigError(
-            where,
-            f"{value} (a client certificate that is not verified) is not supported; use "
-            f"{REQUIRE_AND_VERIFY} or {VERIFY_IF_GIVEN} with client_ca_file",
-        )
-    if value not in _CLIENT_AUTH:
-        raise WebConfigError(
-            where, f"unknown value {quote(value)} (allowed: {', '.join(_CLIENT_AUTH)})"
-        )
-    if value != NO_CLIENT_CERT and not has_ca:
-        raise WebConfigError(
-            "tls_server_config.client_ca_file", f"required with client_auth_type {value}"
-        )
-    if value == NO_CLIENT_CERT and has_ca:
-        raise WebConfigError(
-            "tls_server_config.client_ca_file",
-            f"set without client_auth_type (use {REQUIRE_AND_VERIFY} to check client certificates)",
-        )
-    return value
-
-
-def _sans(value: object, client_auth: str) -> tuple[str, ...]:
-    where = "tls_server_config.client_allowed_sans"
-    if value is None:
-        return ()
-    sans = tuple(
-        _string(item, f"{where}[{i}]") for i, item in enumerate(_CHECKS.items(value, where))
-    )
-    if client_auth != REQUIRE_AND_VERIFY:
-        raise WebConfigError(where, f"needs client_auth_type {REQUIRE_AND_VERIFY}")
-    return sans
-
-
-def _version(value: object, where: str) -> str:
-    text = _string(value, where)
-    if text not in TLS_VERSIONS:
-        raise WebConfigError(
-            where, f"unknown TLS version {quote(text)} (allowed: {', '.join(TLS_VERSIONS)})"
-        )
-    return text
-
-
-def _ciphers(value: object) -> tuple[str, ...]:
-    where = "tls_server_config.cipher_suites"
-    if value is None:
-        return ()
-    names = tuple(
-        _string(item, f"{where}[{i}]") for i, item in enumerate(_CHECKS.items(value, where))
-    )
-    for index, name in enumerate(names):
-        if name not in CIPHER_SUITES and name not in TLS13_CIPHER_SUITES:
-            raise WebConfigError(
-                f"{where}[{index}]",
-                f"unknown or insecure cipher suite {quote(name)} (Go's names, e.g. "
-                "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)",
-            )
-    return names
-
-
-def _file(value: object, where: str, directory: str) -> str:
-    text = _string(value, where)
-    if not text:
-        raise WebConfigError(where, "must not be empty")
-    return os.path.join(directory, os.path.expanduser(text))
 
 
 # --- the TLS context ----------------------------------------------------------------------
@@ -467,106 +480,12 @@ def _read_pem(path: str, where: str) -> bytes:
         ) from None
 
 
-# --- users and headers --------------------------------------------------------------------
+def web_config_schema() -> dict[str, Any]:
+    """web-config.schema.json: `python3 -m exporter.webconfig > web-config.schema.json`."""
+    return json_schema(_WEB, "Web config of tencent-ci-exporter (README.md, Protecting /metrics)")
 
 
-def _users(value: object) -> BasicAuth | None:
-    where = "basic_auth_users"
-    if value is None:
-        return None
-    raw = _CHECKS.mapping(value, where)
-    if not raw:
-        return None  # no users: no authentication, as in the toolkit
-    hashes: dict[str, str] = {}
-    for user, hashed in raw.items():
-        user_where = f"{where}.{_key_text(user)}"
-        if not user or ":" in user or not user.isprintable():
-            raise WebConfigError(user_where, "a user name must be printable text without ':'")
-        hashes[user] = _bcrypt_hash(hashed, user_where)
-    return BasicAuth(hashes)
+_WEB = TypeAdapter(WebConfigFile)
 
-
-def _bcrypt_hash(value: object, where: str) -> str:
-    if value is None or value == "":
-        raise WebConfigError(where, f"no password hash given ({HASH_HINT})")
-    # The value is never shown: when it is not a hash, it is likely the password itself.
-    if not isinstance(value, str) or not _BCRYPT_RE.fullmatch(value):
-        raise WebConfigError(
-            where,
-            f"not a bcrypt hash (a password in clear? store its hash: {HASH_HINT})",
-        )
-    return value
-
-
-def _headers(value: object) -> tuple[tuple[str, str], ...]:
-    where = "http_server_config.headers"
-    if value is None:
-        return ()
-    raw = _CHECKS.mapping(value, where)
-    headers: list[tuple[str, str]] = []
-    for name, text in raw.items():
-        header_where = f"{where}.{_key_text(name)}"
-        if name not in HEADERS:
-            raise WebConfigError(
-                header_where, f"not a header a web config may set (allowed: {', '.join(HEADERS)})"
-            )
-        content = _string(text if text is not None else "", header_where)
-        if any(ch in content for ch in "\r\n\0"):
-            raise WebConfigError(header_where, "must be one line")
-        allowed = HEADERS[name]
-        if content and allowed and content.lower() not in allowed:
-            raise WebConfigError(
-                header_where, f"{quote(content)} is not allowed (allowed: {', '.join(allowed)})"
-            )
-        if content:  # blank leaves the header unset, as in the toolkit
-            headers.append((name, content))
-    return tuple(headers)
-
-
-# --- small checks -------------------------------------------------------------------------
-
-
-def _or_empty(value: object) -> object:
-    """A section given with nothing under it (`tls_server_config:`) is an empty one."""
-    return {} if value is None else value
-
-
-def _string(value: object, where: str) -> str:
-    return _CHECKS.expect(value, str, where, "text")
-
-
-def _bool(value: object, where: str) -> bool:
-    return _CHECKS.expect(value, bool, where, "true or false")
-
-
-def _check_keys(raw: Mapping[str, Any], path: str, allowed: tuple[str, ...]) -> None:
-    _CHECKS.check_keys(
-        raw,
-        allowed,
-        lambda key: f"{path}.{_key_text(key)}" if path else _key_text(key),
-        _UNSUPPORTED,
-    )
-
-
-def _key_text(key: str) -> str:
-    # Quoted when it could be misread in `file: key.path: problem`.
-    plain = (
-        key.isprintable() and key.strip() == key and key != "" and not any(c in key for c in ".: ")
-    )
-    return key if plain else quote(key)
-
-
-# This file's words for a YAML value's type: "expected a mapping, got a list".
-_CHECKS = Checks(
-    WebConfigError,
-    {
-        type(None): "nothing",
-        bool: "true/false",
-        int: "a number",
-        float: "a number",
-        str: "text",
-        list: "a list",
-        dict: "a mapping",
-    },
-    lambda value: "an unsupported value",
-)
+if __name__ == "__main__":
+    print(json.dumps(web_config_schema(), indent=2, ensure_ascii=False))

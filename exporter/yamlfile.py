@@ -1,7 +1,7 @@
-"""What the exporter's own files share: reading a small regular file, strict YAML, and the
-type checks whose errors name the key path. The configuration (exporter.config) and the web
-config (exporter.webconfig) each say things in their own words and raise their own error;
-the state file (exporter.state) only reads its file through here.
+"""What the exporter's own files share: reading a small regular file, strict YAML, and
+validation against the declarations of exporter.config and exporter.webconfig, whose first
+error becomes one line `file: key.path: problem`. The state file (exporter.state) only reads its
+file through here. No state: every function works on its arguments.
 
 The YAML is read more strictly than YAML 1.1 does: integers are plain decimal (`010`, `0x1e`,
 `1_000` and `1:30` are kept as OddNumber rather than read as 8, 30, 1000 and 90), dates stay
@@ -17,11 +17,13 @@ import json
 import os
 import re
 import stat
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, TypeVar
 
 import yaml
+from pydantic import ConfigDict, GetCoreSchemaHandler, TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
 MIB = 1 << 20
 MAX_FILE_BYTES = MIB
@@ -239,50 +241,208 @@ def at(mark: yaml.Mark | None) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
 
 
-# --- type checks --------------------------------------------------------------------------
+def quote(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def clip(text: str, limit: int = 40) -> str:
+    """Enough of a long value to recognise it; the whole may be megabytes."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --- validation against the declarations --------------------------------------------------
+
+FORBID = ConfigDict(extra="forbid")
+_TYPE_NAMES = {type(None): "null", bool: "boolean", int: "integer", float: "number"}
+_TYPE_NAMES.update({str: "string", list: "list", dict: "mapping"})
+_WANTED = {"string_type": "a string", "int_type": "an integer", "float_type": "a number"}
+_WANTED.update(bool_type="true or false", tuple_type="a list", list_type="a list")
+_WANTED.update(dict_type="a mapping", dataclass_type="a mapping")
+_LIMITS = {
+    "greater_than_equal": "at least",
+    "greater_than": "more than",
+    "less_than_equal": "at most",
+}
+_UNKNOWN = ("extra_forbidden", "unexpected_keyword_argument")
+# A key under the secret section shown when wrong: snake case, too short to be a secret.
+_SHOWN_KEY_RE = re.compile(r"[a-z_]{1,15}")
+
+
+def problem(text: str, *at: str | int, hidden: str | None = None) -> PydanticCustomError:
+    """A validator's error, at `at` below the value it validates; under the secret section
+    `hidden` is said instead (by default `text`, which must then show no value)."""
+    context = {"text": text, "at": at, "hidden": text if hidden is None else hidden}
+    return PydanticCustomError("file", "{text}", context)
 
 
 @dataclass(frozen=True)
-class Checks:
-    """One file format's type checks: the error they raise, and the format's words for a
-    YAML value's type (`names` in order, bool before int; `other` for anything else)."""
+class Shaped:
+    """Validated as `shape` (the file's form of the value), then made the record by
+    `build(value, validate, info)`, which calls `validate(value)` for the shape's checks."""
 
-    error: Callable[[str, str], FileError]
-    names: Mapping[type, str]
-    other: Callable[[object], str]
+    shape: object
+    build: core_schema.WithInfoWrapValidatorFunction
 
-    def type_name(self, value: object) -> str:
-        for kind, name in self.names.items():
-            if isinstance(value, kind):
-                return name
-        return self.other(value)
-
-    def expect(self, value: object, kind: type[T], where: str, wanted: str) -> T:
-        if not isinstance(value, kind):
-            raise self.error(where, f"expected {wanted}, got {self.type_name(value)}")
-        return value
-
-    def mapping(self, value: object, where: str) -> dict[Any, Any]:
-        return self.expect(value, dict, where, "a mapping")
-
-    def items(self, value: object, where: str) -> list[Any]:
-        return self.expect(value, list, where, "a list")
-
-    def check_keys(
-        self,
-        raw: Mapping[Any, Any],
-        allowed: tuple[str, ...],
-        where_of: Callable[[Any], str],
-        unsupported: Mapping[str, str] | None = None,
-    ) -> None:
-        """Refuse a key not `allowed` (with the reason, when `unsupported` names it)."""
-        for key in raw:
-            where = where_of(key)
-            if unsupported and where in unsupported:
-                raise self.error(where, unsupported[where])
-            if key not in allowed:
-                raise self.error(where, f"unknown key (allowed: {', '.join(allowed)})")
+    def __get_pydantic_core_schema__(
+        self, source: object, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.with_info_wrap_validator_function(
+            self.build, handler.generate_schema(self.shape)
+        )
 
 
-def quote(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
+def section(cls: type[T]) -> type[T]:
+    """A dataclass read from a mapping of the file: unknown keys are refused, and a key given
+    as null takes its default."""
+    defaults = {
+        f.name
+        for f in fields(cls)  # type: ignore[arg-type]
+        if (f.default, f.default_factory) != (MISSING, MISSING)
+    }
+
+    def unset(raw: object) -> object:
+        if not isinstance(raw, dict):
+            return raw
+        return {
+            key: value for key, value in raw.items() if value is not None or key not in defaults
+        }
+
+    def schema(source: object, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_before_validator_function(unset, handler(source))
+
+    cls.__pydantic_config__ = FORBID  # type: ignore[attr-defined]
+    cls.__get_pydantic_core_schema__ = schema  # type: ignore[attr-defined]
+    return cls
+
+
+def validated(
+    adapter: TypeAdapter[T],
+    document: object,
+    context: object = None,
+    secret: str = "",
+    refused: Mapping[str, str] | None = None,
+) -> T:
+    """`document` made what `adapter` declares; its first error as FileError(where, problem).
+    Nothing under the key `secret` is shown, nor a key there that is not one; a key path in
+    `refused` is refused with the reason it maps to."""
+    try:
+        return adapter.validate_python(document, context=context)
+    except ValidationError as exc:
+        error = _first(exc.errors(include_url=False))
+        raise _one_line(error, adapter.json_schema(), secret, refused or {}) from None
+
+
+def _first(errors: list[ErrorDetails]) -> ErrorDetails:
+    """The first error, or an unknown key in a mapping that holds it: the likelier cause."""
+    first = errors[0]
+    unknown = [
+        e
+        for e in errors
+        if e["type"] in _UNKNOWN and first["loc"][: len(e["loc"]) - 1] == e["loc"][:-1]
+    ]
+    return min(unknown, key=lambda e: len(e["loc"]), default=first)
+
+
+def _one_line(
+    error: ErrorDetails, schema: dict[str, Any], secret: str, refused: Mapping[str, str]
+) -> FileError:
+    loc, kind, value = list(error["loc"]), error["type"], error["input"]
+    context: dict[str, Any] = error.get("ctx") or {}
+    hidden = bool(secret) and secret in loc
+    if kind == "file":
+        loc += context["at"]
+        text = context["hidden" if hidden else "text"]
+    elif kind in _UNKNOWN:
+        allowed = f"(allowed: {', '.join(_node(schema, loc[:-1]).get('properties', ()))})"
+        text = refused.get(key_path(loc)) or f"unknown key {allowed}"
+        if hidden and not _SHOWN_KEY_RE.fullmatch(str(loc[-1])):
+            loc, text = loc[:-1], f"a key that is not one, not shown {allowed}"
+    elif kind == "missing":
+        text = "required key is missing"
+    elif kind in _WANTED:
+        shown = (
+            not hidden
+            and isinstance(value, str)
+            and kind in ("int_type", "float_type", "bool_type")
+        )
+        text = f"expected {_WANTED[kind]}, got {type_name(value)}"
+        text += f" {quote(clip(value))}" if shown else ""
+    elif kind in _LIMITS:
+        limit = next(iter(context.values()))
+        text = f"must be {_LIMITS[kind]} {show_number(limit)}, got {show_number(value)}"
+    elif kind == "finite_number":
+        text = f"must be a finite number, got {show_number(value)}"
+    elif kind == "literal_error" and not hidden:
+        allowed = ", ".join(_node(schema, loc).get("enum", ()))
+        text = f"unknown value {quote(clip(str(value)))} (allowed: {allowed})"
+    else:  # pydantic's words, which show no value (under the secret section, not even those)
+        text = "is not valid (the value is not shown)" if hidden else error["msg"]
+    return FileError(key_path(loc), text)
+
+
+def _node(root: dict[str, Any], loc: Sequence[str | int]) -> dict[str, Any]:
+    """The part of the JSON schema `root` that describes the value at `loc`."""
+    node = _merged(root, root)
+    for part in loc:
+        if isinstance(part, int):
+            child = node.get("items")
+        else:
+            child = node.get("properties", {}).get(part, node.get("additionalProperties"))
+        node = _merged(root, child if isinstance(child, dict) else {})
+    return node
+
+
+def _merged(root: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """`node` with its reference followed and its alternatives (`X | None`) merged in."""
+    if "$ref" in node:
+        node = root["$defs"][node["$ref"].rsplit("/", 1)[1]]
+    merged = dict(node)
+    for option in node.get("anyOf", ()):
+        for key, part in _merged(root, option).items():
+            merged.setdefault(key, part)
+    return merged
+
+
+def key_path(loc: Sequence[str | int]) -> str:
+    """`targets[0].services.media`, a key that could be misread quoted; a part starting with
+    " (" is a note on the path, e.g. " (from TENCENTCLOUD_SECRET_KEY)"."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part.startswith(" ("):
+            path += part
+        else:
+            plain = part.isprintable() and part.strip() == part != "" and not set(".: ") & set(part)
+            path += ("." if path else "") + (part if plain else quote(part))
+    return path or "top level"
+
+
+def type_name(value: object) -> str:
+    """A YAML value's type, as the messages say it: "expected a mapping, got list"."""
+    if isinstance(value, OddNumber):
+        return value.kind
+    return next((n for t, n in _TYPE_NAMES.items() if isinstance(value, t)), type(value).__name__)
+
+
+def show_number(value: object) -> str:
+    """10000, not 10000.0; 1e+30 digits as the count of them (exporter.config.Digits)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
+        return str(int(value))
+    return f"{value:.12g}" if isinstance(value, float) else str(value)
+
+
+def json_schema(adapter: TypeAdapter[Any], title: str) -> dict[str, Any]:
+    """The JSON Schema of a file's declarations, for editors."""
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": title}
+    return {**schema, **_untitled(adapter.json_schema())}
+
+
+def _untitled(schema: Any) -> Any:
+    """Without pydantic's titles (the field names again) and the defaults it cannot show."""
+    if isinstance(schema, list):
+        return [_untitled(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    drop = ("title",) + (("default",) if schema.get("default", 0) is None else ())
+    return {key: _untitled(value) for key, value in schema.items() if key not in drop}

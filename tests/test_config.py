@@ -38,8 +38,8 @@ ENV = {"TENCENTCLOUD_SECRET_ID": "AKIDenv", "TENCENTCLOUD_SECRET_KEY": SECRET_KE
 TARGET = "targets:\n  - bucket: b-1250000000\n    region: ap-chongqing\n"
 ALL_SERVICES = tuple(ServiceConfig(s.name, s.tags) for s in SERVICES.values())
 TOP_ALLOWED = (
-    "poll_interval, request_timeout, failure_code_limit, max_queues_per_service, "
-    "clock_skew_tolerance, idle_tag_backoff, rate_limit, retry, histograms, state_file, targets"
+    "targets, poll_interval, request_timeout, failure_code_limit, max_queues_per_service, "
+    "clock_skew_tolerance, rate_limit, retry, idle_tag_backoff, state_file, histograms"
 )
 CREDENTIALS_ALLOWED = (
     "secret_id, secret_key, token, expiration, file, profile, cvm_role, metadata_endpoint"
@@ -341,7 +341,7 @@ BAD = [
         "newline_in_key",
         '"a\\nb": 1\n' + TARGET,
         None,
-        f"config.yml: a b: unknown key (allowed: {TOP_ALLOWED})",
+        f'config.yml: "a\\nb": unknown key (allowed: {TOP_ALLOWED})',
     ),
     (
         "missing_targets",

@@ -18,19 +18,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.config import (
-    CREDENTIAL_KEYS,
-    HISTOGRAM_KEYS,
-    RATE_LIMIT_KEYS,
-    RETRY_KEYS,
-    SERVICE_KEYS,
-    TARGET_KEYS,
-    TOP_KEYS,
-    Config,
-    ConfigError,
-    load_config,
-    parse_config,
-)
+from exporter.config import Config, ConfigError, config_schema, load_config, parse_config
 
 SECRET = "Zq9SecretMarker7Kx"
 ENV = {
@@ -47,18 +35,18 @@ PROPERTIES = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-ALL_KEYS = sorted(
-    set(
-        TOP_KEYS
-        + TARGET_KEYS
-        + CREDENTIAL_KEYS
-        + RATE_LIMIT_KEYS
-        + RETRY_KEYS
-        + SERVICE_KEYS
-        + HISTOGRAM_KEYS
-    )
-    | {"media", "ai", "speech", "pic", "doc"}
-)
+
+
+def property_names(schema: object) -> set[str]:
+    """Every key the schema declares, at any depth (the services' names among them)."""
+    if isinstance(schema, list):
+        return set().union(*map(property_names, schema))
+    if not isinstance(schema, dict):
+        return set()
+    return set(schema.get("properties", ())).union(*map(property_names, schema.values()))
+
+
+ALL_KEYS = sorted(property_names(config_schema()))
 
 
 def outcome(load: Callable[[], Config]) -> Config | ConfigError:
