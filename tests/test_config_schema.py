@@ -46,10 +46,11 @@ def _is_config(document: object) -> bool:
 def example_configs() -> Iterator[tuple[str, str]]:
     """(where, YAML text) of every configuration the repository shows: the README's YAML
     blocks, and deploy/'s files and the ConfigMaps' entries (compose, Kubernetes)."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for index, block in enumerate(re.findall(r"```yaml\n(.*?)```", readme, re.S)):
-        if _is_config(load_yaml(block)):
-            yield f"README.md, YAML block {index}", block
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        for index, block in enumerate(re.findall(r"```yaml\n(.*?)```", text, re.S)):
+            if _is_config(load_yaml(block)):
+                yield f"{page.relative_to(ROOT)}, YAML block {index}", block
     for path in sorted((ROOT / "deploy").rglob("*.y*ml")):
         text = path.read_text(encoding="utf-8")
         for document in re.split(r"^---$", text, flags=re.M):
@@ -69,6 +70,7 @@ def test_the_examples_are_found() -> None:
     found = {where.split(",")[0].split(":")[0] for where, _ in EXAMPLES}
     assert found >= {
         "README.md",
+        "docs/configuration.md",
         "deploy/compose/config.yml",
         "deploy/kubernetes/base/configmap.yaml",
     }
@@ -124,8 +126,8 @@ def test_the_schema_refuses(document: dict[str, Any], why: str) -> None:
     assert not validator("config.schema.json").is_valid(document), why
 
 
-def test_the_web_config_schema_takes_the_readme_example_and_refuses_an_unknown_key() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_the_web_config_schema_takes_the_documented_example_and_refuses_an_unknown_key() -> None:
+    readme = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
     (block,) = [
         b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "tls_server_config" in b
     ]

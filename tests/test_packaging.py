@@ -2,7 +2,8 @@
 
 No Docker daemon is needed: the Dockerfile is linted by hadolint and read instruction by
 instruction; the compose file is read as YAML, and the Prometheus and Alertmanager configs it
-mounts are checked by the real promtool and amtool.
+mounts are checked by the real promtool and amtool. tests/test_container.py builds the image
+and runs it.
 """
 
 from __future__ import annotations
@@ -167,10 +168,19 @@ def test_two_stages_on_one_slim_python_base_pinned_by_tag() -> None:
     assert final[0].value == "${PYTHON_IMAGE}"
 
 
+VENV = "/opt/venv"
+BUILD_VENV = "/opt/build"
+
+
 def test_the_builder_makes_wheels_of_what_the_context_lets_in() -> None:
+    """With pip from a venv of its own: Debian's python3 has no pip (and no `python`)."""
     builder = stages(dockerfile())[0]
     runs = [i.value for i in builder if i.keyword == "RUN"]
-    assert runs == ["python -m pip wheel --no-cache-dir --wheel-dir /wheels ."]
+    assert runs == [
+        'python3 -m exporter.build --revision "${REVISION}" '
+        f"&& python3 -m venv {BUILD_VENV} "
+        f"&& {BUILD_VENV}/bin/python -m pip wheel --no-cache-dir --wheel-dir /wheels ."
+    ]
     copied = [source for i in builder if i.keyword == "COPY" for source in i.value.split()[:-1]]
     assert copied == ["pyproject.toml", "README.md", "exporter"]
     rules = dockerignore_rules()
@@ -178,16 +188,48 @@ def test_the_builder_makes_wheels_of_what_the_context_lets_in() -> None:
         assert not ignored(source, rules), f"{source} is copied but .dockerignore drops it"
 
 
-def test_the_final_stage_installs_the_wheels_without_compilers_or_caches() -> None:
+def test_the_final_stage_installs_the_wheels_into_a_venv_of_its_own_without_pip() -> None:
+    """A venv belongs to its interpreter, so the final stage makes its own from the same base
+    (none is copied from the builder); the builder's pip installs into it through --python, and
+    wheels and pip are bind-mounted: no layer keeps them, and the image has no installer."""
     final = final_stage()
     assert not [i for i in final if i.keyword in ("COPY", "ADD")]  # the wheels stay outside
     (run,) = [i.value for i in final if i.keyword == "RUN"]
-    assert run.startswith("--mount=type=bind,from=builder,source=/wheels,target=/wheels ")
-    install = run.split(" && ")[0]
-    assert "pip install --no-cache-dir --no-index --find-links=/wheels" in install
+    mounts, _, commands = run.partition(f" python3 -m venv --without-pip {VENV} && ")
+    assert mounts.split() == [
+        "--mount=type=bind,from=builder,source=/wheels,target=/wheels",
+        f"--mount=type=bind,from=builder,source={BUILD_VENV},target={BUILD_VENV}",
+    ]
+    install = commands.split(" && ")[0]
+    assert install.startswith(f"{BUILD_VENV}/bin/python -m pip --python {VENV}/bin/python install ")
+    assert "install --no-cache-dir --no-index --find-links=/wheels" in install
     assert f'"{CONSOLE_SCRIPT}==${{VERSION}}"' in install
     for word in ("apt-get", "apk", "gcc", "build-essential", "pip wheel", "setup.py"):
         assert word not in run
+
+
+def test_the_revision_is_stamped_into_the_wheel_and_labelled() -> None:
+    """The context has no .git (.dockerignore): --build-arg REVISION is the only way the commit
+    reaches `--version`; both stages declare it with the same default."""
+    builder, final = stages(dockerfile())
+    assert stage_args(builder)["REVISION"] == stage_args(final)["REVISION"] == "unknown"
+    assert ignored(".git/HEAD", dockerignore_rules())
+
+
+def test_the_venv_comes_first_on_path() -> None:
+    paths = [i.value for i in final_stage() if i.keyword == "ENV" and i.value.startswith("PATH=")]
+    assert paths == [f'PATH="{VENV}/bin:${{PATH}}"']
+
+
+def test_no_instruction_needs_a_python_command_debian_lacks() -> None:
+    """Debian's base has `python3` only: every interpreter named is python3 or a venv's."""
+    for stage in stages(dockerfile()):
+        for instruction in stage:
+            if instruction.keyword not in ("RUN", "HEALTHCHECK", "ENTRYPOINT", "CMD"):
+                continue
+            # Command names, not paths (/opt/venv/bin/python) or options (--python).
+            commands = set(re.findall(r"(?<![\w./-])python[\w.]*", instruction.value))
+            assert commands <= {"python3"}, f"{instruction.keyword} {instruction.value}"
 
 
 def test_it_runs_as_a_fixed_numeric_uid_that_is_not_root() -> None:
@@ -236,9 +278,9 @@ def healthcheck_command() -> list[str]:
     return list(json.loads(command))
 
 
-def test_the_healthcheck_asks_healthz_on_the_default_port_with_python() -> None:
+def test_the_healthcheck_asks_healthz_on_the_default_port_with_the_venvs_python() -> None:
     command = healthcheck_command()
-    assert command[:2] == ["python", "-c"]
+    assert command[:2] == [f"{VENV}/bin/python", "-c"]
     assert f"http://127.0.0.1:{DEFAULT_PORT}/healthz" in command[2]
 
 
