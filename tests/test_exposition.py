@@ -7,164 +7,35 @@ from __future__ import annotations
 import shutil
 import subprocess
 import threading
-import time
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import requests
-from exposing import FixedSource
-from prometheus_client import CollectorRegistry
+from exposition_world import (
+    OPENMETRICS,
+    TEXT,
+    TIMEOUT,
+    Clock,
+    Counted,
+    Source,
+    body,
+    fresh,
+    made,
+    renders,
+    until,
+)
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from exporter.api_stats import ApiStats
-from exporter.ci.models import Queue
-from exporter.collector import CICollector, snapshot_families, target_families
+from exporter.collector import target_families
 from exporter.exposition import WANTED_FOR, Expositions, exporter_expositions
 from exporter.self_metrics import LiveCollector
 from exporter.server import ExporterServer
-from exporter.snapshot import (
-    FailedJob,
-    Histogram,
-    QueueSnapshot,
-    ReloadStatus,
-    Snapshot,
-    StreamSnapshot,
-    TargetSnapshot,
-)
-
-TEXT = ""
-OPENMETRICS = "application/openmetrics-text;version=1.0.0"
-TIMEOUT = 5.0
-
-
-def stream(queue_id: str, tag: str, finished: int) -> StreamSnapshot:
-    bounds = (5.0, 60.0, 3600.0)
-    return StreamSnapshot(
-        service="media",
-        queue_id=queue_id,
-        tag=tag,
-        active={"Running": 2, "Submitted": 1},
-        finished={"Success": finished, "Failed": 1},
-        failures={"InternalError": 1},
-        run_duration={
-            "Success": Histogram(
-                bounds, (min(1, finished), min(2, finished), finished), 99.5, finished
-            )
-        },
-        queue_wait=Histogram((1.0, 10.0), (0, 1), 4.0, 1),
-        oldest={"Running": 1_700_000_000.0},
-        last_failed_job="job-1",
-        last_failed_code="InternalError",
-    )
-
-
-def target(bucket: str, finished: int = 3) -> TargetSnapshot:
-    queue = Queue("q1", "queue one", "Active", 100, 2, "CateAll", True)
-    return TargetSnapshot(
-        bucket=bucket,
-        region="ap-guangzhou",
-        up=True,
-        polled=True,
-        last_poll_time=1_700_000_100.0,
-        last_success_time=1_700_000_100.0,
-        last_poll_duration=0.5,
-        last_error="",
-        queues=(QueueSnapshot("media", queue),),
-        streams=(stream("q1", "Transcode", finished), stream("q1", "Animation", 1)),
-        tracked_jobs=3,
-        recent_failures=(FailedJob(1.0, "media", "q1", "Transcode", "job-1", "E", "m"),),
-        anomalies={"duplicate_id": 1},
-    )
-
-
-class Source(FixedSource):
-    def __init__(self, *buckets: str) -> None:
-        super().__init__(Snapshot(tuple(target(b) for b in buckets), ReloadStatus(True, 1.0)))
-
-    def change(self, index: int, finished: int) -> None:
-        targets = list(self.current.targets)
-        targets[index] = target(targets[index].bucket, finished)
-        self.current = replace(self.current, targets=tuple(targets))
-
-
-class Counted:
-    """target_families, counting the single targets it renders."""
-
-    def __init__(self) -> None:
-        self.rendered: list[str] = []
-        self.entered = threading.Event()
-        self.held = False  # then each target waits for a turn of the gate
-        self.gate = threading.Semaphore(0)
-
-    def __call__(self, targets: tuple[TargetSnapshot, ...]) -> Iterator[Metric]:
-        if targets:
-            self.rendered.append(targets[0].bucket)
-            self.entered.set()
-            if self.held:
-                assert self.gate.acquire(timeout=TIMEOUT)
-        return target_families(targets)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def made(
-    source: Source, stats: ApiStats, counted: Counted, clock: Clock | None = None
-) -> Expositions:
-    """The exporter's expositions with a live part that does not change by itself (no
-    process_* collector), so a fresh rendering can be compared byte for byte."""
-
-    def costs() -> list:  # type: ignore[type-arg]
-        return expositions.costs()
-
-    def rest(snapshot: Snapshot) -> Iterator[Metric]:
-        return snapshot_families(snapshot, "9.9")
-
-    expositions = Expositions(
-        source.snapshot, counted, rest, LiveCollector(stats, costs), clock or Clock()
-    )
-    return expositions
-
-
-def fresh(source: Source, stats: ApiStats, expositions: Expositions, accept: str) -> bytes:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(CICollector(source, stats, "9.9", expositions.costs))
-    encoder, _ = choose_encoder(accept)
-    return encoder(registry)
-
-
-def body(expositions: Expositions, accept: str, zipped: bool = False) -> bytes:
-    encoder, content_type = choose_encoder(accept)
-    response = expositions.scrape(encoder, content_type, zipped)
-    assert response.ok and response.gzip == zipped
-    data = b"".join(response.chunks)
-    if zipped:
-        inflater = zlib.decompressobj(31)
-        data = inflater.decompress(data)
-        assert inflater.eof and inflater.unused_data == b""  # one complete gzip member
-    return data
-
-
-def until(condition: Callable[[], bool]) -> None:
-    """Waits for a condition another thread makes true (a bounded poll, not a guess)."""
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        threading.Event().wait(0.001)
-
-
-def renders(expositions: Expositions) -> dict[str, int]:
-    return {cost.format: cost.renders for cost in expositions.costs()}
+from exporter.snapshot import TargetSnapshot
 
 
 @pytest.fixture
