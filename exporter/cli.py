@@ -361,7 +361,8 @@ class _App:
         if demo:
             print(
                 f"Demo running against the built-in CI simulator; metrics at {url}\n"
-                "(one demo bucket is throttled now and then, to show the error metrics)",
+                "(one demo bucket answers every 12th call with a 503, to show the throttling"
+                " metrics)",
                 flush=True,
             )
         extra: dict[str, object] = {

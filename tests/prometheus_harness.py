@@ -135,6 +135,7 @@ class VariableQuery:
     dashboard: str
     name: str
     query: str
+    regex: str = ""  # Grafana's regex over what the query returns ("" for none)
 
 
 def load_dashboards() -> dict[str, dict[str, Any]]:
@@ -163,7 +164,9 @@ def variables(dashboard: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def variable_queries(dashboard: Mapping[str, Any]) -> list[VariableQuery]:
     return [
-        VariableQuery(dashboard["uid"], var["name"], _variable_query_text(var))
+        VariableQuery(
+            dashboard["uid"], var["name"], _variable_query_text(var), var.get("regex") or ""
+        )
         for var in variables(dashboard)
         if var["type"] == "query"
     ]
@@ -203,6 +206,104 @@ def parse_label_values(query: str) -> tuple[str | None, str]:
     if match is None:
         raise ValueError(f"not a label_values() query: {query!r}")
     return match.group("selector"), match.group("label")
+
+
+# Grafana's Prometheus variable queries and its variable regex, as its source has them
+# (public/app/plugins/datasource/prometheus/metric_find_query.ts; public/app/features/variables/
+# utils.ts, metricNamesToVariableValues; @grafana/data stringToJsRegex). Grafana cannot run
+# here, so the tests apply the regex the way Grafana does, in Python.
+
+_QUERY_RESULT_RE = re.compile(r"^query_result\((?P<query>.+)\)\s*$")
+
+
+@dataclass(frozen=True)
+class VariableSource:
+    """What a variable query asks Prometheus: `label_values` (`expr` is the selector or None,
+    `label` the label) or `query_result` (`expr` an instant query, `label` None)."""
+
+    kind: str
+    expr: str | None
+    label: str | None
+
+
+def parse_variable_query(query: str) -> VariableSource:
+    match = _QUERY_RESULT_RE.match(query.strip())
+    if match is not None:
+        return VariableSource("query_result", match.group("query"), None)
+    selector, label = parse_label_values(query)
+    return VariableSource("label_values", selector, label)
+
+
+def _js_number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def grafana_query_result_texts(result: list[dict[str, Any]]) -> list[str]:
+    """The option Grafana makes of each sample of a query_result() variable query:
+    `name{label="value",...} value timestamp_ms`, the labels in the order Prometheus answers them
+    (sorted by name), their values as they are (not escaped), no space after the commas."""
+    texts = []
+    for sample in result:
+        metric = dict(sample["metric"])
+        name = metric.pop("__name__", "")
+        labels = ",".join(f'{key}="{value}"' for key, value in metric.items())
+        at, value = sample["value"]
+        texts.append(f"{name}{{{labels}}} {value} {_js_number(float(at) * 1000)}")
+    return texts
+
+
+_JS_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL}
+
+
+def js_regex(text: str) -> tuple[re.Pattern[str], bool]:
+    """Grafana's stringToJsRegex in Python: `/source/flags` as written (anything else is
+    anchored, ^text$), and whether it has the g flag. JavaScript spells a named group
+    `(?<name>...)`, Python `(?P<name>...)`; the lookbehinds `(?<=`, `(?<!` are the same in both."""
+    if not text.startswith("/"):
+        return re.compile(f"^{text}$"), False
+    match = re.fullmatch(r"/(.*?)/([gimys]*)", text, re.DOTALL)
+    if match is None:
+        raise ValueError(f"{text!r} is not a valid regular expression")
+    source, flags = match.groups()
+    python_flags = 0
+    for flag in flags:
+        python_flags |= _JS_FLAGS.get(flag, 0)
+    return re.compile(re.sub(r"\(\?<(?![=!])", "(?P<", source), python_flags), "g" in flags
+
+
+def grafana_variable_options(regex: str, texts: list[str]) -> list[tuple[str, str]]:
+    """(text, value) of each option Grafana makes of `texts` (a query's answers) with the
+    variable's `regex`, in order, before sorting: metricNamesToVariableValues. With named groups
+    `text` and `value`, an empty group counts as missing and the other stands in for it; an
+    answer the regex does not match is dropped; options with the same value are kept once."""
+    options: list[tuple[str, str]] = []
+    pattern, global_flag = js_regex(regex) if regex else (None, False)
+    for item in texts:
+        text = value = item
+        if pattern is not None:
+            first = pattern.search(item)
+            matches = list(pattern.finditer(item)) if global_flag else [first] if first else []
+            if not matches:
+                continue
+            value_group = next((m for m in matches if m.groupdict().get("value")), None)
+            text_group = next((m for m in matches if m.groupdict().get("text")), None)
+            first_group = next((m for m in matches if m.re.groups >= 1), None)
+            if value_group or text_group:
+                value = (value_group or text_group)["value" if value_group else "text"]
+                text = (text_group or value_group)["text" if text_group else "value"]
+            elif len(matches) > 1 and first_group:
+                options += [(m[1], m[1]) for m in matches]
+                continue
+            elif first_group:
+                text = value = first_group[1] or ""
+        options.append((text, value))
+    seen: set[str] = set()
+    unique = []
+    for text, value in options:
+        if value not in seen:
+            seen.add(value)
+            unique.append((text, value))
+    return unique
 
 
 # --- processes -------------------------------------------------------------------------------

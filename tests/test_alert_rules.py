@@ -26,6 +26,7 @@ from prometheus_harness import (
 
 ALERTS = (
     "TencentCIExporterDown",
+    "TencentCIExporterAbsent",
     "TencentCIPollsFailing",
     "TencentCIPollsStale",
     "TencentCIJobFailureRatioHigh",
@@ -73,7 +74,7 @@ def test_promtool_check_rules() -> None:
 
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "SUCCESS: 6 rules found" in checked.stdout
-    assert "SUCCESS: 12 rules found" in checked.stdout
+    assert "SUCCESS: 13 rules found" in checked.stdout
 
 
 def test_promtool_unit_tests_pass() -> None:
@@ -162,13 +163,22 @@ def test_rule_group_names_are_unique_across_files() -> None:
     assert len(set(names)) == len(names)
 
 
-def test_exporter_down_selects_the_example_scrape_job() -> None:
+@pytest.mark.parametrize("alertname", ["TencentCIExporterDown", "TencentCIExporterAbsent"])
+def test_exporter_alerts_select_the_example_scrape_job(alertname: str) -> None:
     config = load_yaml(PROMETHEUS_CONFIG)
     jobs = [job["job_name"] for job in config["scrape_configs"]]
-    rule = next(r for r in alert_rules() if r["alert"] == "TencentCIExporterDown")
+    rule = next(r for r in alert_rules() if r["alert"] == alertname)
 
     assert EXPORTER_JOB in jobs
     assert f'up{{job="{EXPORTER_JOB}"}}' in rule["expr"]
+
+
+def test_throttling_alert_counts_what_the_exporter_counts_as_throttled() -> None:
+    # Not the `error` label: a bare 503 is http_503, a 429 with a Code is that Code.
+    rule = next(r for r in alert_rules() if r["alert"] == "TencentCIApiThrottled")
+
+    assert "tencent_ci_api_throttled_requests_total" in rule["expr"]
+    assert "error" not in rule["expr"]
 
 
 def test_promtool_check_config_on_the_example() -> None:
@@ -197,6 +207,7 @@ def test_amtool_check_config_on_the_example() -> None:
         ("TencentCIJobFailureCodeBurst", TEAM_RECEIVER),
         ("TencentCIQueuePaused", TEAM_RECEIVER),
         ("TencentCIExporterDown", DEFAULT_RECEIVER),
+        ("TencentCIExporterAbsent", DEFAULT_RECEIVER),
         ("TencentCIApiCredentialsRejected", DEFAULT_RECEIVER),
     ],
 )

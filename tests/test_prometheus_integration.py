@@ -28,11 +28,14 @@ from prometheus_harness import (
     ExporterProcess,
     PanelQuery,
     PrometheusServer,
+    alert_rules,
     finite_samples,
+    grafana_query_result_texts,
+    grafana_variable_options,
     load_dashboards,
     load_yaml,
     panel_queries,
-    parse_label_values,
+    parse_variable_query,
     recording_rules,
     substitute,
     variable_queries,
@@ -205,7 +208,7 @@ def test_every_rule_evaluates_without_error(stack: Stack) -> None:
 
     names = {r["name"] for r in rules}
     assert names >= {r["record"] for r in recording_rules()}
-    assert len(rules) == 18, names
+    assert len(rules) == len(recording_rules()) + len(alert_rules()), names
     broken = {r["name"]: r.get("lastError") for r in rules if r["health"] != "ok"}
     assert broken == {}
 
@@ -235,11 +238,17 @@ def test_every_variable_query_returns_values(stack: Stack, selection: str) -> No
     for value in stack.one_queue().values():
         assert re.fullmatch(PLAIN_VALUE, value), value
 
-    def returned() -> dict[str, list[str]] | None:
+    def returned() -> dict[str, dict[str, str]] | None:
+        """Each variable's options as Grafana makes them: value -> text shown."""
         found = {}
         for var in variables:
-            selector, label = parse_label_values(substitute(var.query, values))
-            found[f"{var.dashboard} ${var.name}"] = stack.pair.label_values(label, selector)
+            source = parse_variable_query(substitute(var.query, values))
+            if source.kind == "query_result":
+                answers = grafana_query_result_texts(stack.pair.query(source.expr or ""))
+            else:
+                answers = stack.pair.label_values(source.label or "", source.expr)
+            options = grafana_variable_options(var.regex, answers)
+            found[f"{var.dashboard} ${var.name}"] = {value: text for text, value in options}
         return found if all(found.values()) else None
 
     found = wait_until(returned, DATA_TIMEOUT, f"every variable to have values ({selection})")
@@ -250,6 +259,12 @@ def test_every_variable_query_returns_values(stack: Stack, selection: str) -> No
             assert values[var.name] in found[f"{var.dashboard} ${var.name}"], var
     else:
         assert {HOT, LOCKED} <= set(found["tencent-ci-overview $bucket"])
+    # The Queue variable selects a queue's id and shows its name.
+    for dashboard in {v.dashboard for v in variables}:
+        queues = found[f"{dashboard} $queue_id"]
+        assert queues[stack.hot_queue] == "hot-transcode", queues
+        if selection == "all":
+            assert queues[stack.paused_queue] == "archive-paused", queues
 
 
 def _firing(stack: Stack, alertname: str, **labels: str) -> list[dict[str, Any]]:
