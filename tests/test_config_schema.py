@@ -72,7 +72,7 @@ def test_the_examples_are_found() -> None:
         "README.md",
         "docs/configuration.md",
         "deploy/compose/config.yml",
-        "deploy/kubernetes/base/configmap.yaml",
+        "deploy/kubernetes/base/config.yml",
     }
 
 

@@ -1,25 +1,29 @@
-"""deploy/kubernetes: the kustomize base and the sharded overlays, rendered and checked.
+"""deploy/kubernetes: every kustomization rendered by `kubectl kustomize` and checked.
 
-There is no kustomize on PyPI, so `render` below builds the subset these kustomizations use
-(resources, patches that delete an object, and strategic-merge patches that only merge maps,
-by target kind and name, with allowNameChange), refusing anything else; its output for every
-kustomization here was compared with `kubectl kustomize` (kustomize v5.5.0). Core kinds go through
-kubernetes-validate (strict); the Prometheus Operator kinds are checked field by field.
+The base holds core objects only, so it applies to a cluster without the Prometheus Operator;
+the Operator's ServiceMonitor and PrometheusRule are the component components/prometheus-operator,
+which overlays/operator and the sharded overlays take. The ConfigMap comes from a
+configMapGenerator: its name carries a hash of config.yml, so a changed config rolls the pods.
+Every rendered core object goes through kubernetes-validate (strict); the Operator's kinds, for
+which it has no schema, are skipped there by name and checked field by field below.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
+import json
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -30,10 +34,13 @@ from exporter.server import DEFAULT_PORT
 ROOT = Path(__file__).resolve().parent.parent
 KUBE = ROOT / "deploy" / "kubernetes"
 BASE = KUBE / "base"
+OPERATOR = KUBE / "overlays" / "operator"
 SHARDED = KUBE / "overlays" / "sharded"
 SHARDED_HA = KUBE / "overlays" / "sharded-ha"
+COMPONENT = KUBE / "components" / "prometheus-operator"
 RULES = ROOT / "deploy" / "prometheus" / "rules"
 GENERATOR = KUBE / "generate_prometheusrule.py"
+PROMETHEUS_RULE = COMPONENT / "prometheusrule.yaml"
 
 # The oldest Kubernetes the manifests are meant for, and a recent one.
 KUBE_VERSIONS = ("1.29.0", "1.33.0")
@@ -46,142 +53,101 @@ CORE_KINDS = {
     "StatefulSet",
     "NetworkPolicy",
 }
+CORE_API_VERSIONS = {"v1", "apps/v1", "networking.k8s.io/v1"}
 OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}
 NAME_LABEL = "app.kubernetes.io/name"
+PART_OF_LABEL = "app.kubernetes.io/part-of"
+CONFIG_MAP = "tencent-ci-exporter-config"
+# kustomize's name suffix: a hash of the generated ConfigMap's content.
+HASHED_CONFIG_MAP = re.compile(rf"{CONFIG_MAP}-[a-z0-9]{{10}}")
 Manifest = dict[str, Any]
 
-
-# --- a renderer for the kustomize subset used here ----------------------------------------
-
-
-class KustomizeError(Exception):
-    pass
+# Every kustomization is rendered by kubectl below (test_every_kustomization_renders_cleanly);
+# these are the ones whose objects the tests look at as a whole.
+WITH_OPERATOR = (OPERATOR, SHARDED, SHARDED_HA)
+EVERY_RENDERING = (BASE, *WITH_OPERATOR)
 
 
-KUSTOMIZATION_KEYS = {"apiVersion", "kind", "resources", "patches"}
+# --- kubectl kustomize ----------------------------------------------------------------------
+
+KUSTOMIZE_MAJOR = 5
+HOW_TO_INSTALL = (
+    "the tests render deploy/kubernetes with `kubectl kustomize` and need kubectl 1.27 or "
+    f"later, whose kustomize is v{KUSTOMIZE_MAJOR}: install the `kubectl` package of Kubernetes' "
+    "apt repository (https://pkgs.k8s.io/core:/stable:/v1.33/deb/) or the static binary "
+    "https://dl.k8s.io/release/v1.33.0/bin/linux/amd64/kubectl on PATH; Debian bookworm's "
+    "kubernetes-client is kubectl 1.20, too old"
+)
+KUBECTL_MISSING = f"kubectl is not installed ({HOW_TO_INSTALL})"
 
 
-def render(directory: Path) -> list[Manifest]:
-    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
-    unknown = set(kustomization) - KUSTOMIZATION_KEYS
-    if unknown:
-        raise KustomizeError(f"{directory}: the test renderer does not do {sorted(unknown)}")
-    if (kustomization.get("apiVersion"), kustomization.get("kind")) != (
-        "kustomize.config.k8s.io/v1beta1",
-        "Kustomization",
-    ):
-        raise KustomizeError(f"{directory}: not a kustomize.config.k8s.io/v1beta1 Kustomization")
-    objects: list[Manifest] = []
-    for entry in kustomization.get("resources", []):
-        objects.extend(_resource(directory, entry))
-    _check_unique(objects, directory)
-    for patch in kustomization.get("patches", []):
-        _apply_patch(objects, directory, patch)
+def kubectl() -> str:
+    found = shutil.which("kubectl")
+    if found is None:
+        pytest.fail(KUBECTL_MISSING, pytrace=False)
+    _check_kustomize_version(found)
+    return found
+
+
+@functools.cache
+def _check_kustomize_version(path: str) -> None:
+    result = subprocess.run(
+        [path, "version", "--client", "--output=json"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, f"{path} version --client: {result.stderr}"
+    version = json.loads(result.stdout).get("kustomizeVersion", "")
+    match = re.fullmatch(r"v(\d+)\.\d+\.\d+", version)
+    if match is None or int(match.group(1)) < KUSTOMIZE_MAJOR:
+        pytest.fail(
+            f"{path} has kustomize {version or 'of unknown version'} ({HOW_TO_INSTALL})",
+            pytrace=False,
+        )
+
+
+def kustomize(directory: Path) -> list[Manifest]:
+    """The objects `kubectl kustomize <directory>` renders (a fresh copy each call)."""
+    return copy.deepcopy(_kustomized(directory.resolve()))
+
+
+@functools.cache
+def _kustomized(directory: Path) -> list[Manifest]:
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=120
+    )
+    shown = _shown(directory)
+    assert result.returncode == 0, f"kubectl kustomize {shown} failed:\n{result.stderr}"
+    # kustomize warns on stderr about deprecated fields (commonLabels, patchesStrategicMerge...).
+    assert not result.stderr.strip(), f"kubectl kustomize {shown} warns:\n{result.stderr}"
+    objects = [o for o in yaml.safe_load_all(result.stdout) if o is not None]
+    assert objects, f"kubectl kustomize {shown} renders nothing"
     return objects
 
 
-def _resource(directory: Path, entry: str) -> list[Manifest]:
-    path = (directory / entry).resolve()
-    if path.is_dir():
-        return render(path)
-    # kustomize's load restrictor: files must be at or below the kustomization.
-    if not path.is_relative_to(directory.resolve()):
-        raise KustomizeError(f"{directory}: {entry} is outside the kustomization")
-    if not path.is_file():
-        raise KustomizeError(f"{directory}: no resource {entry}")
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def _identity(manifest: Manifest) -> tuple[str, str, str, str]:
-    group = manifest["apiVersion"].rpartition("/")[0]
-    metadata = manifest["metadata"]
-    return group, manifest["kind"], metadata.get("namespace", ""), metadata["name"]
+def kustomization_files(root: Path = KUBE) -> list[Path]:
+    names = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+    return sorted(p for name in names for p in root.rglob(name))
 
 
-def _check_unique(objects: list[Manifest], directory: Path) -> None:
-    seen: set[tuple[str, str, str, str]] = set()
-    for manifest in objects:
-        identity = _identity(manifest)
-        if identity in seen:
-            raise KustomizeError(f"{directory}: {identity} is given twice")
-        seen.add(identity)
+def kustomization(directory: Path) -> Manifest:
+    loaded = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    assert isinstance(loaded, dict)
+    return loaded
 
 
-PATCH_KEYS = {"path", "target", "options"}
-TARGET_KEYS = {"kind", "name"}
-OPTION_KEYS = {"allowNameChange"}
+def kustomizations_of_kind(kind: str) -> list[Path]:
+    return [p.parent for p in kustomization_files() if kustomization(p.parent)["kind"] == kind]
 
 
-def _apply_patch(objects: list[Manifest], directory: Path, entry: dict[str, Any]) -> None:
-    """A strategic-merge patch file: `$patch: delete` of the one object it names, or a merge
-    into the objects `target` selects (by kind, and by exact name rather than kustomize's
-    regular expression) or else into the one object it names."""
-    if "path" not in entry or set(entry) - PATCH_KEYS:
-        raise KustomizeError(f"{directory}: the test renderer does patches by path only")
-    target = entry.get("target")
-    options = entry.get("options", {})
-    if target is not None and (not target or set(target) - TARGET_KEYS):
-        raise KustomizeError(f"{directory}: the test renderer targets by kind and name only")
-    if set(options) - OPTION_KEYS:
-        raise KustomizeError(f"{directory}: the test renderer does options {sorted(OPTION_KEYS)}")
-    documents = [d for d in yaml.safe_load_all((directory / entry["path"]).read_text()) if d]
-    if len(documents) != 1:
-        raise KustomizeError(f"{directory}: {entry['path']}: one patch per file")
-    (patch,) = documents
-    if patch.get("$patch") == "delete" and target is None:
-        objects.remove(_matches(objects, directory, lambda m: _identity(m) == _identity(patch))[0])
-        return
-    if target is None:
-        selected = _matches(objects, directory, lambda m: _identity(m) == _identity(patch))
-    else:
-        selected = _matches(objects, directory, lambda m: _targeted(m, target))
-    for manifest in selected:
-        _merge_patch(manifest, patch, directory, options.get("allowNameChange") is True)
+KUSTOMIZATIONS = kustomizations_of_kind("Kustomization")
+COMPONENTS = kustomizations_of_kind("Component")
 
 
-def _matches(
-    objects: list[Manifest], directory: Path, chosen: Callable[[Manifest], bool]
-) -> list[Manifest]:
-    matches = [m for m in objects if chosen(m)]
-    if not matches:
-        raise KustomizeError(f"{directory}: the patch matches no object")
-    return matches
-
-
-def _targeted(manifest: Manifest, target: dict[str, str]) -> bool:
-    return all(
-        (manifest["kind"] if key == "kind" else manifest["metadata"]["name"]) == value
-        for key, value in target.items()
-    )
-
-
-def _merge_patch(manifest: Manifest, patch: Manifest, directory: Path, rename: bool) -> None:
-    """Like kustomize: the patch's apiVersion and namespace are ignored, its name is taken only
-    with allowNameChange."""
-    if patch.get("kind") != manifest["kind"]:
-        raise KustomizeError(f"{directory}: the test renderer does not change kinds")
-    body = {k: v for k, v in patch.items() if k not in ("apiVersion", "kind")}
-    metadata = dict(body.pop("metadata", {}))
-    name = metadata.pop("name", None)
-    metadata.pop("namespace", None)
-    _merge(manifest, {**body, "metadata": metadata}, directory)
-    if rename and name is not None:
-        manifest["metadata"]["name"] = name
-
-
-def _merge(into: dict[str, Any], patch: dict[str, Any], directory: Path) -> None:
-    """Strategic merge where it equals a plain merge: maps merge, scalars replace, and a list
-    may only be added where there is none (merging lists depends on the schema's merge keys)."""
-    for key, value in patch.items():
-        if key.startswith("$"):
-            raise KustomizeError(f"{directory}: the test renderer does $patch: delete only")
-        current = into.get(key)
-        if isinstance(value, dict) and isinstance(current, dict):
-            _merge(current, value, directory)
-        elif isinstance(value, list) and current is not None:
-            raise KustomizeError(f"{directory}: the test renderer does not merge lists ({key})")
-        else:
-            into[key] = copy.deepcopy(value)
+def ids(directories: list[Path]) -> list[str]:
+    return [str(d.relative_to(KUBE)) for d in directories]
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -189,23 +155,35 @@ def _merge(into: dict[str, Any], patch: dict[str, Any], directory: Path) -> None
 
 @pytest.fixture(scope="module")
 def base() -> list[Manifest]:
-    return render(BASE)
+    return kustomize(BASE)
+
+
+@pytest.fixture(scope="module")
+def operator() -> list[Manifest]:
+    return kustomize(OPERATOR)
 
 
 @pytest.fixture(scope="module")
 def sharded() -> list[Manifest]:
-    return render(SHARDED)
+    return kustomize(SHARDED)
 
 
 @pytest.fixture(scope="module")
 def sharded_ha() -> list[Manifest]:
-    return render(SHARDED_HA)
+    return kustomize(SHARDED_HA)
 
 
-def renderings() -> Iterator[tuple[str, list[Manifest]]]:
-    yield "base", render(BASE)
-    yield "sharded", render(SHARDED)
-    yield "sharded-ha", render(SHARDED_HA)
+def renderings(
+    directories: tuple[Path, ...] = EVERY_RENDERING,
+) -> Iterator[tuple[str, list[Manifest]]]:
+    for directory in directories:
+        yield str(directory.relative_to(KUBE)), kustomize(directory)
+
+
+def identity(manifest: Manifest) -> tuple[str, str, str, str]:
+    group = manifest["apiVersion"].rpartition("/")[0]
+    metadata = manifest["metadata"]
+    return group, manifest["kind"], metadata.get("namespace", ""), metadata["name"]
 
 
 def one(objects: list[Manifest], kind: str, name: str | None = None) -> Manifest:
@@ -231,6 +209,12 @@ def container(manifest: Manifest) -> dict[str, Any]:
     return only
 
 
+def config_volume(manifest: Manifest) -> dict[str, Any]:
+    (volume,) = manifest["spec"]["template"]["spec"]["volumes"]
+    assert isinstance(volume, dict)
+    return volume
+
+
 def flags(args: list[str]) -> dict[str, str]:
     return dict(arg.removeprefix("--").split("=", 1) for arg in args)
 
@@ -254,162 +238,196 @@ def load_generator() -> ModuleType:
     return module
 
 
-# --- the renderer itself ------------------------------------------------------------------
+def copy_of_the_manifests(tmp_path: Path) -> Path:
+    """deploy/kubernetes copied, for a test to change and render."""
+    copied = tmp_path / "kubernetes"
+    shutil.copytree(KUBE, copied, ignore=shutil.ignore_patterns("__pycache__"))
+    return copied
 
 
-def _write(path: Path, *documents: Manifest) -> None:
-    path.write_text(yaml.safe_dump_all(documents))
+# --- kubectl, and every kustomization through it -------------------------------------------
 
 
-def _cm(name: str) -> Manifest:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}}
-
-
-def _kustomization(**fields: Any) -> Manifest:
-    return {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", **fields}
-
-
-def test_renderer_takes_resources_from_files_and_bases_and_deletes_by_patch(
-    tmp_path: Path,
+def test_a_missing_kubectl_fails_saying_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    (tmp_path / "base").mkdir()
-    _write(tmp_path / "base" / "a.yaml", _cm("a"), _cm("b"))
-    _write(tmp_path / "base" / "kustomization.yaml", _kustomization(resources=["a.yaml"]))
-    (tmp_path / "over").mkdir()
-    _write(tmp_path / "over" / "c.yaml", _cm("c"))
-    _write(tmp_path / "over" / "gone.yaml", {"$patch": "delete", **_cm("a")})
-    _write(
-        tmp_path / "over" / "kustomization.yaml",
-        _kustomization(resources=["../base", "c.yaml"], patches=[{"path": "gone.yaml"}]),
-    )
-    assert [o["metadata"]["name"] for o in render(tmp_path / "over")] == ["b", "c"]
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(pytest.fail.Exception, match="kubectl is not installed") as failure:
+        kubectl()
+    assert "pkgs.k8s.io" in str(failure.value) and "dl.k8s.io" in str(failure.value)
 
 
-def test_renderer_merges_patches_into_targets_and_renames_only_when_allowed(
-    tmp_path: Path,
-) -> None:
-    _write(tmp_path / "a.yaml", _cm("a"), _cm("b"), {**_cm("c"), "data": {"k": "v"}})
-    _write(tmp_path / "all.yaml", {**_cm("ignored"), "data": {"new": "1"}})
-    _write(
-        tmp_path / "rename.yaml", {**_cm("a2"), "metadata": {"name": "a2", "labels": {"l": "x"}}}
-    )
-    _write(tmp_path / "kept.yaml", _cm("b2"))
-    _write(tmp_path / "own.yaml", {**_cm("c"), "data": {"k": "w"}})
-    patches = [
-        {"path": "all.yaml", "target": {"kind": "ConfigMap"}},
-        {"path": "rename.yaml", "target": {"name": "a"}, "options": {"allowNameChange": True}},
-        {"path": "kept.yaml", "target": {"kind": "ConfigMap", "name": "b"}},
-        {"path": "own.yaml"},
-    ]
-    _write(
-        tmp_path / "kustomization.yaml",
-        _kustomization(resources=["a.yaml"], patches=patches),
-    )
-    assert render(tmp_path) == [
-        {**_cm("a2"), "metadata": {"name": "a2", "labels": {"l": "x"}}, "data": {"new": "1"}},
-        {**_cm("b"), "data": {"new": "1"}},
-        {**_cm("c"), "data": {"k": "w", "new": "1"}},
-    ]
+def test_kubectl_has_kustomize_5() -> None:
+    kubectl()
 
 
-@pytest.mark.parametrize(
-    ("fields", "message"),
-    [
-        ({"resources": ["a.yaml"], "namePrefix": "x-"}, "does not do"),
-        ({"resources": ["a.yaml", "a.yaml"]}, "given twice"),
-        ({"resources": ["missing.yaml"]}, "no resource"),
-        ({"resources": ["../outside.yaml"]}, "outside the kustomization"),
-        ({"resources": ["a.yaml"], "patches": [{"path": "gone.yaml"}]}, "matches no object"),
-        ({"resources": ["a.yaml"], "patches": [{"path": "replace.yaml"}]}, "delete only"),
-        ({"resources": ["a.yaml"], "patches": [{"path": "list.yaml"}]}, "does not merge lists"),
-        ({"resources": ["a.yaml"], "patches": [{"path": "two.yaml"}]}, "one patch per file"),
-        ({"resources": ["a.yaml"], "patches": [{"patch": "{}"}]}, "by path only"),
-        (
-            {"resources": ["a.yaml"], "patches": [{"path": "list.yaml", "target": {"name": "z"}}]},
-            "matches no object",
-        ),
-        (
-            {
-                "resources": ["a.yaml"],
-                "patches": [{"path": "list.yaml", "target": {"labelSelector": "x=y"}}],
-            },
-            "kind and name only",
-        ),
-        (
-            {
-                "resources": ["a.yaml"],
-                "patches": [{"path": "list.yaml", "options": {"allowKindChange": True}}],
-            },
-            "does options",
-        ),
-        (
-            {"resources": ["a.yaml"], "patches": [{"path": "kind.yaml", "target": {"name": "a"}}]},
-            "does not change kinds",
-        ),
-    ],
-)
-def test_renderer_refuses_what_it_does_not_do(
-    tmp_path: Path, fields: dict[str, Any], message: str
-) -> None:
-    _write(tmp_path / "outside.yaml", _cm("o"))
-    (tmp_path / "k").mkdir()
-    _write(tmp_path / "k" / "a.yaml", {**_cm("a"), "items": [1]})
-    _write(tmp_path / "k" / "gone.yaml", {"$patch": "delete", **_cm("zzz")})
-    _write(tmp_path / "k" / "replace.yaml", {"$patch": "replace", **_cm("a")})
-    _write(tmp_path / "k" / "list.yaml", {**_cm("a"), "items": [2]})
-    _write(tmp_path / "k" / "two.yaml", _cm("a"), _cm("a"))
-    _write(tmp_path / "k" / "kind.yaml", {**_cm("a"), "kind": "Secret"})
-    _write(tmp_path / "k" / "kustomization.yaml", _kustomization(**fields))
-    with pytest.raises(KustomizeError, match=message):
-        render(tmp_path / "k")
+def test_every_kustomization_is_one_the_tests_know() -> None:
+    """Each directory with a kustomization is rendered below; the named ones are looked at as a
+    whole, and every component is taken by some kustomization (so it is rendered too)."""
+    assert all(p.name == "kustomization.yaml" for p in kustomization_files())
+    assert set(EVERY_RENDERING) <= set(KUSTOMIZATIONS)
+    assert COMPONENTS == [COMPONENT]
+    used = {
+        (directory / entry).resolve()
+        for directory in KUSTOMIZATIONS
+        for entry in kustomization(directory).get("components", [])
+    }
+    assert set(COMPONENTS) <= used, "a component no kustomization takes is never rendered"
+    for directory in KUSTOMIZATIONS:
+        assert kustomization(directory)["apiVersion"] == "kustomize.config.k8s.io/v1beta1"
+    assert kustomization(COMPONENT)["apiVersion"] == "kustomize.config.k8s.io/v1alpha1"
+
+
+@pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=ids(KUSTOMIZATIONS))
+def test_every_kustomization_renders_cleanly(directory: Path) -> None:
+    """kubectl renders it without a warning; every object is one of ours, of a known kind, once,
+    and in no namespace (apply with -n, or set one in an overlay)."""
+    objects = kustomize(directory)
+    assert len({identity(o) for o in objects}) == len(objects)
+    for manifest in objects:
+        assert manifest["kind"] in CORE_KINDS | OPERATOR_KINDS, manifest["kind"]
+        metadata = manifest["metadata"]
+        assert "namespace" not in metadata
+        assert metadata["labels"][NAME_LABEL] == "tencent-ci-exporter"
+        assert metadata["labels"][PART_OF_LABEL] == "tencent-ci-exporter"
 
 
 # --- schema validation --------------------------------------------------------------------
 
 
-def _kubernetes_validate() -> str:
-    found = shutil.which("kubernetes-validate")
-    assert found, "kubernetes-validate is not installed (pip install kubernetes-validate)"
-    return found
+def validate_strictly(manifest: Manifest, version: str) -> None:
+    try:
+        kubernetes_validate.validate(manifest, version, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        pytest.fail(
+            f"{manifest['kind']} {manifest['metadata'].get('name')}: "
+            f"at {'.'.join(map(str, error.path)) or 'top level'}: {error.message}",
+            pytrace=False,
+        )
 
 
 @pytest.mark.parametrize("version", KUBE_VERSIONS)
-def test_every_core_manifest_passes_kubernetes_validate_strict(
-    tmp_path: Path, version: str
+@pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=ids(KUSTOMIZATIONS))
+def test_every_rendered_core_object_passes_kubernetes_validate_strict(
+    directory: Path, version: str
 ) -> None:
-    files: list[Path] = []
-    for name, objects in renderings():
-        kinds = {o["kind"] for o in objects}
-        assert kinds <= CORE_KINDS | OPERATOR_KINDS, f"{name}: unchecked kinds {kinds}"
-        for index, manifest in enumerate(o for o in objects if o["kind"] in CORE_KINDS):
-            files.append(tmp_path / f"{name}-{index}-{manifest['kind']}.yaml")
-            files[-1].write_text(yaml.safe_dump(manifest))
-    files.append(BASE / "secret.example.yaml")
-    result = subprocess.run(
-        [_kubernetes_validate(), "--strict", "--kubernetes-version", version, *map(str, files)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    # One "passed" line per file: a kind it has no schema for only warns, which must not pass.
-    assert result.stdout.count(" passed for resource ") == len(files), result.stdout
+    validated = 0
+    for manifest in kustomize(directory):
+        if manifest["kind"] in OPERATOR_KINDS:
+            # CRDs: kubernetes-validate has no schema for them (checked field by field below).
+            with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+                kubernetes_validate.validate(manifest, version, strict=True)
+            continue
+        assert manifest["kind"] in CORE_KINDS
+        assert manifest["apiVersion"] in CORE_API_VERSIONS
+        validate_strictly(manifest, version)
+        validated += 1
+    assert validated
 
 
-def test_kubernetes_validate_is_strict_here(tmp_path: Path) -> None:
-    """The same command refuses a field Kubernetes does not know, so a pass means something."""
-    deployment = copy.deepcopy(one(render(BASE), "Deployment"))
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+def test_the_example_secret_passes_kubernetes_validate_strict(version: str) -> None:
+    validate_strictly(yaml.safe_load((BASE / "secret.example.yaml").read_text()), version)
+
+
+def test_kubernetes_validate_is_strict_here() -> None:
+    """The same check refuses a field Kubernetes does not know, so a pass means something."""
+    deployment = one(kustomize(BASE), "Deployment")
     container(deployment)["securityContext"]["readOnlyRootFileSystem"] = True  # a typo
-    path = tmp_path / "typo.yaml"
-    path.write_text(yaml.safe_dump(deployment))
-    result = subprocess.run(
-        [_kubernetes_validate(), "--strict", "--kubernetes-version", KUBE_VERSIONS[0], str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode != 0
-    assert "readOnlyRootFileSystem" in result.stdout + result.stderr
+    with pytest.raises(kubernetes_validate.ValidationError, match="readOnlyRootFileSystem"):
+        kubernetes_validate.validate(deployment, KUBE_VERSIONS[0], strict=True)
+
+
+# --- the Prometheus Operator: a component, not the base --------------------------------------
+
+
+def test_the_base_needs_no_prometheus_operator(base: list[Manifest]) -> None:
+    """Applying the base to a cluster without the Operator's CRDs cannot fail on a kind the API
+    server does not know: it renders core objects only."""
+    assert not [o["kind"] for o in base if o["kind"] in OPERATOR_KINDS]
+    assert {o["apiVersion"] for o in base} <= CORE_API_VERSIONS
+    assert "components" not in kustomization(BASE)
+
+
+@pytest.mark.parametrize("directory", WITH_OPERATOR, ids=ids(list(WITH_OPERATOR)))
+def test_the_overlays_with_the_component_have_both_operator_objects(directory: Path) -> None:
+    objects = kustomize(directory)
+    monitor = one(objects, "ServiceMonitor", "tencent-ci-exporter")
+    rule = one(objects, "PrometheusRule", "tencent-ci-exporter")
+    assert monitor["apiVersion"] == rule["apiVersion"] == "monitoring.coreos.com/v1"
+    # The PrometheusRule is the committed, generated file, unchanged by kustomize.
+    assert rule == yaml.safe_load(PROMETHEUS_RULE.read_text())
+
+
+def test_the_operator_overlay_is_the_base_plus_the_component(
+    base: list[Manifest], operator: list[Manifest]
+) -> None:
+    assert kustomization(OPERATOR)["components"] == ["../../components/prometheus-operator"]
+    added = [o for o in operator if o not in base]
+    assert all(o in operator for o in base)
+    assert sorted(o["kind"] for o in added) == sorted(OPERATOR_KINDS)
+
+
+def test_without_the_component_the_sharded_overlays_need_no_operator(tmp_path: Path) -> None:
+    """overlays/sharded says: drop its `components` entry when there is no Operator. Both
+    sharded overlays then render core objects only, and nothing else changes."""
+    copied = copy_of_the_manifests(tmp_path)
+    path = copied / "overlays" / "sharded" / "kustomization.yaml"
+    text = path.read_text()
+    entry = "components:\n  - ../../components/prometheus-operator\n"
+    assert entry in text
+    path.write_text(text.replace(entry, ""))
+    for name in ("sharded", "sharded-ha"):
+        without = kustomize(copied / "overlays" / name)
+        assert {o["kind"] for o in without} <= CORE_KINDS
+        with_operator = kustomize(KUBE / "overlays" / name)
+        assert without == [o for o in with_operator if o["kind"] not in OPERATOR_KINDS]
+
+
+# --- the ConfigMap: generated from config.yml ---------------------------------------------
+
+
+def test_the_config_map_is_generated_from_config_yml_with_a_hashed_name() -> None:
+    (generator,) = kustomization(BASE)["configMapGenerator"]
+    assert generator["name"] == CONFIG_MAP and generator["files"] == ["config.yml"]
+    # The hash suffix is what rolls the pods: it must not be turned off.
+    assert "disableNameSuffixHash" not in str(kustomization(BASE))
+    for name, objects in renderings():
+        config_map = one(objects, "ConfigMap")
+        assert HASHED_CONFIG_MAP.fullmatch(config_map["metadata"]["name"]), name
+        assert config_map["data"] == {"config.yml": (BASE / "config.yml").read_text()}
+        for manifest in workloads(objects):
+            # kustomize rewrote the pods' reference to the hashed name, in the overlays too.
+            assert config_volume(manifest)["configMap"]["name"] == config_map["metadata"]["name"]
+
+
+def test_a_changed_config_rolls_the_pods(tmp_path: Path) -> None:
+    """A new config.yml is a new ConfigMap name, so a new pod template: applying it rolls the
+    Deployment's and the StatefulSets' pods, and the old pods keep the old config meanwhile."""
+    copied = copy_of_the_manifests(tmp_path)
+    config = copied / "base" / "config.yml"
+    text = config.read_text()
+    assert "poll_interval: 60s\n" in text
+    config.write_text(text.replace("poll_interval: 60s\n", "poll_interval: 2m\n"))
+    for directory in EVERY_RENDERING:
+        before = kustomize(directory)
+        after = kustomize(copied / directory.relative_to(KUBE))
+        old = one(before, "ConfigMap")["metadata"]["name"]
+        new = one(after, "ConfigMap")["metadata"]["name"]
+        assert HASHED_CONFIG_MAP.fullmatch(new) and new != old
+        assert "poll_interval: 2m\n" in one(after, "ConfigMap")["data"]["config.yml"]
+        changed = workloads(after)
+        assert len(changed) == len(workloads(before))
+        for was, now in zip(workloads(before), changed, strict=True):
+            assert config_volume(now)["configMap"]["name"] == new
+            # The only change to the pod template is that name.
+            config_volume(now)["configMap"]["name"] = old
+            assert now == was
+        assert others(after) == others(before)
+
+
+def others(objects: list[Manifest]) -> list[Manifest]:
+    return [o for o in objects if o["kind"] not in ("ConfigMap", "Deployment", "StatefulSet")]
 
 
 # --- the base -----------------------------------------------------------------------------
@@ -422,8 +440,6 @@ def test_base_holds_the_objects_the_exporter_needs(base: list[Manifest]) -> None
             "ConfigMap",
             "Deployment",
             "Service",
-            "ServiceMonitor",
-            "PrometheusRule",
             "NetworkPolicy",
         ]
     )
@@ -433,10 +449,9 @@ def test_the_secret_is_an_example_with_placeholders_outside_the_base(
     base: list[Manifest],
 ) -> None:
     secret = yaml.safe_load((BASE / "secret.example.yaml").read_text())
-    assert (
-        "secret.example.yaml"
-        not in (BASE / "kustomization.yaml").read_text().split("resources:", 1)[1]
-    )
+    listed = kustomization(BASE)
+    assert "secret.example.yaml" not in listed["resources"]
+    assert "secretGenerator" not in listed
     assert all(o["kind"] != "Secret" for o in base)
     assert set(secret["stringData"]) == {"TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY"}
     for value in secret["stringData"].values():
@@ -504,7 +519,7 @@ def test_the_args_are_flags_the_exporter_takes() -> None:
 def test_the_config_map_is_a_config_the_exporter_loads(base: list[Manifest]) -> None:
     text = one(base, "ConfigMap")["data"]["config.yml"]
     keys = yaml.safe_load((BASE / "secret.example.yaml").read_text())["stringData"]
-    config = parse_config(text, "configmap.yaml", {**keys, "TENCENTCLOUD_SECRET_KEY": "key"})
+    config = parse_config(text, "config.yml", {**keys, "TENCENTCLOUD_SECRET_KEY": "key"})
     assert len(config.targets) >= 2  # more than one, so the shards have something to split
     for target in config.targets:
         # From the environment the Secret fills, as no target names credentials.
@@ -513,7 +528,7 @@ def test_the_config_map_is_a_config_the_exporter_loads(base: list[Manifest]) -> 
 
 
 def test_service_and_service_monitor_scrape_each_pod_once() -> None:
-    for name, objects in renderings():
+    for name, objects in renderings(WITH_OPERATOR):
         monitor = one(objects, "ServiceMonitor")
         assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
         assert monitor["metadata"]["name"]
@@ -545,7 +560,7 @@ def test_the_operator_names_the_scrape_job_as_the_rules_and_prometheus_yml_do() 
     selected = set(re.findall(r'job\s*=\s*"([^"]+)"', exprs))
     prometheus_yml = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     jobs = {job["job_name"] for job in prometheus_yml["scrape_configs"]}
-    for _, objects in renderings():
+    for _, objects in renderings(WITH_OPERATOR):
         monitor = one(objects, "ServiceMonitor")
         assert "jobLabel" not in monitor["spec"]
         service = one(objects, "Service", "tencent-ci-exporter")
@@ -579,10 +594,11 @@ def test_images_agree_with_compose_and_the_version() -> None:
 
 
 def test_the_overlay_replaces_the_deployment_with_a_stateful_set(
-    base: list[Manifest], sharded: list[Manifest]
+    operator: list[Manifest], sharded: list[Manifest]
 ) -> None:
+    """Everything else is the base's with the Operator's component, as overlays/operator has."""
     assert all(o["kind"] != "Deployment" for o in sharded)
-    kept = [o for o in base if o["kind"] != "Deployment"]
+    kept = [o for o in operator if o["kind"] != "Deployment"]
     assert all(o in sharded for o in kept)
     added = [o for o in sharded if o not in kept]
     assert sorted(o["kind"] for o in added) == ["Service", "StatefulSet"]
@@ -606,7 +622,7 @@ def test_every_pod_of_the_stateful_set_is_one_shard_and_every_target_has_one(
     assert shards == [Shard(i, count) for i in range(count)]
     text = one(sharded, "ConfigMap")["data"]["config.yml"]
     env = {"TENCENTCLOUD_SECRET_ID": "AKIDtest", "TENCENTCLOUD_SECRET_KEY": "key"}
-    for target in parse_config(text, "configmap.yaml", env).targets:
+    for target in parse_config(text, "config.yml", env).targets:
         assert sum(shard.owns(target.bucket) for shard in shards) == 1
         assert 0 <= shard_of(target.bucket, count) < count
 
@@ -663,8 +679,8 @@ def test_the_ha_overlay_is_the_sharded_one_with_its_stateful_set_twice(
     sharded: list[Manifest], sharded_ha: list[Manifest]
 ) -> None:
     shared = [o for o in sharded if o["kind"] != "StatefulSet"]
-    assert sorted(map(_identity, (o for o in sharded_ha if o["kind"] != "StatefulSet"))) == sorted(
-        map(_identity, shared)
+    assert sorted(map(identity, (o for o in sharded_ha if o["kind"] != "StatefulSet"))) == sorted(
+        map(identity, shared)
     )
     assert all(o in sharded_ha for o in shared)
     names = sorted(o["metadata"]["name"] for o in replica_sets(sharded_ha))
@@ -728,7 +744,7 @@ def test_every_bucket_is_polled_by_one_pod_of_each_replica_set(
         ]
     text = one(sharded_ha, "ConfigMap")["data"]["config.yml"]
     env = {"TENCENTCLOUD_SECRET_ID": "AKIDtest", "TENCENTCLOUD_SECRET_KEY": "key"}
-    targets = parse_config(text, "configmap.yaml", env).targets
+    targets = parse_config(text, "config.yml", env).targets
     assert len(targets) >= 2
     for target in targets:
         pollers = [
@@ -777,7 +793,7 @@ def test_the_service_monitor_scrapes_both_replicas_through_one_service(
 
 
 def committed_rule() -> Manifest:
-    return one(render(BASE), "PrometheusRule")
+    return one(kustomize(OPERATOR), "PrometheusRule")
 
 
 def rule_file_groups() -> list[dict[str, Any]]:
@@ -791,7 +807,9 @@ def test_the_committed_prometheus_rule_is_what_the_generator_makes() -> None:
         [sys.executable, str(GENERATOR), "--check"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    assert load_generator().render(RULES) == (BASE / "prometheusrule.yaml").read_text()
+    generator = load_generator()
+    assert generator.OUTPUT == PROMETHEUS_RULE
+    assert generator.render(RULES) == PROMETHEUS_RULE.read_text()
 
 
 def test_the_prometheus_rule_holds_exactly_the_groups_of_the_rule_files() -> None:

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Writes deploy/kubernetes/base/prometheusrule.yaml from deploy/prometheus/rules/*.yml.
+"""Writes deploy/kubernetes/components/prometheus-operator/prometheusrule.yaml from
+deploy/prometheus/rules/*.yml.
 
 The Prometheus Operator takes rules as a PrometheusRule object, plain Prometheus and the
 compose stack take rule files; one source (the rule files) keeps the two from drifting apart.
@@ -23,7 +24,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 RULES_DIR = REPO / "deploy" / "prometheus" / "rules"
-OUTPUT = HERE / "base" / "prometheusrule.yaml"
+OUTPUT = HERE / "components" / "prometheus-operator" / "prometheusrule.yaml"
 RULE_NAME = "tencent-ci-exporter"
 LABELS = {
     "app.kubernetes.io/name": "tencent-ci-exporter",
