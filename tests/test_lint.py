@@ -15,7 +15,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-PYTHON_TREES = ("exporter", "tests", "bench", "deploy")
+PYTHON_TREES = ("exporter", "tests", "bench", "deploy", "mixin")
 
 
 def test_ruff_clean() -> None:
