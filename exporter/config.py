@@ -62,11 +62,11 @@ from exporter.credentials import (
     header_safe,
     parse_iso_time,
 )
+from exporter.smallfile import FileError, read_text
 from exporter.snapshot import HistogramLayout
 from exporter.yamlfile import (
     FORBID,
     MAX_INT_DIGITS,
-    FileError,
     OddNumber,
     Shaped,
     StrictLoader,
@@ -75,7 +75,6 @@ from exporter.yamlfile import (
     load_yaml,
     problem,
     quote,
-    read_text,
     section,
     type_name,
     validated,

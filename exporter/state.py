@@ -42,8 +42,8 @@ from exporter.accounting import (
 )
 from exporter.ci.models import ACTIVE_STATES
 from exporter.ci.parse import is_job_id
+from exporter.smallfile import FileShapeError, read_regular_file
 from exporter.snapshot import FailedJob
-from exporter.yamlfile import FileShapeError, read_regular_file
 
 log = logging.getLogger(__name__)
 

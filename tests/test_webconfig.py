@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from exporter.basicauth import BasicAuth
 from exporter.webconfig import (
-    BasicAuth,
     TLSServerConfig,
     WebConfig,
     WebConfigError,
