@@ -349,7 +349,10 @@ def test_sigterm_stops_the_process_within_2s_under_attack(tmp_path: Path, pki: P
         url = f"https://127.0.0.1:{port}"
         idle = rss_kib(process.pid)
         hanging = connections(port, 150) + connections(port, 150, b"\x16\x03\x01\x00")
-        pages = [scrape_url(url + path, pki) for path in ("/metrics", "/healthz", "/")]
+        try:
+            pages = [scrape_url(url + path, pki) for path in ("/metrics", "/healthz", "/")]
+        except requests.RequestException as error:  # the exporter's log says why
+            raise AssertionError(f"{error}\n" + "".join(lines)[-20000:]) from error
         assert [p.status_code for p in pages] == [200, 200, 200]
         assert rss_kib(process.pid) < max(2 * idle, idle + 32 * 1024)
         cpu = cpu_seconds(process.pid)
