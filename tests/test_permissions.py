@@ -61,8 +61,12 @@ CALLS = ("queue listing", "job listing", "jobs by id")  # a service's endpoints,
 
 
 def expected_row(endpoint: Endpoint) -> tuple[str, ...]:
-    services = [s for s in SERVICES.values() if endpoint in s.endpoints]
-    (call,) = {CALLS[s.endpoints.index(endpoint)] for s in services}
+    if endpoint.service_host:  # discovery's bucket listing, one per service
+        services = [s for s in SERVICES.values() if endpoint is s.buckets]
+        call = "bucket listing"
+    else:
+        services = [s for s in SERVICES.values() if endpoint in s.endpoints]
+        (call,) = {CALLS[s.endpoints.index(endpoint)] for s in services}
     shown = endpoint.with_ids(["<id>", "<id>"]) if endpoint.by_id else endpoint.path
     page = "/".join(endpoint.source.split("/")[-2:])
     named = f"[{page}]({endpoint.source})" if endpoint.source else "inferred"
@@ -183,15 +187,23 @@ def test_the_documented_policy_is_the_one_the_table_makes() -> None:
 def test_the_policy_allows_every_call_of_each_service_and_nothing_else() -> None:
     document = json.loads(DEPLOY)
     assert document["version"] == "2.0"
-    statements = document["statement"]
+    *statements, discovery = document["statement"]
     assert len(statements) == len(SERVICES)
     for statement, service in zip(statements, SERVICES.values(), strict=True):
         assert statement["effect"] == "allow"
         assert set(statement["action"]) == {e.action for e in service.endpoints}
         assert statement["resource"] == [bucket_resource(EXAMPLE_REGION, EXAMPLE_BUCKET)]
         assert statement["action"] == actions(service)
+    # Discovery's listings are on the service host: only `*` can grant them, in a statement of
+    # their own, and no bucket-scoped statement holds one.
+    assert discovery == {
+        "effect": "allow",
+        "action": [s.buckets.action for s in SERVICES.values()],
+        "resource": ["*"],
+    }
     allowed = {a for s in statements for a in s["action"]}
-    assert allowed == {e.action for e in ENDPOINTS}
+    assert allowed == {e.action for e in ENDPOINTS if not e.service_host}
+    assert allowed.isdisjoint(discovery["action"])
 
 
 def test_the_documented_table_is_the_table_of_the_code() -> None:

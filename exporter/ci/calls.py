@@ -67,9 +67,9 @@ from exporter.ci.models import (
     CITimeout,
 )
 from exporter.ci.parse import one_line, parse_error
-from exporter.ci.permissions import bucket_resource
+from exporter.ci.permissions import resource_of
 from exporter.ci.redact import Redactor, is_code
-from exporter.ci.services import cam_action, endpoint_family
+from exporter.ci.services import endpoint_family, endpoint_of
 from exporter.credentials import CredentialProvider, Credentials, CredentialsError
 from exporter.ratelimit import (
     MAX_RETRY_AFTER,
@@ -252,7 +252,7 @@ class CICaller:
         """One signed GET of `path`, its body handed to `parse`. Counted once in the stats,
         unless cut short by `stopping` (not a failure of CI's). A path without a CAM action in
         exporter.ci.services is refused (LookupError) before anything is sent."""
-        action = cam_action(path)
+        endpoint = endpoint_of(path)
         family = endpoint_family(path)
         full_path = self._prefix + path
         url = f"{self.endpoint}{quote(full_path, safe='/,' + SAFE)}"
@@ -279,7 +279,8 @@ class CICaller:
                     parse_error(
                         response.status_code, body, response.headers, endpoint=family, redact=redact
                     ),
-                    f"CAM action {action} on {bucket_resource(self.region, self.bucket)}",
+                    f"CAM action {endpoint.action} on "
+                    f"{resource_of(endpoint, self.region, self.bucket)}",
                 )
             try:
                 return parse(body, Answer(max(received_at, date or 0.0), redact))

@@ -98,7 +98,7 @@ def field_time(fields: Mapping[str, str], name: str, where: str) -> float | None
 
 
 def job_time(fields: Mapping[str, str], name: str, where: str) -> float | None:
-    # _fields has stripped the text already; the cached conversion is all that is left.
+    # child_texts has stripped the text already; the cached conversion is all that is left.
     try:
         return _time_value(fields.get(name, ""))
     except CIInvalidResponse as exc:

@@ -63,6 +63,24 @@ class JobPage:
 
 
 @dataclass(frozen=True, slots=True)
+class DiscoveredBucket:
+    """A bucket a service is enabled on, as a bucket listing (discovery) gives it."""
+
+    bucket_id: str  # BucketName-APPID, the bucket's host is <bucket_id>.ci.<region>...
+    name: str  # "the same as BucketId" (CI's pages); kept as CI gives it
+    region: str
+    create_time: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BucketPage:
+    buckets: tuple[DiscoveredBucket, ...]
+    total_count: int
+    page_number: int
+    page_size: int
+
+
+@dataclass(frozen=True, slots=True)
 class DescribeResult:
     jobs: tuple[Job, ...]
     non_exist_ids: tuple[str, ...] = ()

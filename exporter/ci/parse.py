@@ -103,7 +103,7 @@ def _parser() -> etree.XMLParser:
     return parser
 
 
-def _root(body: bytes, expected: str = "Response") -> etree._Element:
+def response_root(body: bytes, expected: str = "Response") -> etree._Element:
     if not body.strip():
         raise CIInvalidResponse("body is empty")
     if body.count(b"<") > MAX_MARKUP:
@@ -125,7 +125,7 @@ def _text(element: etree._Element) -> str:
     return (element.text or "").strip()
 
 
-def _fields(element: etree._Element, wanted: frozenset[str]) -> dict[str, str]:
+def child_texts(element: etree._Element, wanted: frozenset[str]) -> dict[str, str]:
     fields: dict[str, str] = {}
     for child in element:
         tag = child.tag
@@ -135,7 +135,7 @@ def _fields(element: etree._Element, wanted: frozenset[str]) -> dict[str, str]:
 
 
 def _job(element: etree._Element, where: str, redact: Redact | None) -> Job:
-    fields = _fields(element, _JOB_FIELDS)
+    fields = child_texts(element, _JOB_FIELDS)
     job_id = id_field(fields, "JobId", where, "job id")
     state = fields.get("State")
     if not state:
@@ -185,7 +185,7 @@ def parse_job_page(
     body: bytes, *, redact: Redact | None = None, max_jobs: int | None = None
 ) -> JobPage:
     """One page of a job listing: `<Response><JobsDetail/>*<NextToken/></Response>`."""
-    jobs, rest = _jobs_and_rest(_root(body), redact, max_jobs)
+    jobs, rest = _jobs_and_rest(response_root(body), redact, max_jobs)
     next_token = ""
     for child in rest:
         if child.tag == "NextToken":
@@ -209,7 +209,7 @@ def parse_describe(
     body: bytes, *, redact: Redact | None = None, max_jobs: int | None = None
 ) -> DescribeResult:
     """`GET <job_path>/<ids>`: JobsDetail* plus NonExistJobIds (repeated, or comma-separated)."""
-    jobs, rest = _jobs_and_rest(_root(body), redact, max_jobs)
+    jobs, rest = _jobs_and_rest(response_root(body), redact, max_jobs)
     missing: list[str] = []
     for child in rest:
         if child.tag == "NonExistJobIds":
@@ -218,7 +218,7 @@ def parse_describe(
 
 
 def _queue(element: etree._Element, where: str) -> Queue:
-    fields = _fields(element, _QUEUE_FIELDS)
+    fields = child_texts(element, _QUEUE_FIELDS)
     queue_id = id_field(fields, "QueueId", where, "queue id")
     state = fields.get("State")
     if not state:
@@ -244,7 +244,7 @@ def parse_queue_page(body: bytes, *, max_queues: int | None = None) -> QueuePage
     TotalCount is absent when queues are asked for by id: it is then the number listed.
     PageNumber and PageSize are 0 when absent.
     """
-    root = _root(body)
+    root = response_root(body)
     queues: list[Queue] = []
     missing: list[str] = []
     scalars: dict[str, str | None] = {}

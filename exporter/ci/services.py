@@ -4,8 +4,15 @@ action CI checks for each of those calls, and the services' tags.
 Every GET the client makes is an Endpoint of this table: the client builds its paths from it,
 and exporter.ci.calls looks the call's action up before sending (`cam_action`), so a path the
 table does not have never leaves the client. docs/permissions.md and deploy/cam-policy.json are
-checked against ENDPOINTS (tests/test_permissions.py). A call outside the services (bucket
-discovery, workflows) is added to ENDPOINTS with its action.
+checked against ENDPOINTS (tests/test_permissions.py). A call outside the services (workflows)
+is added to ENDPOINTS with its action.
+
+Each service's `buckets` endpoint (bucket discovery) is not on a bucket's host but on the
+region's service host, `ci.<Region>.myqcloud.com` (`service_host`): CAM can only grant those
+actions on `*` (exporter.ci.permissions). `bucket_list` is the element each listed bucket comes
+in (`<MediaBucketList>`, ...), as each service's page shows (exporter.ci.buckets).
+
+Thread ownership: no mutable state (frozen records and module constants).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ class Endpoint:
     action: str
     source: str = ""
     by_id: bool = False
+    service_host: bool = False  # on ci.<Region>.myqcloud.com, not on a bucket's host
 
     def with_ids(self, ids: Sequence[str]) -> str:
         return f"{self.path}/{','.join(ids)}"
@@ -45,6 +53,8 @@ class Service:
     queues: Endpoint  # the queue listing
     jobs: Endpoint  # the job listing
     job: Endpoint  # jobs described by id
+    buckets: Endpoint  # the buckets the service is enabled on (discovery), on the service host
+    bucket_list: tuple[str, ...]  # the element(s) a listed bucket comes in; the first is CI's
     tags: tuple[str, ...]
     # Extra query parameters for the queue listing. /queue leaves out SpeedTranscoding
     # queues unless asked for every category.
@@ -60,6 +70,7 @@ class Service:
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
+        """The calls on a bucket's host (discovery's `buckets` is not one of them)."""
         return (self.queues, self.jobs, self.job)
 
 
@@ -89,6 +100,16 @@ MEDIA_TAGS: tuple[str, ...] = (
 JOBS = Endpoint("/jobs", "ci:DescribeMediaJobs", _DOC_CN + "460/84766")
 JOBS_BY_ID = Endpoint("/jobs", "ci:DescribeMediaJob", _DOC_CN + "436/85084", by_id=True)
 
+
+def _buckets(path: str, action: str, page: str) -> Endpoint:
+    return Endpoint(path, action, _DOC + page, service_host=True)
+
+
+# Bucket listings. Pages naming the action and the list element: media 1045/72937
+# (MediaBucketList), speech 1045/73364 (AsrBucketList, as 1045/49551; the older
+# cloud.tencent.com/document/product/436/47598 shows SpeechBucketList, so both are read), pic
+# 1045/72916 (PicBucketList), doc 1045/74910 (DocBucketList), ai 1045/72921 (AiBucketList).
+
 SERVICES: dict[str, Service] = {
     s.name: s
     for s in (
@@ -97,6 +118,8 @@ SERVICES: dict[str, Service] = {
             Endpoint("/queue", "ci:DescribeMediaQueues", _DOC + "72939"),
             JOBS,
             JOBS_BY_ID,
+            _buckets("/mediabucket", "ci:DescribeMediaBuckets", "72937"),
+            ("MediaBucketList",),
             MEDIA_TAGS,
             (("category", "CateAll"),),
         ),
@@ -105,6 +128,8 @@ SERVICES: dict[str, Service] = {
             Endpoint("/ai_queue", "ci:DescribeAiProcessQueues", _DOC + "72923"),
             JOBS,
             JOBS_BY_ID,
+            _buckets("/ai_bucket", "ci:DescribeAiProcessBucket", "72921"),
+            ("AiBucketList",),
             ("Translation", "SpeechRecognition", "WordsGeneralize"),
         ),
         Service(
@@ -112,6 +137,8 @@ SERVICES: dict[str, Service] = {
             Endpoint("/asrqueue", "ci:DescribeAsrQueues", _DOC + "73366"),
             Endpoint("/asr_jobs", "ci:DescribeAsrJobs"),
             Endpoint("/asr_jobs", "ci:DescribeAsrJob", by_id=True),
+            _buckets("/asrbucket", "ci:DescribeAsrBuckets", "73364"),
+            ("AsrBucketList", "SpeechBucketList"),
             ("SpeechRecognition",),
         ),
         Service(
@@ -119,6 +146,8 @@ SERVICES: dict[str, Service] = {
             Endpoint("/picqueue", "ci:DescribePicProcessQueues", _DOC + "72918"),
             Endpoint("/pic_jobs", "ci:DescribePicProcessJobs"),
             Endpoint("/pic_jobs", "ci:DescribePicProcessJob", by_id=True),
+            _buckets("/picbucket", "ci:DescribePicProcessBucket", "72916"),
+            ("PicBucketList",),
             ("PicProcess", "PosterProduction"),
         ),
         Service(
@@ -126,26 +155,36 @@ SERVICES: dict[str, Service] = {
             Endpoint("/docqueue", "ci:DescribeDocProcessQueues", _DOC_CN + "1250/109270"),
             Endpoint("/doc_jobs", "ci:DescribeDocProcessJobs"),
             Endpoint("/doc_jobs", "ci:DescribeDocProcessJob", by_id=True),
+            _buckets("/docbucket", "ci:DescribeDocProcessBucket", "74910"),
+            ("DocBucketList",),
             ("DocProcess",),
         ),
     )
 }
 
-# Every endpoint the client calls, each once (media and ai share /jobs).
+# Every endpoint the client calls, each once (media and ai share /jobs): the bucket hosts'
+# first, then the service hosts' bucket listings.
 ENDPOINTS: tuple[Endpoint, ...] = tuple(
-    dict.fromkeys(e for s in SERVICES.values() for e in s.endpoints)
+    dict.fromkeys(
+        [e for s in SERVICES.values() for e in s.endpoints] + [s.buckets for s in SERVICES.values()]
+    )
 )
 
 
-def cam_action(path: str) -> str:
-    """The CAM action CI checks for a GET of `path` (ids included, no query string).
+def endpoint_of(path: str) -> Endpoint:
+    """The endpoint of a GET of `path` (ids included, no query string).
 
     LookupError for a path no endpoint has: a call the permissions documentation cannot cover.
     """
     for endpoint in ENDPOINTS:
         if endpoint.matches(path):
-            return endpoint.action
+            return endpoint
     raise LookupError(f"GET {path}: no CAM action for this path in exporter.ci.services")
+
+
+def cam_action(path: str) -> str:
+    """The CAM action CI checks for a GET of `path` (see endpoint_of)."""
+    return endpoint_of(path).action
 
 
 def endpoint_family(path: str) -> str:

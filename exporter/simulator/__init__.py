@@ -3,7 +3,9 @@
 model: buckets, queues, jobs, clock, with a scripted API (add_queue, create_job, ...)
 api: signature checks, parameter validation and the listings, without HTTP
 render: records -> CI's XML bodies
-server: Simulator: one loopback listener per bucket, request accounting, faults
+discovery: the bucket listings of each region's service host (`ci.<Region>.myqcloud.com`)
+server: Simulator: one loopback listener per bucket and per region, request accounting
+handler: a listener and its request handler (faults, accounting, routing to the Api)
 faults: the faults it can inject
 workload: seeded jobs that come and go on their own; build_demo()
 """

@@ -24,7 +24,7 @@ import dataclasses
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import Message
@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 from exporter.ci.services import SERVICES, endpoint_family
 from exporter.signing import TOKEN_HEADER, expected_signature, parse_authorization
-from exporter.simulator import render
+from exporter.simulator import discovery, render
 from exporter.simulator.model import JOB_STATES, Clock, JobKey, JobQuery, SimBucket
 
 QUEUE_PATHS: dict[str, str] = {s.queue_path: s.name for s in SERVICES.values()}
@@ -157,6 +157,31 @@ class Api:
         if family in JOB_PATHS and path.startswith(family + "/"):
             return self._describe(bucket, JOB_PATHS[family], path[len(family) + 1 :])
         raise ApiError(404, "ResourceNotFound", f"no such resource {path}")
+
+    def answer_service(
+        self,
+        region: str,
+        buckets: Iterable[SimBucket],
+        method: str,
+        path: str,
+        params: Mapping[str, str],
+        headers: Message,
+        request_id: str = "",
+        skew: float = 0.0,
+    ) -> Reply:
+        """One request to the service host `ci.<region>.myqcloud.com`: bucket listings
+        (exporter.simulator.discovery), signed and checked as every call."""
+        self._authorize(method, path, params, headers, skew)
+        if method != "GET":
+            raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed on {path}")
+        service = discovery.BUCKET_PATHS.get(path)
+        if service is None:
+            raise ApiError(404, "ResourceNotFound", f"no such resource {path}")
+        try:
+            body = discovery.bucket_list_body(service, region, buckets, params, request_id)
+        except discovery.BadRequest as exc:
+            raise bad_request(str(exc)) from None
+        return Reply(200, body)
 
     def _authorize(
         self, method: str, path: str, params: Mapping[str, str], headers: Message, skew: float

@@ -150,6 +150,10 @@ class SimBucket(ClockView):
     region: str = "ap-guangzhou"
     clock: Clock = field(default_factory=Clock)
     seed: int | str | None = None
+    # The services enabled on the bucket (bucket listings, exporter.simulator.discovery), and
+    # when it was bound to CI (its CreateTime there; now when not given).
+    services: frozenset[str] = field(default_factory=lambda: frozenset(SERVICES))
+    created: float | None = None
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
     _rng: random.Random = field(init=False, repr=False)
     _queues: dict[str, SimQueue] = field(default_factory=dict, init=False, repr=False)
@@ -164,6 +168,12 @@ class SimBucket(ClockView):
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
+        unknown = set(self.services).difference(SERVICES)
+        if unknown:
+            raise ValueError(f"unknown services {sorted(unknown)}")
+        self.services = frozenset(self.services)
+        if self.created is None:
+            self.created = float(int(self.clock.now()))
 
     # -- clock ---------------------------------------------------------------------------
 

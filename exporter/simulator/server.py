@@ -1,53 +1,33 @@
 """The fake CI over HTTP: one loopback listener per bucket (the bucket cannot be read from
-a loopback Host header), request accounting, fault injection, and the life cycle.
+a loopback Host header) and one per region for its service host (`ci.<Region>.myqcloud.com`:
+bucket listings, `service_endpoint`), request accounting, fault injection, and the life cycle.
+
+Thread ownership: the Simulator's listeners and threads are set up and torn down by the thread
+that owns it (add_bucket, start, stop); the request log and counts are shared with the handler
+threads under `_lock`; each handler's state is its own thread's.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
-import socket
-import struct
 import threading
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import TYPE_CHECKING
 
-from exporter.ci.services import endpoint_family
-from exporter.signing import TOKEN_HEADER
-from exporter.simulator import render
-from exporter.simulator.api import (
-    BOUNDS,
-    JOB_PATHS,
-    Api,
-    ApiError,
-    Reply,
-    bad_request,
-    error_reply,
-)
-from exporter.simulator.faults import Fault, FaultSet
+from exporter.ci.services import SERVICES, endpoint_family
+from exporter.simulator.api import BOUNDS, Api
+from exporter.simulator.faults import FaultSet
+from exporter.simulator.handler import BucketServer, RequestRecord
 from exporter.simulator.model import Clock, ClockView, SimBucket
 
 if TYPE_CHECKING:
     from exporter.simulator.workload import Workload
 
+__all__ = ["RequestRecord", "Simulator"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    bucket: str
-    method: str
-    path: str
-    params: Mapping[str, str]
-    status: int  # 0 when the connection was closed without an answer
-    fault: str = ""
 
 
 class Simulator(ClockView):
@@ -72,7 +52,10 @@ class Simulator(ClockView):
         self.faults = FaultSet(seed)
         self.buckets: dict[str, SimBucket] = {}
         self.workloads: list[Workload] = []
-        self._servers: dict[str, _BucketServer] = {}
+        self._servers: dict[str, BucketServer] = {}
+        self._regions: set[str] = set()  # regions with a service host beyond the buckets'
+        self._region_servers: dict[str, BucketServer] = {}
+        self._running = False  # between start() and stop(): what is added listens at once
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -102,17 +85,41 @@ class Simulator(ClockView):
     # -- setup ---------------------------------------------------------------------------
 
     def add_bucket(
-        self, name: str, region: str = "ap-guangzhou", seed: int | str | None = None
+        self,
+        name: str,
+        region: str = "ap-guangzhou",
+        seed: int | str | None = None,
+        *,
+        services: Iterable[str] | None = None,
+        created: float | None = None,
     ) -> SimBucket:
+        """A bucket with every service enabled, or only `services` (its bucket listings);
+        `created`: when it was bound to CI (now when None)."""
         if name in self.buckets:
             raise ValueError(f"bucket {name} exists")
         bucket = SimBucket(
-            name, region, clock=self.clock, seed=f"{self.seed}:{name}" if seed is None else seed
+            name,
+            region,
+            clock=self.clock,
+            seed=f"{self.seed}:{name}" if seed is None else seed,
+            services=frozenset(SERVICES if services is None else services),
+            created=created,
         )
         self.buckets[name] = bucket
-        if self._servers:
+        if self._running:
             self._listen(bucket)
+            self._listen_region(region)
         return bucket
+
+    def remove_bucket(self, name: str) -> None:
+        """Gone from the bucket listings; its own listener answers until stop()."""
+        del self.buckets[name]
+
+    def add_region(self, region: str) -> None:
+        """A service host for a region that may have no bucket (listings answer empty)."""
+        self._regions.add(region)
+        if self._running:
+            self._listen_region(region)
 
     def bucket(self, name: str) -> SimBucket:
         return self.buckets[name]
@@ -131,22 +138,31 @@ class Simulator(ClockView):
 
     def start(self) -> Simulator:
         self._stopping.clear()
+        self._running = True
         for bucket in self.buckets.values():
             if bucket.name not in self._servers:
                 self._listen(bucket)
+        for region in self._regions.union(b.region for b in self.buckets.values()):
+            self._listen_region(region)
         return self
 
     def _listen(self, bucket: SimBucket) -> None:
-        server = _BucketServer(self, bucket)
+        self._servers[bucket.name] = self._serve_on(BucketServer(self, bucket, bucket.region))
+
+    def _listen_region(self, region: str) -> None:
+        if region not in self._region_servers:
+            self._region_servers[region] = self._serve_on(BucketServer(self, None, region))
+
+    def _serve_on(self, server: BucketServer) -> BucketServer:
         thread = threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": 0.05},
-            name=f"ci-sim-{bucket.name}",
+            name=f"ci-sim-{server.label}",
             daemon=True,
         )
-        self._servers[bucket.name] = server
         self._threads.append(thread)
         thread.start()
+        return server
 
     def hold(self, seconds: float) -> bool:
         """Wait `seconds`, or less when stop() comes first: whether it came."""
@@ -173,7 +189,8 @@ class Simulator(ClockView):
 
     def stop(self) -> None:
         self._stopping.set()
-        for server in self._servers.values():
+        self._running = False
+        for server in [*self._servers.values(), *self._region_servers.values()]:
             server.shutdown()
             server.close_connections()
             server.server_close()
@@ -182,6 +199,7 @@ class Simulator(ClockView):
         if self._workload_thread is not None:
             self._workload_thread.join(timeout=1.0)
         self._servers.clear()
+        self._region_servers.clear()
         self._threads.clear()
         self._workload_thread = None
 
@@ -201,6 +219,14 @@ class Simulator(ClockView):
             host, port = self._servers[bucket].server_address[:2]
         except KeyError:
             raise KeyError(f"bucket {bucket} has no listener; add it and start()") from None
+        return f"http://{host!s}:{port}"
+
+    def service_endpoint(self, region: str) -> str:
+        """The listener standing for `ci.<region>.myqcloud.com` (bucket listings)."""
+        try:
+            host, port = self._region_servers[region].server_address[:2]
+        except KeyError:
+            raise KeyError(f"region {region} has no listener; add a bucket or region") from None
         return f"http://{host!s}:{port}"
 
     # -- accounting ----------------------------------------------------------------------
@@ -228,217 +254,3 @@ class Simulator(ClockView):
         with self._lock:
             self._log.clear()
             self._counts.clear()
-
-
-class _BucketServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, sim: Simulator, bucket: SimBucket) -> None:
-        self.sim = sim
-        self.bucket = bucket
-        self._connections: set[socket.socket] = set()
-        self._conn_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def track(self, conn: socket.socket, add: bool) -> None:
-        with self._conn_lock:
-            if add:
-                self._connections.add(conn)
-            else:
-                self._connections.discard(conn)
-
-    def close_connections(self) -> None:
-        """Wake handler threads parked on idle keep-alive connections."""
-        with self._conn_lock:
-            conns = list(self._connections)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "tencent-ci"
-    # Headers and body go out in separate writes; with Nagle's algorithm the body then waits
-    # for the client's delayed ACK, 40 ms on every keep-alive answer.
-    disable_nagle_algorithm = True
-    timeout = 60  # idle keep-alive connections
-    server: _BucketServer
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.track(self.connection, True)
-
-    def finish(self) -> None:
-        with contextlib.suppress(OSError):
-            super().finish()
-        self.server.track(self.connection, False)
-
-    def version_string(self) -> str:
-        return self.server_version
-
-    def date_time_string(self, timestamp: float | None = None) -> str:
-        if timestamp is None:
-            timestamp = self.server.sim.now() + getattr(self, "_skew", 0.0)
-        return formatdate(timestamp, usegmt=True)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_PUT(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
-
-    def _serve(self) -> None:
-        sim, bucket = self.server.sim, self.server.bucket
-        self._discard_body()
-        split = urlsplit(self.path)
-        path = unquote(split.path)
-        pairs = parse_qsl(split.query, keep_blank_values=True)
-        params = dict(pairs)
-        family = endpoint_family(path)
-        fault = sim.faults.pick(
-            bucket.name, family, listing=path in JOB_PATHS, jobs=family in JOB_PATHS
-        )
-        kind = fault.kind if fault else ""
-        self._skew = fault.offset if fault is not None and kind == "skew" else 0.0
-        self._entry = RequestRecord(bucket.name, self.command, path, params, 0, kind)
-        if sim.latency > 0 and sim.hold(sim.latency):
-            self._reset()
-            return
-        if sim.on_request is not None:
-            sim.on_request()
-        self._respond(path, params, len(pairs) != len(params), fault)
-
-    def _discard_body(self) -> None:
-        # CI's listings take no body; read any sent so the keep-alive connection stays usable.
-        length = self.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) > 0:
-            self.rfile.read(min(int(length), 1 << 20))
-
-    def _account(self, status: int) -> None:
-        # Before the answer leaves: a client that has its answer finds the request counted.
-        self.server.sim.record(dataclasses.replace(self._entry, status=status))
-
-    def _respond(
-        self, path: str, params: dict[str, str], duplicated: bool, fault: Fault | None
-    ) -> None:
-        """Answer one request, faults included."""
-        request_id = render.new_request_id()
-        kind = fault.kind if fault else ""
-        if fault is not None and kind == "slow" and self.server.sim.hold(fault.delay):
-            self._reset()
-            return
-        if fault is not None and self._early_fault(fault, request_id):
-            return
-        reply = self._reply(path, params, duplicated, request_id, kind == "repeat_token")
-        if fault is not None:
-            reply.body = self._damage(reply.body, fault)
-        self._send(reply, request_id, truncate=kind == "truncated")
-
-    @staticmethod
-    def _damage(body: bytes, fault: Fault) -> bytes:
-        """A good answer's body as the fault spoils it."""
-        if fault.kind == "malformed":
-            return render.malform(body)
-        if fault.kind == "oversized":
-            return render.oversize(body, fault.size)
-        if fault.kind == "missing_field":
-            return render.drop_job_field(body, fault.job_field)
-        if fault.kind == "unknown_state":
-            return render.set_job_state(body, fault.state)
-        return body
-
-    def _early_fault(self, fault: Fault, request_id: str) -> bool:
-        """Answer instead of the API when the fault says so: whether it did."""
-        if fault.kind == "reset":
-            self._reset()
-            return True
-        status = fault.status if fault.status is not None else 500
-        if fault.kind == "html":
-            self._send(Reply(status, render.html_page(), "text/html"), request_id)
-            return True
-        error = self._fault_error(fault, status)
-        if error is not None:
-            self._send(error_reply(error, request_id), request_id)
-            return True
-        return False
-
-    def _fault_error(self, fault: Fault, status: int) -> ApiError | None:
-        slow_down = "frequency control, slow down"
-        if fault.kind == "http_500":
-            return ApiError(500, "InternalError", "internal error")
-        if fault.kind == "http_503":
-            return ApiError(503, "SlowDown", slow_down)
-        if fault.kind == "slow_down":
-            return ApiError(status, "SlowDown", slow_down)
-        if fault.kind == "http_429":
-            return ApiError(429, "SlowDown", slow_down, {"Retry-After": self._retry_after(fault)})
-        if fault.kind == "auth":
-            # As a careless proxy might: the refusal quotes what it was sent.
-            token = self.headers.get(TOKEN_HEADER)
-            sent = f" (security token {token!r})" if token else ""
-            return ApiError(status, fault.code, f"request refused{sent}")
-        return None
-
-    def _retry_after(self, fault: Fault) -> str:
-        if fault.retry_after_as_date:
-            return self.date_time_string(self.server.sim.now() + self._skew + fault.retry_after)
-        return f"{fault.retry_after:g}"
-
-    def _reply(
-        self, path: str, params: dict[str, str], duplicated: bool, request_id: str, repeat: bool
-    ) -> Reply:
-        sim, bucket = self.server.sim, self.server.bucket
-        try:
-            if duplicated:
-                raise bad_request("a query parameter is repeated")
-            return sim.api.answer(
-                bucket, self.command, path, params, self.headers, request_id, repeat, self._skew
-            )
-        except ApiError as err:
-            return error_reply(err, request_id)
-
-    def _send(self, reply: Reply, request_id: str, truncate: bool = False) -> None:
-        self._account(reply.status)
-        body = reply.body
-        try:
-            self.send_response(reply.status)
-            self.send_header("Content-Type", reply.content_type)
-            self.send_header("x-ci-request-id", request_id)
-            for name, value in reply.headers.items():
-                self.send_header(name, value)
-            # A truncated answer promises more than it sends, then hangs up.
-            self.send_header("Content-Length", str(len(body) + (64 if truncate else 0)))
-            self.end_headers()
-            self.wfile.write(body[: len(body) // 2] if truncate else body)
-            self.wfile.flush()
-        except OSError:  # the client went away; nothing to answer
-            self.close_connection = True
-            return
-        if truncate:
-            self._hang_up(reset=False)
-
-    def _reset(self) -> None:
-        self._account(0)
-        self._hang_up(reset=True)
-
-    def _hang_up(self, reset: bool) -> None:
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            if reset:
-                # Linger 0: close() sends RST instead of FIN.
-                self.connection.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-                )
-            else:
-                self.connection.shutdown(socket.SHUT_WR)
-            self.connection.close()
