@@ -8,11 +8,12 @@ Rendering is immutable once made, apart from a gzip form made on demand under it
 
 The snapshot changes once per poll of a target, scrapes come every few seconds from one or two
 Prometheus servers: rendering per scrape cost as much CPU as the scrape interval allowed at
-10,000 streams. Here a snapshot is rendered when it is published, for each format a scrape
-asked for in the last WANTED_FOR seconds, and kept as pieces: each family's header, then each
-target's samples of it. A target's pieces (and their deflated copies) are reused while its
-TargetSnapshot is the same object, so a poll of one target renders, and compresses, that
-target only; the pieces are sent as they are, never joined into one copy.
+10,000 streams. Here a snapshot is rendered when it is published, for each format scrapes
+asked for more than once, the last time within WANTED_FOR seconds, and kept as pieces: each
+family's header, then each target's samples of it. A target's pieces (and their deflated
+copies) are reused while its TargetSnapshot is the same object, so a poll of one target
+renders, and compresses, that target only; the pieces are sent as they are, never joined
+into one copy.
 
 A scrape of a snapshot not yet rendered waits for the rendering that completes next (never for
 two), and for at most `patience` seconds when an older rendering can be sent instead. What
@@ -135,6 +136,9 @@ class _Format:
     rendering: Rendering | None = None
     completed: int = 0  # renderings made, failed ones too
     waiting: int = 0  # scrapes waiting for its next rendering: rendered first, never dropped
+    # Scrapes that asked for it: a format asked for once (a person's curl) is rendered when
+    # asked, one asked for again (a scraper) also at every publish.
+    asks: int = 0
     cost: RenderCost | None = None
     # Held while rendering; what follows is the renderer's, not `_changed`'s.
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -212,8 +216,9 @@ class Expositions:
             self._render(*work)
 
     def _next_work(self) -> tuple[_Format, Snapshot] | None:
-        """The format to render next: one a scrape waits for, else any in demand whose
-        rendering is not of the current snapshot. Formats out of demand are dropped."""
+        """The format to render next: one a scrape waits for, else any asked for more than
+        once whose rendering is not of the current snapshot. Formats out of demand are
+        dropped."""
         now = self._clock()
         snapshot = self._source()
         for name, fmt in list(self._formats.items()):
@@ -222,7 +227,8 @@ class Expositions:
         stale = [
             f
             for f in self._formats.values()
-            if f.rendering is None or f.rendering.snapshot is not snapshot
+            if (f.waiting or f.asks > 1)
+            and (f.rendering is None or f.rendering.snapshot is not snapshot)
         ]
         if not stale:
             return None
@@ -374,6 +380,7 @@ class Expositions:
         if fmt is None:
             fmt = self._formats[name] = _Format(name, encoder, now)
         fmt.asked = now
+        fmt.asks += 1
         if gzip:
             fmt.gzip_asked = now
         return fmt

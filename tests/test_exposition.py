@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -121,7 +122,8 @@ def test_the_render_thread_renders_a_published_snapshot_before_anyone_scrapes(
     expositions = made(source, stats, counted)
     expositions.start()
     try:
-        body(expositions, OPENMETRICS)  # OpenMetrics is now in demand
+        body(expositions, OPENMETRICS)
+        body(expositions, OPENMETRICS)  # asked for again: a scraper's format, now in demand
         counted.entered.clear()
         source.change(0, finished=9)
         expositions.published()
@@ -131,6 +133,43 @@ def test_the_render_thread_renders_a_published_snapshot_before_anyone_scrapes(
         expositions.stop()
 
     assert counted.rendered == ["alpha-1250000000", "alpha-1250000000"]
+
+
+def test_a_format_asked_for_once_is_rendered_when_asked_not_at_every_publish(
+    stats: ApiStats,
+) -> None:
+    """A person's curl asks for text once: text is not rendered again at each publish for the
+    next WANTED_FOR seconds (only a scraper's format, asked for again, is)."""
+    source = Source("alpha-1250000000")
+    counted = Counted()
+    expositions = made(source, stats, counted)
+    expositions.start()
+    try:
+        body(expositions, TEXT)  # a curl
+        body(expositions, OPENMETRICS)
+        body(expositions, OPENMETRICS)  # a scraper
+        source.change(0, finished=21)
+        expositions.published()
+        until(lambda: renders(expositions).get("openmetrics") == 2)
+        until(lambda: render_thread_idle())
+        assert renders(expositions) == {"text": 1, "openmetrics": 2}
+        later = body(expositions, TEXT)  # asked again: rendered now, on demand
+    finally:
+        expositions.stop()
+
+    assert b'state="Success",tag="Transcode"} 21.0' in later
+    assert renders(expositions) == {"text": 2, "openmetrics": 2}
+
+
+def render_thread_idle() -> bool:
+    """Whether the render thread waits for work (its innermost frame: Condition.wait in _run)."""
+    (thread,) = [t for t in threading.enumerate() if t.name == "render"]
+    frame = sys._current_frames().get(thread.ident or -1)
+    names = []
+    while frame is not None:
+        names.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return bool(names) and names[0] == "wait" and "_run" in names
 
 
 def test_a_scrape_waits_for_one_rendering_at_most(stats: ApiStats) -> None:
@@ -143,6 +182,7 @@ def test_a_scrape_waits_for_one_rendering_at_most(stats: ApiStats) -> None:
     results: list[bytes] = []
     try:
         body(expositions, TEXT)
+        body(expositions, TEXT)  # asked for again: rendered at every publish
         counted.held = True
         counted.entered.clear()
         source.change(0, finished=50)
@@ -307,7 +347,8 @@ def test_a_scrape_takes_the_previous_rendering_when_the_new_one_outlasts_its_pat
     server.start()
     url = f"http://127.0.0.1:{server.port}/metrics"
     try:
-        before = requests.get(url, timeout=TIMEOUT).content
+        requests.get(url, timeout=TIMEOUT)
+        before = requests.get(url, timeout=TIMEOUT).content  # asked again: rendered at publish
         counted.held = True
         counted.entered.clear()
         source.change(0, finished=77)
