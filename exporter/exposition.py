@@ -75,9 +75,9 @@ def _deflated(piece: bytes) -> bytes:
     return compressor.compress(piece) + compressor.flush(zlib.Z_SYNC_FLUSH)
 
 
-def _named_like(family: Metric) -> Metric:
-    """The family without its samples: what its header is rendered from."""
-    return Metric(family.name, family.documentation, family.type, family.unit)
+def _identity(family: Metric) -> tuple[str, str, str, str]:
+    """What a family's header is rendered from."""
+    return (family.name, family.documentation, family.type, family.unit)
 
 
 class _Families:
@@ -143,6 +143,7 @@ class _Format:
     # Held while rendering; what follows is the renderer's, not `_changed`'s.
     lock: threading.Lock = field(default_factory=threading.Lock)
     headers: tuple[bytes, ...] | None = None  # target families' headers, in family order
+    families: tuple[tuple[str, str, str, str], ...] = ()  # what each header was rendered from
     # By id() of the TargetSnapshot they were rendered from, which the tuple keeps alive.
     parts: dict[int, tuple[TargetSnapshot, tuple[bytes, ...]]] = field(default_factory=dict)
     # id() of a piece -> (the piece, its deflated copy), for the pieces of the last rendering.
@@ -262,7 +263,9 @@ class Expositions:
         """The snapshot's pieces in `fmt`: target parts reused where the target's snapshot is
         the one they were rendered from, interleaved family by family."""
         if fmt.headers is None:
-            fmt.headers = tuple(self._encode(fmt, [m]) for m in self._target_families(()))
+            empty = list(self._target_families(()))
+            fmt.families = tuple(_identity(m) for m in empty)
+            fmt.headers = tuple(self._encode(fmt, [m]) for m in empty)
         parts: dict[int, tuple[TargetSnapshot, tuple[bytes, ...]]] = {}
         for target in snapshot.targets:
             kept = fmt.parts.get(id(target))
@@ -286,15 +289,12 @@ class Expositions:
             raise ValueError("target_families must yield the same families for every target")
         chunks = []
         fast = fmt.name in ("text", "openmetrics")  # names as they are (not dots-escaped)
-        for header, family in zip(fmt.headers, families, strict=True):
+        for header, expected, family in zip(fmt.headers, fmt.families, families, strict=True):
+            if _identity(family) != expected:
+                raise ValueError(f"family {family.name} is not the one expected here")
             lines = sample_lines(family, fmt.name == "openmetrics") if fast else None
             if lines is None:
-                text = self._encode(fmt, [family])
-                if not text.startswith(header):
-                    raise ValueError(f"family {family.name} is not the one expected here")
-                lines = text[len(header) :]
-            elif self._encode(fmt, [_named_like(family)]) != header:
-                raise ValueError(f"family {family.name} is not the one expected here")
+                lines = self._encode(fmt, [family])[len(header) :]
             chunks.append(lines)
         return tuple(chunks)
 
