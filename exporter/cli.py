@@ -13,9 +13,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from types import FrameType
+from typing import Any
 
 from exporter import __version__
 from exporter.api_stats import ApiStats
@@ -204,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     simulator = None
     if args.demo:
-        from exporter.demo import start_demo
+        from exporter.demo import demo_endpoints, start_demo
 
         simulator, config = start_demo()
     elif args.config_file:
@@ -235,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_requests=args.max_requests,
             max_connections=args.max_connections,
         ),
+        poller_options=demo_endpoints(simulator) if simulator is not None else {},
     )
     try:
         return app.serve(demo=simulator is not None)
@@ -262,6 +264,7 @@ class _App:
         web_config: WebConfig | None = None,
         web_config_file: str | None = None,
         limits: ConnectionLimits = DEFAULT_LIMITS,
+        poller_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.limits = limits
@@ -273,7 +276,7 @@ class _App:
         self.shard = shard
         self.config_file = config_file
         self.stats = ApiStats()
-        self.poller = Poller(config, self.stats, shard=shard)
+        self.poller = Poller(config, self.stats, shard=shard, **(poller_options or {}))
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._hangup = threading.Event()

@@ -23,6 +23,7 @@ from prometheus_client.samples import Exemplar, Sample
 from exporter.api_stats import ApiStats
 from exporter.build import build_info
 from exporter.ci.models import ACTIVE_STATES, FINISHED_STATES
+from exporter.collector_discovery import discovery_families
 from exporter.dedupe import ANOMALY_KINDS
 from exporter.families import (
     BUILD_INFO,
@@ -419,8 +420,9 @@ def target_families(targets: Targets) -> Iterator[Metric]:
 
 
 def snapshot_families(snapshot: Snapshot, version: str) -> Iterator[Metric]:
-    """The rest of what the snapshot shows: the reload status and the build."""
+    """The rest of what the snapshot shows: the reload status, discovery and the build."""
     yield from _reload_metrics(snapshot.reload)
+    yield from discovery_families(snapshot.discovery)
     build = build_info()
     labels = {"python_version": build.python_version, "revision": build.revision}
     yield family(

@@ -501,6 +501,9 @@ def _bucket(bucket: str) -> str:
     return bucket
 
 
+Bucket = Annotated[Name, AfterValidator(_bucket)]
+
+
 def _region(region: str) -> str:
     if not _REGION_RE.fullmatch(region):
         why = "lowercase letters, digits and dashes, e.g. ap-guangzhou"
@@ -550,7 +553,7 @@ def _url(text: str, form: str, with_path: bool) -> Any:
 @section
 @dataclass(frozen=True)
 class TargetConfig:
-    bucket: Annotated[Name, AfterValidator(_bucket)]
+    bucket: Bucket
     region: Annotated[Name, AfterValidator(_region)]
     # e.g. https://<bucket>.ci.<region>.myqcloud.com, the default
     endpoint: Annotated[Name, AfterValidator(_endpoint), BeforeValidator(_default_endpoint), MADE]
@@ -560,6 +563,55 @@ class TargetConfig:
     )
     # Every service of SERVICES, with its documented tags, when the file names none.
     services: Annotated[tuple[ServiceConfig, ...], Shaped(Services, _services), MADE]
+
+
+_PREFIX_RE = re.compile(r"[a-z0-9-]{1,60}")
+
+
+def _prefix(prefix: str) -> str:
+    if not _PREFIX_RE.fullmatch(prefix):
+        why = "lowercase letters, digits and dashes, at most 60"
+        raise problem(f"{quote(clip(prefix))} is not the start of a bucket name ({why})")
+    return prefix
+
+
+def _each_once(items: tuple[str, ...]) -> tuple[str, ...]:
+    for index, item in enumerate(items):
+        if item in items[:index]:
+            raise problem(f"duplicate {quote(item)}", index)
+    return items
+
+
+def _some(items: tuple[str, ...]) -> tuple[str, ...]:
+    if not items:
+        raise problem("is empty (name at least one region)")
+    return items
+
+
+Prefix = Annotated[Name, AfterValidator(_prefix)]
+
+
+@section
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    """Targets found instead of named: every bucket of `regions` that a service of `services`
+    is enabled on (narrowed to names starting with one of `prefixes` or equal to one of
+    `buckets` when either is given), polled with these credentials and services."""
+
+    regions: Annotated[
+        tuple[Annotated[Name, AfterValidator(_region)], ...],
+        AfterValidator(_each_once),
+        AfterValidator(_some),
+    ]
+    credentials: Annotated[CredentialSource, Shaped(CredentialKeys, _credentials), MADE] = field(
+        repr=False
+    )
+    services: Annotated[tuple[ServiceConfig, ...], Shaped(Services, _services), MADE]
+    prefixes: Annotated[tuple[Prefix, ...], AfterValidator(_each_once)] = ()
+    buckets: Annotated[tuple[Bucket, ...], AfterValidator(_each_once)] = ()
+    # Listed again this often; a bucket missing from the listings this long stops being polled.
+    interval: Annotated[float, Duration(MINUTE, DAY)] = 10 * MINUTE
+    grace: Annotated[float, Duration(0, 7 * DAY)] = 30 * MINUTE
 
 
 @section
@@ -636,12 +688,6 @@ def _layout(value: Any, validate: Callable[[Any], Any], info: object) -> Histogr
     )
 
 
-def _targets(value: object) -> object:
-    if value is None or value == []:
-        raise problem("must list at least one target")
-    return value
-
-
 def _distinct(targets: tuple[TargetConfig, ...]) -> tuple[TargetConfig, ...]:
     first_seen: dict[tuple[str, str], int] = {}
     for index, target in enumerate(targets):
@@ -671,9 +717,9 @@ def _is_directory(path: str) -> bool:
 @section
 @dataclass(frozen=True)
 class Config:
-    targets: Annotated[
-        tuple[TargetConfig, ...], AfterValidator(_distinct), BeforeValidator(_targets)
-    ]
+    targets: Annotated[tuple[TargetConfig, ...], AfterValidator(_distinct)] = ()
+    # Targets found by listing the buckets CI's services are enabled on (exporter.poll.discovery).
+    discovery: tuple[DiscoveryConfig, ...] = ()
     poll_interval: Annotated[float, Duration(1, DAY)] = DEFAULT_POLL_INTERVAL
     request_timeout: Annotated[float, Duration(0, 10 * MINUTE, above=True)] = (
         DEFAULT_REQUEST_TIMEOUT
@@ -735,7 +781,12 @@ def parse_duration(
 
 def config_schema() -> dict[str, Any]:
     """config.schema.json: `python3 -m exporter.config > config.schema.json`."""
-    return json_schema(_CONFIG, "Configuration of tencent-ci-exporter (README.md, Configuration)")
+    schema = json_schema(_CONFIG, "Configuration of tencent-ci-exporter (README.md, Configuration)")
+    schema["anyOf"] = [  # at least one target or one discovery entry
+        {"required": [key], "properties": {key: {"minItems": 1}}}
+        for key in ("targets", "discovery")
+    ]
+    return schema
 
 
 # --- ${VAR} expansion ---------------------------------------------------------------------
@@ -805,7 +856,13 @@ def _show_duration(seconds: float) -> str:
     return "".join(f"{amount}{unit}" for amount, unit in parts if amount)
 
 
-_CONFIG = TypeAdapter(Config)
+def _polls_something(config: Config) -> Config:
+    if not config.targets and not config.discovery:
+        raise problem("must list at least one target (or give discovery)", "targets")
+    return config
+
+
+_CONFIG: TypeAdapter[Config] = TypeAdapter(Annotated[Config, AfterValidator(_polls_something)])
 
 if __name__ == "__main__":
     print(json.dumps(config_schema(), indent=2, ensure_ascii=False))

@@ -13,24 +13,30 @@ shows these problems, each with the alerts of deploy/prometheus/rules it raises:
 - CI throttles bucket `media-1250000001`: one call in THROTTLE_EVERY is answered by a gateway's
   bare 503, the retry goes through (TencentCIApiThrottled; its polls do not fail).
 
+The buckets of DEMO_DISCOVERED_REGION are not named in the configuration: bucket discovery
+finds them (`discovery:`, exporter.poll.discovery), as a team with many buckets would.
+
 tests/test_demo_workload.py checks this over two simulated hours.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from exporter.ci.services import SERVICES
-from exporter.config import Config, ServiceConfig, TargetConfig
+from exporter.config import Config, DiscoveryConfig, ServiceConfig, TargetConfig
 from exporter.credentials import Credentials
 from exporter.simulator import DEMO_SECRET_ID, DEMO_SECRET_KEY, Fault, Simulator, build_demo
 from exporter.simulator.faults import FaultSet
-from exporter.simulator.workload import DEMO_THROTTLED_BUCKET
+from exporter.simulator.workload import DEMO_THROTTLED_BUCKET, Workload
 
 DEMO_POLL_INTERVAL = 5.0
 # One call in this many to the throttled bucket is throttled (8%, over the alert's 5%). A
 # throttled call's retry comes long before the bucket's next turn, so no call fails for good.
 THROTTLE_EVERY = 12
+DEMO_DISCOVERED_REGION = "ap-shanghai"
+DEMO_DISCOVERY_INTERVAL = 60.0
 
 
 class EveryNthCall(FaultSet):
@@ -72,21 +78,49 @@ def throttle(sim: Simulator, bucket: str = DEMO_THROTTLED_BUCKET) -> Fault:
 
 
 def demo_config(sim: Simulator, poll_interval: float = DEMO_POLL_INTERVAL) -> Config:
-    """One target per simulated bucket, polling the tags its workload uses."""
+    """One target per simulated bucket, polling the tags its workload uses; the buckets of
+    DEMO_DISCOVERED_REGION are found by discovery, with the tags their workloads use."""
     credentials = Credentials(DEMO_SECRET_ID, DEMO_SECRET_KEY)
-    targets = []
+    targets: list[TargetConfig] = []
+    found: dict[str, tuple[str, ...]] = {}
     for workload in sim.workloads:
         bucket, name = workload.bucket, workload.bucket.name
-        tags: dict[str, list[str]] = {}
-        for stream in workload.streams:
-            service = bucket.queue(stream.queue_id).service
-            if stream.tag not in tags.setdefault(service, []):
-                tags[service].append(stream.tag)
-        services = tuple(
-            ServiceConfig(service, tuple(tags[service])) for service in SERVICES if service in tags
-        )
+        services = _services(workload)
+        if bucket.region == DEMO_DISCOVERED_REGION:
+            for service in services:
+                tags = found.get(service.name, ()) + service.tags
+                found[service.name] = tuple(dict.fromkeys(tags))
+            continue
         targets.append(TargetConfig(name, bucket.region, sim.endpoint(name), credentials, services))
-    return Config(targets=tuple(targets), poll_interval=poll_interval, request_timeout=5.0)
+    discovery = DiscoveryConfig(
+        (DEMO_DISCOVERED_REGION,),
+        credentials,
+        tuple(ServiceConfig(name, found[name]) for name in SERVICES if name in found),
+        interval=DEMO_DISCOVERY_INTERVAL,
+    )
+    return Config(
+        targets=tuple(targets),
+        discovery=(discovery,) if found else (),
+        poll_interval=poll_interval,
+        request_timeout=5.0,
+    )
+
+
+def _services(workload: Workload) -> tuple[ServiceConfig, ...]:
+    tags: dict[str, list[str]] = {}
+    for stream in workload.streams:
+        service = workload.bucket.queue(stream.queue_id).service
+        if stream.tag not in tags.setdefault(service, []):
+            tags[service].append(stream.tag)
+    return tuple(ServiceConfig(s, tuple(tags[s])) for s in SERVICES if s in tags)
+
+
+def demo_endpoints(sim: Simulator) -> dict[str, Any]:
+    """The Poller's options that send discovery, and the buckets it finds, to the simulator."""
+    return {
+        "bucket_endpoint": lambda bucket, region: sim.endpoint(bucket),
+        "service_endpoint": sim.service_endpoint,
+    }
 
 
 def start_demo(seed: int = 1) -> tuple[Simulator, Config]:

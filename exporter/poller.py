@@ -2,7 +2,8 @@
 /metrics, its state saved; reloads handed to the targets; a prompt, whole stop.
 
 Threads: each target's poll thread owns its TargetPoller (exporter.poll.target). The reload
-thread (SIGHUP, POST /-/reload) owns `config` and the set of targets, under `_reload_lock`;
+thread (SIGHUP, POST /-/reload) and the discovery thread (exporter.poll.discovery: the buckets
+it finds are targets too) change `config` and the set of targets under `_reload_lock`;
 the snapshot for /metrics is swapped by `Board` under its lock and read without it. /metrics
 never calls the API: it reads the last snapshot.
 """
@@ -18,13 +19,22 @@ from collections.abc import Callable
 from exporter.accounting import RECENT_FAILURES, CodeLimiter
 from exporter.api_stats import ApiStats
 from exporter.ci.client import QUEUE_PAGE_SIZE, CIClient
-from exporter.config import Config, TargetConfig
-from exporter.poll.clients import SharedClients, build_client
+from exporter.ci.discovery import DiscoveryClient, service_endpoint
+from exporter.config import Config, DiscoveryConfig, TargetConfig
+from exporter.poll.clients import SharedClients, build_client, build_discovery_client
+from exporter.poll.discovery import BucketEndpoint, Discoverer, public_endpoint
+from exporter.poll.discovery import ClientFactory as DiscoveryClientFactory
 from exporter.poll.pipeline import PollError
 from exporter.poll.target import TargetPoller
 from exporter.sharding import ALL, Shard, select
-from exporter.snapshot import FailedJob, ReloadStatus, Snapshot, TargetSnapshot
-from exporter.state import StateFile
+from exporter.snapshot import (
+    DiscoveryStatus,
+    FailedJob,
+    ReloadStatus,
+    Snapshot,
+    TargetSnapshot,
+)
+from exporter.state import StateFile, TargetState
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +44,8 @@ TargetId = tuple[str, str]  # (bucket, region)
 
 MAX_WAIT = 86400.0  # Event.wait overflows on absurd delays; config caps the interval anyway
 STOP_TIMEOUT = 1.5  # seconds stop() waits for poll threads (a state save) to end
+# The owner, in the state file, of a saved target that discovery has not found again yet.
+UNCLAIMED = object()
 
 
 def wall_clock() -> float:
@@ -55,6 +67,7 @@ class Board:
         self._owners: dict[TargetId, TargetPoller] = {}
         self._snapshots: dict[TargetId, TargetSnapshot] = {}
         self.reload = ReloadStatus(True, clock())
+        self.discovery: tuple[DiscoveryStatus, ...] = ()
         self.current = Snapshot()
         # Told of every swap (exporter.exposition renders the new snapshot); under the lock.
         self.on_swap: Callable[[], None] = _nothing
@@ -73,6 +86,12 @@ class Board:
             self.reload = status
             self._swap()
 
+    def set_discovery(self, statuses: tuple[DiscoveryStatus, ...]) -> None:
+        with self._lock:
+            if statuses != self.discovery:
+                self.discovery = statuses
+                self._swap()
+
     def publish(self, poller: TargetPoller) -> None:
         """Swap in a target's new snapshot, unless a reload removed or replaced it meanwhile."""
         target_snapshot = poller.snapshot()
@@ -84,7 +103,9 @@ class Board:
 
     def _swap(self) -> None:
         self.current = Snapshot(
-            targets=tuple(self._snapshots[tid] for tid in self._owners), reload=self.reload
+            targets=tuple(self._snapshots[tid] for tid in self._owners),
+            reload=self.reload,
+            discovery=self.discovery,
         )
         self.on_swap()
 
@@ -105,9 +126,14 @@ class Poller:
         client_factory: ClientFactory | None = None,
         shard: Shard = ALL,
         queue_page_size: int = QUEUE_PAGE_SIZE,
+        discovery_client_factory: DiscoveryClientFactory | None = None,
+        bucket_endpoint: BucketEndpoint = public_endpoint,
+        service_endpoint: Callable[[str], str] = service_endpoint,
     ) -> None:
-        """`client_factory` replaces the built-in clients (tests); the built-in ones share a
-        credential provider and a rate limit per set of credentials."""
+        """`client_factory` and `discovery_client_factory` replace the built-in clients
+        (tests); the built-in ones share a credential provider and a rate limit per set of
+        credentials. `bucket_endpoint` gives a discovered bucket's endpoint, `service_endpoint`
+        a region's service host (the simulator's listeners in tests and the demo)."""
         self.stats = stats
         self.clock = clock or wall_clock
         self.client_factory = client_factory
@@ -123,10 +149,24 @@ class Poller:
         self._threads: dict[TargetId, tuple[TargetPoller, threading.Thread]] = {}
         self._running = False
         self._retiring: list[threading.Thread] = []
+        self._discovery_thread: threading.Thread | None = None
+        self._service_endpoint = service_endpoint
+        self.discoverer = Discoverer(
+            config,
+            discovery_client_factory or self._discovery_client,
+            clock=self.clock,
+            bucket_endpoint=bucket_endpoint,
+        )
+        # Saved targets no configured target is: discovery may find them again.
+        self._unclaimed: dict[str, tuple[TargetState, deque[FailedJob]]] = {}
         self.state_file = StateFile(config.state_file) if config.state_file else None
         self._apply(config)
         if self.state_file is not None:
-            restore(self.state_file, self.targets, self.codes)
+            self._unclaimed = restore(self.state_file, self.targets, self.codes)
+            if config.discovery:
+                self._keep_unclaimed(self.state_file)
+            else:
+                self._unclaimed.clear()
 
     @property
     def targets(self) -> list[TargetPoller]:
@@ -154,24 +194,51 @@ class Poller:
 
         return build
 
+    def _discovery_client(
+        self, entry: DiscoveryConfig, region: str, config: Config
+    ) -> DiscoveryClient:
+        return build_discovery_client(
+            entry,
+            region,
+            config,
+            self.stats,
+            endpoint=self._service_endpoint(region),
+            shared=self._shared,
+            stopping=self._stop,
+        )
+
     def _new_target(self, target: TargetConfig, config: Config) -> TargetPoller:
         stopping = threading.Event()
         if self._stop.is_set():
             stopping.set()
-        return TargetPoller(
+        saved = self._unclaimed.pop(f"{target.bucket}/{target.region}", None)
+        poller = TargetPoller(
             target,
             config,
             build_client=self._client_builder(stopping),
             codes=self.codes,
             clock=self.clock,
             stopping=stopping,
+            recent_failures=saved[1] if saved else None,
         )
+        if saved is not None:  # found again by discovery after a restart
+            poller.restore(saved[0])
+        return poller
+
+    def _keep_unclaimed(self, state_file: StateFile) -> None:
+        """Until discovery has listed every bucket once, the saved targets it may find again
+        stay in the file as they were."""
+        self._retain(state_file, self._pollers)
+        for name, (state, _) in self._unclaimed.items():
+            state_file.save(name, state, owner=UNCLAIMED)
 
     def _apply(self, config: Config) -> list[TargetPoller]:
         """Make the targets those of `config` (this shard's share); return the ones dropped.
         Targets kept are offered the new configuration; their threads take it up."""
         pollers: dict[TargetId, TargetPoller] = {}
-        for target in select(config.targets, self.shard):
+        self.discoverer.reconfigure(config)
+        targets = config.targets + self.discoverer.targets()
+        for target in select(targets, self.shard):
             current = self._pollers.get(_tid(target))
             if current is None or current.target.endpoint != target.endpoint:
                 pollers[_tid(target)] = self._new_target(target, config)
@@ -179,32 +246,62 @@ class Poller:
                 current.offer(target, config)
                 pollers[_tid(target)] = current
         dropped = [p for tid, p in self._pollers.items() if pollers.get(tid) is not p]
+        if self._unclaimed and self.discoverer.settled():
+            self._unclaimed.clear()  # saved, listed by no discovery: gone, as if removed
         if config.state_file != (self.state_file.path if self.state_file else None):
             # Saves go to the new file from the next poll of each target on.
             self.state_file = StateFile(config.state_file) if config.state_file else None
         if self.state_file is not None:
             # Before anything else sees the new set: a save of a dropped target, wherever it
             # stands, can no longer put it back in the file.
-            self.state_file.retain({p.name: p for p in pollers.values()})
+            self._retain(self.state_file, pollers)
         self._pollers = pollers
         self.board.set_targets(pollers)
         self.config = config
         self.codes.limit = config.failure_code_limit
         return dropped
 
+    def _retain(self, state_file: StateFile, pollers: dict[TargetId, TargetPoller]) -> None:
+        owners: dict[str, object] = dict.fromkeys(self._unclaimed, UNCLAIMED)
+        state_file.retain({**owners, **{p.name: p for p in pollers.values()}})
+
     def reload(self, config: Config) -> None:
         """Swap in a new, valid configuration. Unchanged targets keep everything; changed ones
         keep the accounting of the streams they still poll; removed ones stop."""
         with self._reload_lock:
-            for poller in self._apply(config):
-                poller.stopping.set()
-                running = self._threads.get(_tid(poller.target))
-                if running is None or running[0] is not poller:
-                    poller.close()  # no thread of its own to close it
-            if self._running:
-                self._start_threads()
+            self._take_up(config)
             self.board.set_reload(ReloadStatus(True, self.clock()))
             log.info("configuration reloaded", extra={"targets": len(self._pollers)})
+
+    def _take_up(self, config: Config) -> None:
+        """Under `_reload_lock`: the targets of `config` and of discovery polled from now."""
+        for poller in self._apply(config):
+            poller.stopping.set()
+            running = self._threads.get(_tid(poller.target))
+            if running is None or running[0] is not poller:
+                poller.close()  # no thread of its own to close it
+        if self._running:
+            self._start_threads()
+
+    def discover(self, stopping: threading.Event | None = None) -> None:
+        """List the buckets of every discovery entry that is due and poll what was found
+        (the discovery thread; tests and --once call it directly)."""
+        changed = self.discoverer.run_due(stopping)
+        with self._reload_lock:
+            if changed or (self._unclaimed and self.discoverer.settled()):
+                self._take_up(self.config)
+                log.info("discovered targets changed", extra={"targets": len(self._pollers)})
+            self.board.set_discovery(self.discoverer.statuses())
+
+    def _run_discovery(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.discover(self._stop)
+            except Exception:  # a bug: logged; the targets found so far are still polled
+                log.exception("unexpected error in bucket discovery")
+            due = self.discoverer.next_due()
+            delay = MAX_WAIT if due is None else max(1.0, due - time.monotonic())
+            self._stop.wait(min(delay, MAX_WAIT))
 
     def reload_failed(self) -> None:
         self.board.set_reload(ReloadStatus(False, self.board.reload.last_success_time))
@@ -223,7 +320,9 @@ class Poller:
     # -- running --------------------------------------------------------------------------
 
     def poll_once(self) -> None:
-        """Poll every target once, in turn (tests, --once)."""
+        """Discover what is due, then poll every target once, in turn (tests, --once)."""
+        if self.config.discovery:
+            self.discover()
         for poller in self.targets:
             self._poll_target(poller)
 
@@ -259,6 +358,11 @@ class Poller:
         with self._reload_lock:
             self._running = True
             self._start_threads()
+            if self._discovery_thread is None:
+                self._discovery_thread = threading.Thread(
+                    target=self._run_discovery, name="discovery", daemon=True
+                )
+                self._discovery_thread.start()
 
     def _start_threads(self) -> None:
         for tid, poller in self._pollers.items():
@@ -294,6 +398,8 @@ class Poller:
         with self._reload_lock:
             pollers = list(self._pollers.values())
             threads = [thread for _, thread in self._threads.values()] + self._retiring
+            if self._discovery_thread is not None:
+                threads.append(self._discovery_thread)
         for poller in pollers:
             poller.stopping.set()
         deadline = time.monotonic() + timeout
@@ -303,19 +409,29 @@ class Poller:
             poller.close()
 
 
-def restore(state_file: StateFile, pollers: list[TargetPoller], codes: CodeLimiter) -> None:
+def restore(
+    state_file: StateFile, pollers: list[TargetPoller], codes: CodeLimiter
+) -> dict[str, tuple[TargetState, deque[FailedJob]]]:
     """Hand each target what a previous process saved of it, and keep it in the file: until
-    a target's first save the file would otherwise hold only the targets saved since."""
+    a target's first save the file would otherwise hold only the targets saved since. The
+    saved targets no poller is, with the recent failures their trackers were read with."""
     by_name = {poller.name: poller for poller in pollers}
+    orphans: dict[str, deque[FailedJob]] = {}
 
     def recent_failures(name: str) -> deque[FailedJob]:
         poller = by_name.get(name)
-        return poller.recent_failures if poller else deque(maxlen=RECENT_FAILURES)
+        if poller is not None:
+            return poller.recent_failures
+        return orphans.setdefault(name, deque(maxlen=RECENT_FAILURES))
 
+    unclaimed: dict[str, tuple[TargetState, deque[FailedJob]]] = {}
     for name, state in state_file.load(codes, recent_failures).items():
         if name in by_name:
             by_name[name].restore(state)
             state_file.save(name, by_name[name].state(), owner=by_name[name])
+        else:
+            unclaimed[name] = (state, orphans.setdefault(name, deque(maxlen=RECENT_FAILURES)))
+    return unclaimed
 
 
 def internal_error(poller: TargetPoller, doing: str, error: Exception) -> None:

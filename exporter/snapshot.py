@@ -125,9 +125,22 @@ class ReloadStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class DiscoveryStatus:
+    """The last bucket discovery of one (region, service), the entries listing it merged."""
+
+    region: str
+    service: str
+    buckets: int  # polled for the service: listed now, or missing for less than the grace
+    successful: bool  # the last listing (of every entry) succeeded
+    last_success_time: float | None  # when every entry's listing last succeeded
+    duration: float  # seconds the last listings took
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     targets: tuple[TargetSnapshot, ...] = ()
     reload: ReloadStatus = ReloadStatus()
+    discovery: tuple[DiscoveryStatus, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

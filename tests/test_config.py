@@ -38,9 +38,11 @@ ENV = {"TENCENTCLOUD_SECRET_ID": "AKIDenv", "TENCENTCLOUD_SECRET_KEY": SECRET_KE
 TARGET = "targets:\n  - bucket: b-1250000000\n    region: ap-chongqing\n"
 ALL_SERVICES = tuple(ServiceConfig(s.name, s.tags) for s in SERVICES.values())
 TOP_ALLOWED = (
-    "targets, poll_interval, request_timeout, failure_code_limit, max_queues_per_service, "
-    "clock_skew_tolerance, rate_limit, retry, idle_tag_backoff, state_file, histograms"
+    "targets, discovery, poll_interval, request_timeout, failure_code_limit, "
+    "max_queues_per_service, clock_skew_tolerance, rate_limit, retry, idle_tag_backoff, "
+    "state_file, histograms"
 )
+NO_TARGETS = "must list at least one target (or give discovery)"
 CREDENTIALS_ALLOWED = (
     "secret_id, secret_key, token, expiration, file, profile, cvm_role, metadata_endpoint"
 )
@@ -270,7 +272,7 @@ def test_file_not_utf8(tmp_path: Path) -> None:
 def test_errors_name_the_file(tmp_path: Path) -> None:
     path = tmp_path / "c.yml"
     path.write_text("targets: []\n", encoding="utf-8")
-    assert _load_error(path) == f"{path}: targets: must list at least one target"
+    assert _load_error(path) == f"{path}: targets: {NO_TARGETS}"
 
 
 @pytest.mark.parametrize("opening", ["[", "{a: ", "- "])
@@ -347,7 +349,7 @@ BAD = [
         "missing_targets",
         "poll_interval: 60s\n",
         None,
-        "config.yml: targets: required key is missing",
+        f"config.yml: targets: {NO_TARGETS}",
     ),
     (
         "missing_bucket",
@@ -362,8 +364,8 @@ BAD = [
         "config.yml: targets[0].region: required key is missing",
     ),
     # targets
-    ("empty_targets", "targets: []\n", None, "config.yml: targets: must list at least one target"),
-    ("null_targets", "targets:\n", None, "config.yml: targets: must list at least one target"),
+    ("empty_targets", "targets: []\n", None, f"config.yml: targets: {NO_TARGETS}"),
+    ("null_targets", "targets:\n", None, f"config.yml: targets: {NO_TARGETS}"),
     (
         "targets_is_mapping",
         "targets: {bucket: b-1250000000}\n",

@@ -27,7 +27,7 @@ from exporter.api_stats import ApiStats
 from exporter.ci.client import CIClient
 from exporter.config import Config, TargetConfig
 from exporter.credentials import Credentials, StaticCredentials
-from exporter.demo import THROTTLE_EVERY, EveryNthCall, demo_config, throttle
+from exporter.demo import THROTTLE_EVERY, EveryNthCall, demo_config, demo_endpoints, throttle
 from exporter.poller import Poller
 from exporter.ratelimit import RetryPolicy
 from exporter.simulator import Fault, SimBucket, Simulator, build_demo
@@ -183,7 +183,8 @@ def _end_jobs(bucket: SimBucket) -> list[tuple[str, int, int | None, int | None]
 
 def _drive(sim: Simulator, run: Run, tick: Callable[[float], object]) -> None:
     stats = ApiStats()
-    poller = Poller(demo_config(sim, POLL_EVERY), stats, client_factory=_client)
+    config = demo_config(sim, POLL_EVERY)
+    poller = Poller(config, stats, client_factory=_client, **demo_endpoints(sim))
     try:
         for _ in range(int(HOURS * 3600 / POLL_EVERY)):
             tick(POLL_EVERY)

@@ -10,7 +10,8 @@ import threading
 
 from exporter.api_stats import ApiStats
 from exporter.ci.client import QUEUE_PAGE_SIZE, CIClient
-from exporter.config import Config, RateLimitConfig, TargetConfig
+from exporter.ci.discovery import DiscoveryClient
+from exporter.config import Config, DiscoveryConfig, RateLimitConfig, TargetConfig
 from exporter.credentials import (
     CredentialProvider,
     CredentialSource,
@@ -73,6 +74,32 @@ def build_client(
         queue_page_size=queue_page_size,
         retry=RetryPolicy(retry.attempts, retry.initial_backoff, retry.max_backoff),
         gate=shared.gate(target.credentials, config.rate_limit),
+        stopping=stopping,
+        sleep=shared.sleep,
+    )
+
+
+def build_discovery_client(
+    entry: DiscoveryConfig,
+    region: str,
+    config: Config,
+    stats: ApiStats,
+    *,
+    endpoint: str,
+    shared: SharedClients,
+    stopping: threading.Event | None = None,
+) -> DiscoveryClient:
+    """The client listing `region`'s buckets for a discovery entry: its calls share the
+    entry's credentials' provider and rate limit with the targets signing with them."""
+    retry = config.retry
+    return DiscoveryClient(
+        region=region,
+        endpoint=endpoint,
+        credentials=shared.provider(entry.credentials),
+        timeout=config.request_timeout,
+        stats=stats,
+        retry=RetryPolicy(retry.attempts, retry.initial_backoff, retry.max_backoff),
+        gate=shared.gate(entry.credentials, config.rate_limit),
         stopping=stopping,
         sleep=shared.sleep,
     )

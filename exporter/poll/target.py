@@ -81,7 +81,9 @@ class TargetPoller:
         codes: CodeLimiter,
         clock: Clock,
         stopping: threading.Event | None = None,
+        recent_failures: deque[FailedJob] | None = None,
     ) -> None:
+        """`recent_failures`: the one a state file's trackers for this target were read with."""
         self.target = target
         self.config = config
         self.stopping = stopping if stopping is not None else threading.Event()
@@ -89,7 +91,9 @@ class TargetPoller:
         self.client = build_client(target, config)
         self._client_basis = client_settings(target, config)
         self.clock = clock
-        self.recent_failures: deque[FailedJob] = deque(maxlen=RECENT_FAILURES)
+        self.recent_failures: deque[FailedJob] = (
+            deque(maxlen=RECENT_FAILURES) if recent_failures is None else recent_failures
+        )
         self.streams = TargetStreams(codes, self.recent_failures, clock)
         self.streams.set_layouts(_layouts(target, config))
         self.schedule = IdleSchedule(clock)
