@@ -18,6 +18,7 @@ from exporter.build import build_info
 from exporter.ci.models import Queue
 from exporter.collector import CICollector
 from exporter.snapshot import (
+    DiscoveryStatus,
     FailedJob,
     Histogram,
     QueueSnapshot,
@@ -68,6 +69,10 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "tencent_ci_api_request_spacing_seconds": ("gauge", ("bucket", "region")),
     "tencent_ci_config_last_reload_successful": ("gauge", ()),
     "tencent_ci_config_last_reload_success_timestamp_seconds": ("gauge", ()),
+    "tencent_ci_discovery_buckets": ("gauge", ("region", "service")),
+    "tencent_ci_discovery_last_successful": ("gauge", ("region", "service")),
+    "tencent_ci_discovery_last_success_timestamp_seconds": ("gauge", ("region", "service")),
+    "tencent_ci_discovery_duration_seconds": ("gauge", ("region", "service")),
     "tencent_ci_exporter_build_info": ("gauge", ("python_version", "revision", "version")),
     "tencent_ci_exposition_render_seconds": ("gauge", ("format",)),
     "tencent_ci_exposition_bytes": ("gauge", ("format",)),
@@ -209,7 +214,10 @@ def full_snapshot() -> Snapshot:
         last_failed_job="j-latest",
         last_failed_code="InternalError",
     )
-    return Snapshot((target((queue(),), (busy,)),), ReloadStatus(True, 1_700_000_000.0))
+    found = DiscoveryStatus(REGION, "media", 3, True, 1_700_000_000.0, 0.25)
+    return Snapshot(
+        (target((queue(),), (busy,)),), ReloadStatus(True, 1_700_000_000.0), discovery=(found,)
+    )
 
 
 def test_every_family_has_the_contract_type_and_labels() -> None:
@@ -235,7 +243,13 @@ def test_help_texts_say_values_come_from_the_last_poll() -> None:
     families = scrape(registry_for(FakeSource(full_snapshot())))
 
     for name in CONTRACT:
-        own = ("tencent_ci_api_", "tencent_ci_exporter_", "tencent_ci_config_", "tencent_ci_expo")
+        own = (
+            "tencent_ci_api_",
+            "tencent_ci_exporter_",
+            "tencent_ci_config_",
+            "tencent_ci_expo",
+            "tencent_ci_discovery_",  # from bucket listings, not from polls
+        )
         if name.startswith(own):
             continue  # the exporter's own doings, not CI's
         assert "last poll of the CI API" in families[name].documentation, name
