@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from exporter.accounting import RECENT_FAILURES, CodeLimiter
 from exporter.api_stats import ApiStats
+from exporter.board import Board, TargetId, target_id
 from exporter.ci.client import QUEUE_PAGE_SIZE, CIClient
 from exporter.ci.discovery import DiscoveryClient, service_endpoint
 from exporter.config import Config, DiscoveryConfig, TargetConfig
@@ -28,11 +29,9 @@ from exporter.poll.pipeline import PollError
 from exporter.poll.target import TargetPoller
 from exporter.sharding import ALL, Shard, select
 from exporter.snapshot import (
-    DiscoveryStatus,
     FailedJob,
     ReloadStatus,
     Snapshot,
-    TargetSnapshot,
 )
 from exporter.state import StateFile, TargetState
 
@@ -40,7 +39,6 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 ClientFactory = Callable[[TargetConfig, Config, ApiStats], CIClient]
-TargetId = tuple[str, str]  # (bucket, region)
 
 MAX_WAIT = 86400.0  # Event.wait overflows on absurd delays; config caps the interval anyway
 STOP_TIMEOUT = 1.5  # seconds stop() waits for poll threads (a state save) to end
@@ -51,67 +49,6 @@ UNCLAIMED = object()
 def wall_clock() -> float:
     # Looked up at each call, not bound at import, so that freezegun can move it in tests.
     return time.time()
-
-
-def _tid(target: TargetConfig) -> TargetId:
-    return (target.bucket, target.region)
-
-
-class Board:
-    """The snapshot /metrics reads, swapped whole: one TargetSnapshot per target the running
-    configuration polls, and the reload status. Written by the poll threads and the reload
-    thread under its lock; read without it (a reference swap)."""
-
-    def __init__(self, clock: Clock) -> None:
-        self._lock = threading.Lock()
-        self._owners: dict[TargetId, TargetPoller] = {}
-        self._snapshots: dict[TargetId, TargetSnapshot] = {}
-        self.reload = ReloadStatus(True, clock())
-        self.discovery: tuple[DiscoveryStatus, ...] = ()
-        self.current = Snapshot()
-        # Told of every swap (exporter.exposition renders the new snapshot); under the lock.
-        self.on_swap: Callable[[], None] = _nothing
-
-    def set_targets(self, pollers: dict[TargetId, TargetPoller]) -> None:
-        """The targets now polled, in order; a new one shows its empty snapshot at once."""
-        with self._lock:
-            self._owners = dict(pollers)
-            self._snapshots = {
-                tid: self._snapshots.get(tid) or p.snapshot() for tid, p in pollers.items()
-            }
-            self._swap()
-
-    def set_reload(self, status: ReloadStatus) -> None:
-        with self._lock:
-            self.reload = status
-            self._swap()
-
-    def set_discovery(self, statuses: tuple[DiscoveryStatus, ...]) -> None:
-        with self._lock:
-            if statuses != self.discovery:
-                self.discovery = statuses
-                self._swap()
-
-    def publish(self, poller: TargetPoller) -> None:
-        """Swap in a target's new snapshot, unless a reload removed or replaced it meanwhile."""
-        target_snapshot = poller.snapshot()
-        with self._lock:
-            if self._owners.get(_tid(poller.target)) is not poller:
-                return
-            self._snapshots[_tid(poller.target)] = target_snapshot
-            self._swap()
-
-    def _swap(self) -> None:
-        self.current = Snapshot(
-            targets=tuple(self._snapshots[tid] for tid in self._owners),
-            reload=self.reload,
-            discovery=self.discovery,
-        )
-        self.on_swap()
-
-
-def _nothing() -> None:
-    pass
 
 
 class Poller:
@@ -239,12 +176,12 @@ class Poller:
         self.discoverer.reconfigure(config)
         targets = config.targets + self.discoverer.targets()
         for target in select(targets, self.shard):
-            current = self._pollers.get(_tid(target))
+            current = self._pollers.get(target_id(target))
             if current is None or current.target.endpoint != target.endpoint:
-                pollers[_tid(target)] = self._new_target(target, config)
+                pollers[target_id(target)] = self._new_target(target, config)
             else:  # same bucket at the same address: its streams keep their accounting
                 current.offer(target, config)
-                pollers[_tid(target)] = current
+                pollers[target_id(target)] = current
         dropped = [p for tid, p in self._pollers.items() if pollers.get(tid) is not p]
         if self._unclaimed and self.discoverer.settled():
             self._unclaimed.clear()  # saved, listed by no discovery: gone, as if removed
@@ -277,7 +214,7 @@ class Poller:
         """Under `_reload_lock`: the targets of `config` and of discovery polled from now."""
         for poller in self._apply(config):
             poller.stopping.set()
-            running = self._threads.get(_tid(poller.target))
+            running = self._threads.get(target_id(poller.target))
             if running is None or running[0] is not poller:
                 poller.close()  # no thread of its own to close it
         if self._running:

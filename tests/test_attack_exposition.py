@@ -42,9 +42,9 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from prometheus_client.parser import text_string_to_metric_families as text_families
 
 from exporter.api_stats import ApiStats
+from exporter.board import Board
 from exporter.collector import snapshot_families, target_families
 from exporter.exposition import WANTED_FOR, Expositions
-from exporter.poller import Board
 from exporter.server import ExporterServer
 from exporter.snapshot import (
     ReloadStatus,
