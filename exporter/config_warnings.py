@@ -11,7 +11,7 @@ import math
 from collections import defaultdict
 
 from exporter.ci.services import SERVICES
-from exporter.config import Config, TargetConfig
+from exporter.config import Config, ServiceConfig, TargetConfig
 from exporter.credentials import credential_key
 
 # Tencent Cloud's regions (CVM "Regions and Availability Zones", the COS "Regions and Access
@@ -51,22 +51,25 @@ def config_warnings(config: Config) -> list[str]:
     """`key.path: what is probably wrong`, in the order of the file."""
     warnings: list[str] = []
     for index, target in enumerate(config.targets):
-        warnings.extend(_region(target, f"targets[{index}]"))
-        warnings.extend(_tags(target, f"targets[{index}]"))
+        warnings.extend(_region(target.region, f"targets[{index}].region"))
+        warnings.extend(_tags(target.services, f"targets[{index}]"))
+    for index, entry in enumerate(config.discovery):
+        for number, region in enumerate(entry.regions):
+            warnings.extend(_region(region, f"discovery[{index}].regions[{number}]"))
+        warnings.extend(_tags(entry.services, f"discovery[{index}]"))
     warnings.extend(_poll_interval(config))
     return warnings
 
 
-def _region(target: TargetConfig, path: str) -> list[str]:
-    if target.region in REGIONS:
+def _region(region: str, path: str) -> list[str]:
+    if region in REGIONS:
         return []
-    hint = _hint(target.region, REGIONS)
-    return [f"{path}.region: {target.region!r} is not a Tencent Cloud region{hint}"]
+    return [f"{path}: {region!r} is not a Tencent Cloud region{_hint(region, REGIONS)}"]
 
 
-def _tags(target: TargetConfig, path: str) -> list[str]:
+def _tags(services: tuple[ServiceConfig, ...], path: str) -> list[str]:
     warnings = []
-    for service in target.services:
+    for service in services:
         documented = SERVICES[service.name].tags
         for index, tag in enumerate(service.tags):
             if tag not in documented:

@@ -47,6 +47,20 @@ def test_a_region_that_is_not_tencent_clouds() -> None:
     ]
 
 
+def test_discovery_regions_and_tags_are_checked_too() -> None:
+    text = (
+        "discovery:\n  - regions: [ap-shanghai, ap-shangai]\n"
+        "    services: {pic: {tags: [PicProces]}}\n"
+    )
+
+    assert warnings_of(text) == [
+        "discovery[0].regions[1]: 'ap-shangai' is not a Tencent Cloud region"
+        " (did you mean 'ap-shanghai'?)",
+        "discovery[0].services.pic.tags[0]: 'PicProces' is not a documented tag of pic"
+        " (did you mean 'PicProcess'?)",
+    ]
+
+
 def test_a_poll_interval_shorter_than_a_poll_takes_at_the_rate_limit() -> None:
     # 19 media tags: 1 queue listing + 2 x 19 job listings = 39 calls per bucket, three
     # buckets on one set of credentials share 2 calls/s (burst 2): (117 - 2) / 2 = 57.5 s.
