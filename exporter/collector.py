@@ -114,6 +114,8 @@ def _queue_samples(targets: Targets) -> dict[str, list[Sample]]:
     for target in targets:
         for item in target.queues:
             queue = item.queue
+            if item.service == "batch":
+                continue  # batch jobs have no queue: their listing's stand-in is not shown
             labels = {
                 "bucket": target.bucket,
                 "region": target.region,
@@ -125,6 +127,8 @@ def _queue_samples(targets: Targets) -> dict[str, list[Sample]]:
             info_labels["category"] = cap_label(queue.category)
             families[QUEUE_INFO].append(sample(QUEUE_INFO, info_labels, 1))
             families[QUEUE_PAUSED].append(sample(QUEUE_PAUSED, labels, int(queue.paused)))
+            if item.service == "workflow":
+                continue  # a workflow has no slots, size or notification of its own
             families[QUEUE_MAX_CONCURRENT].append(
                 sample(QUEUE_MAX_CONCURRENT, labels, queue.max_concurrent)
             )

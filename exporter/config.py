@@ -320,6 +320,32 @@ def _tags(tags: tuple[str, ...]) -> tuple[str, ...]:
     return tags
 
 
+@with_config(FORBID)
+class OptIn(TypedDict, total=False):
+    """`workflows: {}` or `batch_jobs: {}`: polled as one more service of the target."""
+
+    histograms: Annotated[bool, FLAG] | None
+
+
+# The services a target opts in to (exporter.ci.services: not among SERVICES), and their tags:
+# a workflow's runs, a batch job's type.
+OPT_IN_TAGS: dict[str, tuple[str, ...]] = {"workflow": ("Workflow",), "batch": ("Workflow", "Job")}
+
+
+def _opt_in(name: str) -> Callable[[Any, Callable[[Any], Any], object], ServiceConfig]:
+    def build(value: Any, validate: Callable[[Any], Any], info: object) -> ServiceConfig:
+        given = validate(value if value is not None else {})
+        return ServiceConfig(name, OPT_IN_TAGS[name], given.get("histograms") is not False)
+
+    return build
+
+
+def _with_opt_ins(polled: Any) -> Any:
+    """A target's (or discovery entry's) services, with the ones it opted in to after them."""
+    extra = tuple(s for s in (polled.workflows, polled.batch_jobs) if s is not None)
+    return replace(polled, services=polled.services + extra) if extra else polled
+
+
 # The three forms of `credentials:`; a target's credentials use the keys of exactly one.
 FORMS: tuple[tuple[str, ...], ...] = (
     ("secret_id", "secret_key", "token", "expiration"),
@@ -561,8 +587,11 @@ class TargetConfig:
     credentials: Annotated[CredentialSource, Shaped(CredentialKeys, _credentials), MADE] = field(
         repr=False
     )
-    # Every service of SERVICES, with its documented tags, when the file names none.
+    # Every service of SERVICES, with its documented tags, when the file names none; then
+    # workflows and batch jobs when opted in (below).
     services: Annotated[tuple[ServiceConfig, ...], Shaped(Services, _services), MADE]
+    workflows: Annotated[ServiceConfig, Shaped(OptIn, _opt_in("workflow"))] | None = None
+    batch_jobs: Annotated[ServiceConfig, Shaped(OptIn, _opt_in("batch"))] | None = None
 
 
 _PREFIX_RE = re.compile(r"[a-z0-9-]{1,60}")
@@ -612,6 +641,8 @@ class DiscoveryConfig:
     # Listed again this often; a bucket missing from the listings this long stops being polled.
     interval: Annotated[float, Duration(MINUTE, DAY)] = 10 * MINUTE
     grace: Annotated[float, Duration(0, 7 * DAY)] = 30 * MINUTE
+    workflows: Annotated[ServiceConfig, Shaped(OptIn, _opt_in("workflow"))] | None = None
+    batch_jobs: Annotated[ServiceConfig, Shaped(OptIn, _opt_in("batch"))] | None = None
 
 
 @section
@@ -717,9 +748,12 @@ def _is_directory(path: str) -> bool:
 @section
 @dataclass(frozen=True)
 class Config:
-    targets: Annotated[tuple[TargetConfig, ...], AfterValidator(_distinct)] = ()
+    targets: Annotated[
+        tuple[Annotated[TargetConfig, AfterValidator(_with_opt_ins)], ...],
+        AfterValidator(_distinct),
+    ] = ()
     # Targets found by listing the buckets CI's services are enabled on (exporter.poll.discovery).
-    discovery: tuple[DiscoveryConfig, ...] = ()
+    discovery: tuple[Annotated[DiscoveryConfig, AfterValidator(_with_opt_ins)], ...] = ()
     poll_interval: Annotated[float, Duration(1, DAY)] = DEFAULT_POLL_INTERVAL
     request_timeout: Annotated[float, Duration(0, 10 * MINUTE, above=True)] = (
         DEFAULT_REQUEST_TIMEOUT

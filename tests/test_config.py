@@ -46,7 +46,7 @@ NO_TARGETS = "must list at least one target (or give discovery)"
 CREDENTIALS_ALLOWED = (
     "secret_id, secret_key, token, expiration, file, profile, cvm_role, metadata_endpoint"
 )
-TARGET_ALLOWED = "bucket, region, endpoint, credentials, services"
+TARGET_ALLOWED = "bucket, region, endpoint, credentials, services, workflows, batch_jobs"
 HINT = "use e.g. 30s, 2m, 1h, 1m30s, 500ms or a number of seconds"
 ENDPOINT_FORM = "(expected http(s)://host[:port])"
 

@@ -23,7 +23,7 @@ from exporter.ci.permissions import (
     bucket_resource,
     policy,
 )
-from exporter.ci.services import ENDPOINTS, SERVICES, Endpoint, cam_action
+from exporter.ci.services import ALL_SERVICES, ENDPOINTS, SERVICES, Endpoint, cam_action
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "permissions.md").read_text()
@@ -62,12 +62,13 @@ CALLS = ("queue listing", "job listing", "jobs by id")  # a service's endpoints,
 
 def expected_row(endpoint: Endpoint) -> tuple[str, ...]:
     if endpoint.service_host:  # discovery's bucket listing, one per service
-        services = [s for s in SERVICES.values() if endpoint is s.buckets]
+        services = [s for s in ALL_SERVICES.values() if endpoint is s.buckets]
         call = "bucket listing"
     else:
-        services = [s for s in SERVICES.values() if endpoint in s.endpoints]
-        (call,) = {CALLS[s.endpoints.index(endpoint)] for s in services}
-    shown = endpoint.with_ids(["<id>", "<id>"]) if endpoint.by_id else endpoint.path
+        services = [s for s in ALL_SERVICES.values() if endpoint in s.endpoints]
+        (call,) = {CALLS[(s.queues, s.jobs, s.job).index(endpoint)] for s in services}
+    ids = ["<id>", "<id>"][: endpoint.max_ids]
+    shown = endpoint.with_ids(ids) if endpoint.by_id else endpoint.path
     page = "/".join(endpoint.source.split("/")[-2:])
     named = f"[{page}]({endpoint.source})" if endpoint.source else "inferred"
     return (", ".join(s.name for s in services), call, f"`{shown}`", f"`{endpoint.action}`", named)
@@ -109,7 +110,7 @@ def test_the_action_of_a_path() -> None:
     assert cam_action("/jobs") == "ci:DescribeMediaJobs"
     assert cam_action("/jobs/j1,j2") == "ci:DescribeMediaJob"
     assert cam_action("/asr_jobs/j1") == "ci:DescribeAsrJob"
-    for path in ("/jobsx", "/workflow", "/queue/q1", ""):
+    for path in ("/jobsx", "/file_queue", "/workflow/w1", "/queue/q1", ""):
         with pytest.raises(LookupError, match="no CAM action"):
             cam_action(path)
 
@@ -131,7 +132,7 @@ def test_the_client_calls_exactly_the_endpoints_of_the_table(stub: StubCI) -> No
 
 def test_a_path_without_an_action_is_not_sent(stub: StubCI) -> None:
     with make_client(stub) as client, pytest.raises(LookupError):
-        client._request("/workflow", {}, lambda body, answer: body)
+        client._request("/file_queue", {}, lambda body, answer: body)
     assert stub.received == []
 
 
@@ -188,8 +189,8 @@ def test_the_policy_allows_every_call_of_each_service_and_nothing_else() -> None
     document = json.loads(DEPLOY)
     assert document["version"] == "2.0"
     *statements, discovery = document["statement"]
-    assert len(statements) == len(SERVICES)
-    for statement, service in zip(statements, SERVICES.values(), strict=True):
+    assert len(statements) == len(ALL_SERVICES)
+    for statement, service in zip(statements, ALL_SERVICES.values(), strict=True):
         assert statement["effect"] == "allow"
         assert set(statement["action"]) == {e.action for e in service.endpoints}
         assert statement["resource"] == [bucket_resource(EXAMPLE_REGION, EXAMPLE_BUCKET)]

@@ -27,6 +27,7 @@ from email.utils import parsedate_to_datetime
 
 from lxml import etree
 
+from exporter.ci.dialect import JOB_SHAPE, QUEUE_SHAPE, JobShape, QueueShape
 from exporter.ci.fields import (
     MAX_ID,
     MAX_TEXT,
@@ -71,13 +72,6 @@ MAX_TOKEN = 1024  # a NextToken is sent back in the next URL
 MAX_MARKUP = 100_000
 _SUMMARY_CHARS = 120  # how much of a non-XML error body goes into a message
 _SUMMARY_BYTES = 4096
-
-_JOB_FIELDS = frozenset(
-    ("JobId", "Tag", "State", "QueueId", "CreationTime", "StartTime", "EndTime", "Code", "Message")
-)
-_QUEUE_FIELDS = frozenset(
-    ("QueueId", "Name", "State", "MaxSize", "MaxConcurrent", "Category", "CreateTime", "UpdateTime")
-)
 
 _TITLE_RE = re.compile(rb"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
 _TAG_RE = re.compile(r"<[^>]*>")
@@ -134,58 +128,75 @@ def child_texts(element: etree._Element, wanted: frozenset[str]) -> dict[str, st
     return fields
 
 
-def _job(element: etree._Element, where: str, redact: Redact | None) -> Job:
-    fields = child_texts(element, _JOB_FIELDS)
-    job_id = id_field(fields, "JobId", where, "job id")
+def _job(
+    element: etree._Element, where: str, redact: Redact | None, shape: JobShape = JOB_SHAPE
+) -> Job:
+    """One item of a job listing or describe answer, its children named as `shape` says (a
+    child `shape` names None is not read: its field is left empty)."""
+    fields = child_texts(element, shape.fields)
+    job_id = id_field(fields, shape.id, where, "job id")
     state = fields.get("State")
     if not state:
         raise CIInvalidResponse(f"{where}: missing State")
-    queue_id = fields.get("QueueId", "")
+    queue_id = fields.get(shape.queue, "") if shape.queue else ""
     if queue_id and not is_job_id(queue_id):
         raise CIInvalidResponse(
-            f"{where}: QueueId: not a queue id: {one_line(repr(queue_id), 80)}",
+            f"{where}: {shape.queue}: not a queue id: {one_line(repr(queue_id), 80)}",
             retryable=False,
         )
+    creation = shape.creation
+    created = creation[0]
+    if len(creation) > 1 and created not in fields:  # another spelling of it, when present
+        created = next((name for name in creation[1:] if name in fields), created)
     return Job(
         job_id=job_id,
-        tag=label_text(fields, "Tag", where),
+        tag=label_text(fields, shape.tag, where) if shape.tag else "",
         state=state,
         queue_id=queue_id,
-        creation_time=job_time(fields, "CreationTime", where),
-        start_time=job_time(fields, "StartTime", where),
-        end_time=job_time(fields, "EndTime", where),
-        code=free_text(fields.get("Code", ""), redact),
-        message=free_text(fields.get("Message", ""), redact),
+        creation_time=job_time(fields, created, where),
+        start_time=job_time(fields, shape.start, where) if shape.start else None,
+        end_time=job_time(fields, shape.end, where) if shape.end else None,
+        code=free_text(fields.get(shape.code, ""), redact) if shape.code else "",
+        message=free_text(fields.get(shape.message, ""), redact) if shape.message else "",
     )
 
 
 def _jobs_and_rest(
-    root: etree._Element, redact: Redact | None, max_jobs: int | None
+    root: etree._Element,
+    redact: Redact | None,
+    max_jobs: int | None,
+    shape: JobShape = JOB_SHAPE,
 ) -> tuple[list[Job], list[etree._Element]]:
-    """The JobsDetail children as jobs (an empty JobsDetail is no job), plus the other children.
+    """The `shape.element` children as jobs (an empty one is no job), plus the other children.
     More than `max_jobs` jobs is an invalid answer, refused before any more is built."""
     jobs: list[Job] = []
     rest: list[etree._Element] = []
     index = 0
+    element = shape.element
     for child in root:
-        if child.tag == "JobsDetail":
+        if child.tag == element:
             index += 1
             if len(child):
                 if max_jobs is not None and len(jobs) >= max_jobs:
                     raise CIInvalidResponse(
                         f"more than the {max_jobs} jobs asked for", retryable=False
                     )
-                jobs.append(_job(child, f"JobsDetail[{index}]", redact))
+                jobs.append(_job(child, f"{element}[{index}]", redact, shape))
         else:
             rest.append(child)
     return jobs, rest
 
 
 def parse_job_page(
-    body: bytes, *, redact: Redact | None = None, max_jobs: int | None = None
+    body: bytes,
+    *,
+    redact: Redact | None = None,
+    max_jobs: int | None = None,
+    shape: JobShape = JOB_SHAPE,
 ) -> JobPage:
-    """One page of a job listing: `<Response><JobsDetail/>*<NextToken/></Response>`."""
-    jobs, rest = _jobs_and_rest(response_root(body), redact, max_jobs)
+    """One page of a job listing: `<Response><JobsDetail/>*<NextToken/></Response>` (the
+    items' element as `shape` says)."""
+    jobs, rest = _jobs_and_rest(response_root(body), redact, max_jobs, shape)
     next_token = ""
     for child in rest:
         if child.tag == "NextToken":
@@ -197,7 +208,7 @@ def parse_job_page(
     return JobPage(tuple(jobs), next_token)
 
 
-def _ids(element: etree._Element) -> list[str]:
+def id_list(element: etree._Element) -> list[str]:
     """Ids given as text (`a,b`) and/or as child elements (`<JobId>a</JobId>`)."""
     ids = [part.strip() for part in (element.text or "").split(",")]
     for child in element:
@@ -206,20 +217,26 @@ def _ids(element: etree._Element) -> list[str]:
 
 
 def parse_describe(
-    body: bytes, *, redact: Redact | None = None, max_jobs: int | None = None
+    body: bytes,
+    *,
+    redact: Redact | None = None,
+    max_jobs: int | None = None,
+    shape: JobShape = JOB_SHAPE,
+    missing_elements: tuple[str, ...] = ("NonExistJobIds",),
 ) -> DescribeResult:
-    """`GET <job_path>/<ids>`: JobsDetail* plus NonExistJobIds (repeated, or comma-separated)."""
-    jobs, rest = _jobs_and_rest(response_root(body), redact, max_jobs)
+    """`GET <job_path>/<ids>`: JobsDetail* plus NonExistJobIds (repeated, or comma-separated);
+    the elements as `shape` and `missing_elements` say."""
+    jobs, rest = _jobs_and_rest(response_root(body), redact, max_jobs, shape)
     missing: list[str] = []
     for child in rest:
-        if child.tag == "NonExistJobIds":
-            missing.extend(_ids(child))
+        if child.tag in missing_elements:
+            missing.extend(id_list(child))
     return DescribeResult(tuple(jobs), tuple(missing))
 
 
-def _queue(element: etree._Element, where: str) -> Queue:
-    fields = child_texts(element, _QUEUE_FIELDS)
-    queue_id = id_field(fields, "QueueId", where, "queue id")
+def _queue(element: etree._Element, where: str, shape: QueueShape) -> Queue:
+    fields = child_texts(element, shape.fields)
+    queue_id = id_field(fields, shape.id, where, "queue id")
     state = fields.get("State")
     if not state:
         raise CIInvalidResponse(f"{where}: missing State")
@@ -231,15 +248,18 @@ def _queue(element: etree._Element, where: str) -> Queue:
         state=state,
         max_size=count(fields.get("MaxSize"), f"{where}: MaxSize"),
         max_concurrent=count(fields.get("MaxConcurrent"), f"{where}: MaxConcurrent"),
-        category=fields.get("Category", ""),
+        category=shape.category if shape.category is not None else fields.get("Category", ""),
         notify_enabled=(notify_state or "").strip() == "On",
         create_time=field_time(fields, "CreateTime", where),
         update_time=field_time(fields, "UpdateTime", where),
     )
 
 
-def parse_queue_page(body: bytes, *, max_queues: int | None = None) -> QueuePage:
-    """One page of a queue listing; more than `max_queues` queues is an invalid answer.
+def parse_queue_page(
+    body: bytes, *, max_queues: int | None = None, shape: QueueShape = QUEUE_SHAPE
+) -> QueuePage:
+    """One page of a queue listing (its items' elements as `shape` says); more than
+    `max_queues` queues is an invalid answer.
 
     TotalCount is absent when queues are asked for by id: it is then the number listed.
     PageNumber and PageSize are 0 when absent.
@@ -251,16 +271,16 @@ def parse_queue_page(body: bytes, *, max_queues: int | None = None) -> QueuePage
     index = 0
     for child in root:
         tag = child.tag
-        if tag == "QueueList":
+        if tag == shape.element:
             index += 1
             if len(child):
                 if max_queues is not None and len(queues) >= max_queues:
                     raise CIInvalidResponse(
                         f"more than the {max_queues} queues asked for", retryable=False
                     )
-                queues.append(_queue(child, f"QueueList[{index}]"))
-        elif tag == "NonExistPIDs":
-            missing.extend(_ids(child))
+                queues.append(_queue(child, f"{tag}[{index}]", shape))
+        elif tag in shape.missing:
+            missing.extend(id_list(child))
         elif tag in ("RequestId", "TotalCount", "PageNumber", "PageSize"):
             scalars[tag] = child.text
     total = scalars.get("TotalCount")

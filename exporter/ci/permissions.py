@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from exporter.ci.services import SERVICES, Endpoint, Service
+from exporter.ci.services import ALL_SERVICES, Endpoint, Service
 
 EXAMPLE_REGION = "ap-guangzhou"
 EXAMPLE_BUCKET = "examplebucket-1250000000"
@@ -39,7 +39,7 @@ def resource_of(endpoint: Endpoint, region: str, bucket: str) -> str:
     return "*" if endpoint.service_host else bucket_resource(region, bucket)
 
 
-def discovery_actions(services: Iterable[Service] = SERVICES.values()) -> list[str]:
+def discovery_actions(services: Iterable[Service] = ALL_SERVICES.values()) -> list[str]:
     """The bucket listings' actions, in the order of the services, each once."""
     return list(dict.fromkeys(service.buckets.action for service in services))
 
@@ -50,11 +50,12 @@ def actions(service: Service) -> list[str]:
 
 
 def policy(
-    resources: Sequence[str], services: Iterable[Service] = SERVICES.values()
+    resources: Sequence[str], services: Iterable[Service] = ALL_SERVICES.values()
 ) -> dict[str, object]:
-    """A CAM policy allowing the services' calls on `resources`: a statement per service, so
-    a service that is not polled can be deleted from it, then one for bucket discovery on `*`
-    (deleted when no target discovers its buckets)."""
+    """A CAM policy allowing the services' calls on `resources`: a statement per service (the
+    opt-in workflow and batch services' too), so a service that is not polled can be deleted
+    from it, then one for bucket discovery on `*` (deleted when no target discovers its
+    buckets)."""
     services = list(services)
     statements: list[Statement] = [
         {"effect": "allow", "action": actions(service), "resource": list(resources)}

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from exporter.ci.discovery import DiscoveryClient, service_endpoint
 from exporter.ci.models import CIError, CIStopped
-from exporter.ci.services import SERVICES, Service
+from exporter.ci.services import Service, service_named
 from exporter.config import Config, DiscoveryConfig, ServiceConfig, TargetConfig
 from exporter.snapshot import DiscoveryStatus
 
@@ -148,26 +148,47 @@ class Discoverer:
                 log.exception("cannot build the discovery client", extra={"region": region})
                 continue
             with client:
-                for service in entry.config.services:
+                for services in _by_listing(entry.config.services):
                     if stopping is not None and stopping.is_set():
                         return
-                    self._list(entry, client, region, SERVICES[service.name])
+                    try:
+                        self._list(entry, client, region, services)
+                    except CIStopped:
+                        return
 
-    def _list(self, entry: _Entry, client: DiscoveryClient, region: str, service: Service) -> None:
+    def _list(
+        self, entry: _Entry, client: DiscoveryClient, region: str, services: list[Service]
+    ) -> None:
+        """One listing for `services` (they share it: workflows and batch jobs are on the
+        buckets media is enabled on), its outcome recorded for each."""
+        outcome = self._listed(client, region, services, entry)
+        for service in services:
+            self._record(entry, region, service.name, outcome)
+
+    def _listed(
+        self, client: DiscoveryClient, region: str, services: list[Service], entry: _Entry
+    ) -> tuple[set[str] | None, float]:
+        service = services[0]
         started = self._monotonic()
         try:
             found: set[str] | None = _buckets(client, service, region, entry.config)
         except CIStopped:
-            return
+            raise
         except (CIError, ValueError) as error:
             found = None
             log.warning(
                 "bucket discovery failed; the buckets found before are still polled",
                 extra={"region": region, "service": service.name, "error": str(error)},
             )
+        return found, self._monotonic() - started
+
+    def _record(
+        self, entry: _Entry, region: str, name: str, outcome: tuple[set[str] | None, float]
+    ) -> None:
+        found, duration = outcome
         with self._lock:
-            listing = entry.listing(region, service.name)
-            listing.duration = self._monotonic() - started
+            listing = entry.listing(region, name)
+            listing.duration = duration
             if found is None:
                 listing.successful = False
                 return
@@ -205,6 +226,15 @@ class Discoverer:
                     entry.config.credentials,
                     services,
                 )
+
+
+def _by_listing(services: Sequence[ServiceConfig]) -> list[list[Service]]:
+    """The entry's services, grouped by the bucket listing that finds their buckets."""
+    groups: dict[str, list[Service]] = {}
+    for config in services:
+        service = service_named(config.name)
+        groups.setdefault(service.buckets.path, []).append(service)
+    return list(groups.values())
 
 
 def _enabled(services: Sequence[ServiceConfig], names: set[str]) -> tuple[ServiceConfig, ...]:

@@ -38,11 +38,17 @@ from exporter.ci.models import (
     Job,
     Queue,
 )
-from exporter.ci.services import SERVICES
+from exporter.ci.services import service_named
 
 log = logging.getLogger(__name__)
 
-DESCRIBE_CHUNK = 10  # ids per describe-by-id call
+DESCRIBE_CHUNK = 10  # ids per describe-by-id call of jobs (runs and batch jobs: one)
+
+
+def describe_chunk(service: str) -> int:
+    """Ids per describe-by-id call of the service's jobs."""
+    return min(DESCRIBE_CHUNK, service_named(service).job.max_ids)
+
 
 R = TypeVar("R")
 
@@ -210,7 +216,7 @@ class Pipeline:
         if (fatal := self.abort.error) is not None:
             return QueueListing(name, None, fatal)
         try:
-            return QueueListing(name, tuple(self.client.list_queues(SERVICES[name])), None)
+            return QueueListing(name, tuple(self.client.list_queues(service_named(name))), None)
         except CIError as error:
             if self.stopping.is_set() or isinstance(error, CIStopped):
                 raise Stopped from error
@@ -227,7 +233,7 @@ class Pipeline:
         """The active listing, then the finished listing: in this order, on this thread."""
         key = plan.key
         boundary = listing_boundary(self.clock(), self.client.clock_offset, self.skew_tolerance)
-        service = SERVICES[key.service]
+        service = service_named(key.service)
         failed: list[PollError] = []
         active: tuple[Job, ...] = ()
         finished: tuple[Job, ...] = ()
@@ -279,7 +285,7 @@ class Pipeline:
         failed: list[PollError] = []
         with self._errors(key, failed):
             pages = self.client.iter_job_pages(
-                SERVICES[key.service],
+                service_named(key.service),
                 key.queue_id,
                 key.tag,
                 FINISHED_STATES,
@@ -306,9 +312,10 @@ class Pipeline:
                     (job_id, recovered.key) for job_id in recovered.left
                 )
         return [
-            functools.partial(self._describe, wanted[i : i + DESCRIBE_CHUNK])
-            for wanted in by_service.values()
-            for i in range(0, len(wanted), DESCRIBE_CHUNK)
+            functools.partial(self._describe, wanted[i : i + chunk])
+            for service, wanted in by_service.items()
+            for chunk in (describe_chunk(service),)
+            for i in range(0, len(wanted), chunk)
         ]
 
     def _describe(self, chunk: list[tuple[str, StreamKey]]) -> list[Recovered]:
@@ -321,7 +328,7 @@ class Pipeline:
         if (fatal := self.abort.error) is not None:
             return [Recovered(key, error=fatal) for key in keys]
         try:
-            result = self.client.describe_jobs(SERVICES[keys[0].service], list(owners))
+            result = self.client.describe_jobs(service_named(keys[0].service), list(owners))
         except CIError as error:
             if self.stopping.is_set() or isinstance(error, CIStopped):
                 raise Stopped from error

@@ -27,7 +27,6 @@ from exporter.ci.client import JOB_PAGE_SIZE, CIClient
 from exporter.ci.models import DescribeResult
 from exporter.config import Config, TargetConfig
 from exporter.poll.pipeline import (
-    DESCRIBE_CHUNK,
     MissingPlan,
     Pipeline,
     PollError,
@@ -36,6 +35,7 @@ from exporter.poll.pipeline import (
     Stopped,
     StreamListing,
     StreamPlan,
+    describe_chunk,
 )
 from exporter.poll.schedule import IdleSchedule
 from exporter.poll.streams import Layouts, Services, TargetStreams
@@ -252,7 +252,7 @@ class TargetPoller:
         tracker = self.streams.trackers[stream.key]
         missing = tuple(tracker.to_describe(stream.active, stream.finished))
         oldest = tracker.oldest_creation(missing) if missing else None
-        pages = math.ceil(len(missing) / DESCRIBE_CHUNK) // 2
+        pages = math.ceil(len(missing) / describe_chunk(stream.key.service)) // 2
         return MissingPlan(stream.key, missing, oldest, pages)
 
     def _commit(self, stream: StreamListing, recovered: Recovered | None) -> None:

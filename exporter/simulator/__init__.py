@@ -2,6 +2,8 @@
 
 model: buckets, queues, jobs, clock, with a scripted API (add_queue, create_job, ...)
 api: signature checks, parameter validation and the listings, without HTTP
+params: CI's error answer and the checks of query parameters, shared by the calls
+workflows: workflows, their executions and batch jobs (opt-in per bucket), without HTTP
 render: records -> CI's XML bodies
 discovery: the bucket listings of each region's service host (`ci.<Region>.myqcloud.com`)
 server: Simulator: one loopback listener per bucket and per region, request accounting

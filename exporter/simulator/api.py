@@ -16,6 +16,8 @@ Choices where real CI is not documented (the tests pin them):
 - An unknown path answers 404 ResourceNotFound; a method other than GET 405 MethodNotAllowed.
 - A temporary key (one with a configured token) must send that token; a wrong or missing
   token answers 403 AccessDenied.
+- Workflows, their executions and batch jobs (opt-in per bucket): exporter.simulator.workflows
+  says what they answer; their listings page with the same cursors as /jobs.
 """
 
 from __future__ import annotations
@@ -24,16 +26,28 @@ import dataclasses
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable, Iterable, Mapping
 from email.message import Message
 from urllib.parse import quote
 
 from exporter.ci.services import SERVICES, endpoint_family
 from exporter.signing import TOKEN_HEADER, expected_signature, parse_authorization
-from exporter.simulator import discovery, render
-from exporter.simulator.model import JOB_STATES, Clock, JobKey, JobQuery, SimBucket
+from exporter.simulator import discovery, render, workflows
+from exporter.simulator.model import JOB_STATES, Clock, JobKey, JobQuery, SimBucket, SimJob
+from exporter.simulator.params import (
+    ApiError,
+    Reply,
+    bad_request,
+    error_reply,
+    id_list,
+    int_param,
+    not_found,
+    order_param,
+    states_param,
+    time_param,
+)
+
+__all__ = ["BOUNDS", "JOB_PATHS", "LISTING_PATHS", "Api", "ApiError", "Reply", "error_reply"]
 
 QUEUE_PATHS: dict[str, str] = {s.queue_path: s.name for s in SERVICES.values()}
 JOB_PATHS: dict[str, frozenset[str]] = {
@@ -45,7 +59,9 @@ MEDIA_CATEGORIES: dict[str, tuple[str, ...] | None] = {
     "SpeedTranscoding": ("SpeedTranscoding",),
     "CateAll": None,
 }
-MAX_IDS = 10
+# Job listings, which are also the families of jobs described by id, the opt-in services'
+# included: the faults that spoil jobs match them (exporter.simulator.handler).
+LISTING_PATHS: frozenset[str] = frozenset(JOB_PATHS).union(workflows.LISTING_PATHS)
 MAX_PAGE = 100
 # The token a repeat_token fault hands out; following it reads the first page again.
 REPEAT_TOKEN = "simulator-repeating-token"
@@ -54,30 +70,9 @@ REPEAT_TOKEN = "simulator-repeating-token"
 # result set between two pages shifts the rest and one is skipped, as offset paging does.
 TOKEN_MODES = ("cursor", "offset")
 _OFFSET_PREFIX = "offset-"
+# Renders one page of a listing: (jobs, NextToken, bucket, region) -> body.
+PageBody = Callable[[list[SimJob], str, str, str], bytes]
 BOUNDS = ("exclusive", "inclusive")
-
-
-class ApiError(Exception):
-    """An answer with CI's error body."""
-
-    def __init__(
-        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-    ) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status, self.code, self.message = status, code, message
-        self.headers = dict(headers or {})
-
-
-@dataclass
-class Reply:
-    status: int
-    body: bytes
-    content_type: str = "application/xml"
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def bad_request(message: str) -> ApiError:
-    return ApiError(400, "InvalidArgument", message)
 
 
 class _Cursors:
@@ -156,7 +151,9 @@ class Api:
             return self._list_jobs(bucket, JOB_PATHS[path], params, repeat_token)
         if family in JOB_PATHS and path.startswith(family + "/"):
             return self._describe(bucket, JOB_PATHS[family], path[len(family) + 1 :])
-        raise ApiError(404, "ResourceNotFound", f"no such resource {path}")
+        if family in workflows.FAMILIES:
+            return workflows.answer(self, bucket, path, params, request_id, repeat_token)
+        raise not_found(path)
 
     def answer_service(
         self,
@@ -176,7 +173,7 @@ class Api:
             raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed on {path}")
         service = discovery.BUCKET_PATHS.get(path)
         if service is None:
-            raise ApiError(404, "ResourceNotFound", f"no such resource {path}")
+            raise not_found(path)
         try:
             body = discovery.bucket_list_body(service, region, buckets, params, request_id)
         except discovery.BadRequest as exc:
@@ -245,12 +242,12 @@ class Api:
     def _list_queues(
         self, bucket: SimBucket, service: str, params: Mapping[str, str], request_id: str
     ) -> Reply:
-        ids = _id_list(params.get("queueIds", ""), "queueIds")
+        ids = id_list(params.get("queueIds", ""), "queueIds")
         state = params.get("state", "") or "All"
         if state not in ("Active", "Paused", "All"):
             raise bad_request(f"state {state!r} is not Active, Paused or All")
-        page_number = _int_param(params, "pageNumber", 1, 1, None)
-        page_size = _int_param(params, "pageSize", 10, 1, MAX_PAGE)
+        page_number = int_param(params, "pageNumber", 1, 1, None)
+        page_size = int_param(params, "pageSize", 10, 1, MAX_PAGE)
         categories: tuple[str, ...] | None = None
         if service == "media":
             category = params.get("category", "") or "Transcoding"
@@ -283,11 +280,21 @@ class Api:
         params: Mapping[str, str],
         repeat_token: bool,
     ) -> Reply:
-        query = self._job_query(services, params)
-        size = _int_param(params, "size", 10, 1, MAX_PAGE)
+        return self.list_page(bucket, self._job_query(services, params), params, repeat_token)
+
+    def list_page(
+        self,
+        bucket: SimBucket,
+        query: JobQuery,
+        params: Mapping[str, str],
+        repeat_token: bool,
+        body: PageBody = render.job_list_body,
+    ) -> Reply:
+        """One page of a job listing (`size`, `nextToken` as for /jobs), rendered by `body`."""
+        size = int_param(params, "size", 10, 1, MAX_PAGE)
         token = params.get("nextToken", "")
         if self.token_mode == "offset":
-            return self._list_jobs_by_offset(bucket, query, size, token, repeat_token)
+            return self._list_jobs_by_offset(bucket, query, size, token, repeat_token, body)
         if token and token != REPEAT_TOKEN:
             query = self._cursors.resume(bucket.name, query, token)
         jobs, more = bucket.list_jobs(query, size)
@@ -296,10 +303,16 @@ class Api:
             next_token = REPEAT_TOKEN
         elif more:
             next_token = self._cursors.issue(bucket.name, query, jobs[-1].key)
-        return Reply(200, render.job_list_body(jobs, next_token, bucket.name, bucket.region))
+        return Reply(200, body(jobs, next_token, bucket.name, bucket.region))
 
     def _list_jobs_by_offset(
-        self, bucket: SimBucket, query: JobQuery, size: int, token: str, repeat_token: bool
+        self,
+        bucket: SimBucket,
+        query: JobQuery,
+        size: int,
+        token: str,
+        repeat_token: bool,
+        body: PageBody,
     ) -> Reply:
         offset = 0
         if token and token != REPEAT_TOKEN:
@@ -311,8 +324,7 @@ class Api:
         next_token = REPEAT_TOKEN if repeat_token else ""
         if more and not repeat_token:
             next_token = f"{_OFFSET_PREFIX}{offset + size}"
-        body = render.job_list_body(jobs[offset:], next_token, bucket.name, bucket.region)
-        return Reply(200, body)
+        return Reply(200, body(jobs[offset:], next_token, bucket.name, bucket.region))
 
     def _job_query(self, services: frozenset[str], params: Mapping[str, str]) -> JobQuery:
         queue_id = params.get("queueId", "")
@@ -321,72 +333,21 @@ class Api:
             raise bad_request("queueId is required")
         if not tag:
             raise bad_request("tag is required")
-        order = params.get("orderByTime", "") or "Desc"
-        if order not in ("Desc", "Asc"):
-            raise bad_request(f"orderByTime {order!r} is not Desc or Asc")
         return JobQuery(
             services=services,
             queue_id=queue_id,
             tag=tag,
-            states=_states(params.get("states", "")),
-            start=_time_param(params, "startCreationTime"),
-            end=_time_param(params, "endCreationTime"),
+            states=states_param(params.get("states", ""), JOB_STATES),
+            start=time_param(params, "startCreationTime"),
+            end=time_param(params, "endCreationTime"),
             inclusive=self.creation_bounds == "inclusive",
-            descending=order == "Desc",
+            descending=order_param(params),
         )
 
     @staticmethod
     def _describe(bucket: SimBucket, services: frozenset[str], id_text: str) -> Reply:
-        ids = _id_list(id_text, "job ids")
+        ids = id_list(id_text, "job ids")
         if not ids:
             raise bad_request("no job id given")
         jobs, missing = bucket.describe_jobs(services, ids)
         return Reply(200, render.describe_body(jobs, missing, bucket.name, bucket.region))
-
-
-def _id_list(text: str, what: str) -> list[str] | None:
-    if not text:
-        return None
-    ids = [i for i in text.split(",") if i]
-    if len(ids) > MAX_IDS:
-        raise bad_request(f"{what}: at most {MAX_IDS} ids, got {len(ids)}")
-    return ids
-
-
-def _int_param(
-    params: Mapping[str, str], name: str, default: int, low: int, high: int | None
-) -> int:
-    text = params.get(name, "")
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise bad_request(f"{name} {text!r} is not an integer") from None
-    if value < low or (high is not None and value > high):
-        raise bad_request(f"{name} {value} is out of range")
-    return value
-
-
-def _states(text: str) -> frozenset[str]:
-    wanted = {s.strip() for s in text.split(",") if s.strip()} or {"All"}
-    unknown = wanted - set(JOB_STATES) - {"All"}
-    if unknown:
-        raise bad_request(f"states: unknown {', '.join(sorted(unknown))}")
-    return frozenset(JOB_STATES) if "All" in wanted else frozenset(wanted)
-
-
-def _time_param(params: Mapping[str, str], name: str) -> int | None:
-    text = params.get(name, "")
-    if not text:
-        return None
-    try:
-        return int(datetime.strptime(text, render.TIME_FORMAT).timestamp())
-    except ValueError:
-        raise bad_request(f"{name} {text!r} is not like 2001-01-01T00:00:00+0800") from None
-
-
-def error_reply(err: ApiError, request_id: str) -> Reply:
-    return Reply(
-        err.status, render.error_body(err.code, err.message, request_id), headers=err.headers
-    )

@@ -23,9 +23,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from exporter.ci.services import endpoint_family
 from exporter.signing import TOKEN_HEADER
 from exporter.simulator import render
-from exporter.simulator.api import JOB_PATHS, ApiError, Reply, bad_request, error_reply
+from exporter.simulator.api import LISTING_PATHS, ApiError, Reply, error_reply
 from exporter.simulator.faults import Fault
 from exporter.simulator.model import SimBucket
+from exporter.simulator.params import bad_request
 
 if TYPE_CHECKING:
     from exporter.simulator.server import Simulator
@@ -122,7 +123,8 @@ class Handler(BaseHTTPRequestHandler):
         pairs = parse_qsl(split.query, keep_blank_values=True)
         params = dict(pairs)
         family = endpoint_family(path)
-        fault = sim.faults.pick(label, family, listing=path in JOB_PATHS, jobs=family in JOB_PATHS)
+        listing, jobs = path in LISTING_PATHS, family in LISTING_PATHS
+        fault = sim.faults.pick(label, family, listing=listing, jobs=jobs)
         kind = fault.kind if fault else ""
         self._skew = fault.offset if fault is not None and kind == "skew" else 0.0
         self._entry = RequestRecord(label, self.command, path, params, 0, kind)

@@ -19,7 +19,7 @@ from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 
-from exporter.ci.services import SERVICES
+from exporter.ci.services import ALL_SERVICES, SERVICES
 
 JOB_STATES: tuple[str, ...] = ("Submitted", "Running", "Pause", "Success", "Failed", "Cancel")
 FINISHED: tuple[str, ...] = ("Success", "Failed", "Cancel")
@@ -32,7 +32,14 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     "speech": ("Speeching",),
     "pic": ("PicProcessing",),
     "doc": ("DocProcess",),
+    # Opt-in per bucket (its `services`): workflows are queues, batch jobs have one pseudo-queue
+    # (exporter.simulator.workflows).
+    "workflow": ("Workflow",),
+    "batch": ("Batch",),
 }
+# Id prefixes other than a queue's "p" and a job's "j", as CI's ids show (w..., i..., b...).
+QUEUE_PREFIXES: dict[str, str] = {"workflow": "w"}
+JOB_PREFIXES: dict[str, str] = {"workflow": "i", "batch": "b"}
 
 NOTIFY_URL = "http://callback.example.com/ci-notify"
 NOTIFY_EVENT = "TaskFinish"
@@ -128,6 +135,21 @@ class SimJob:
 
 
 @dataclass(frozen=True, slots=True)
+class SimStep:
+    """One step (task) of a workflow run: derived from the run when asked for, never stored
+    (exporter.simulator.workflows.steps_of)."""
+
+    type: str
+    name: str
+    job_id: str
+    state: str
+    start: int
+    end: int | None
+    code: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class JobQuery:
     """One job listing: which jobs, in which order, from where on."""
 
@@ -168,7 +190,7 @@ class SimBucket(ClockView):
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
-        unknown = set(self.services).difference(SERVICES)
+        unknown = set(self.services).difference(ALL_SERVICES)
         if unknown:
             raise ValueError(f"unknown services {sorted(unknown)}")
         self.services = frozenset(self.services)
@@ -201,14 +223,16 @@ class SimBucket(ClockView):
         queue_id: str | None = None,
         at: float | None = None,
     ) -> str:
-        if service not in SERVICES or service not in CATEGORIES:
+        if service not in ALL_SERVICES or service not in CATEGORIES:
             raise ValueError(f"unknown service {service!r}")
+        if service not in SERVICES and service not in self.services:
+            raise ValueError(f"service {service!r} is not enabled on bucket {self.name}")
         category = category or CATEGORIES[service][0]
         if category not in CATEGORIES[service]:
             raise ValueError(f"category {category!r} is not one of {service}'s")
         with self._lock:
             if queue_id is None:
-                queue_id = self._new_id("p", self._queues)
+                queue_id = self._new_id(QUEUE_PREFIXES.get(service, "p"), self._queues)
             elif queue_id in self._queues:
                 raise ValueError(f"queue {queue_id} exists")
             created = self._second(at)
@@ -278,7 +302,7 @@ class SimBucket(ClockView):
         with self._lock:
             queue = self._queue(queue_id)
             job = SimJob(
-                job_id=self._new_id("j", self._jobs),
+                job_id=self._new_id(JOB_PREFIXES.get(queue.service, "j"), self._jobs),
                 queue_id=queue_id,
                 service=queue.service,
                 tag=tag,

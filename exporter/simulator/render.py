@@ -1,4 +1,7 @@
-"""Model records -> the XML bodies CI sends (built with lxml, so text is always escaped)."""
+"""Model records -> the XML bodies CI sends (built with lxml, so text is always escaped).
+
+Thread ownership: no mutable state.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 from lxml import etree
 
-from exporter.simulator.model import NOTIFY_EVENT, NOTIFY_URL, SimJob, SimQueue
+from exporter.simulator.model import NOTIFY_EVENT, NOTIFY_URL, SimJob, SimQueue, SimStep
 
 # CI renders every time in China Standard Time, whatever the bucket's region.
 CST = timezone(timedelta(hours=8))
@@ -137,6 +140,125 @@ def describe_body(
     return _serialize(root)
 
 
+def workflow_list_body(
+    request_id: str,
+    workflows: Iterable[SimQueue],
+    total: int,
+    page_number: int,
+    page_size: int,
+    non_exist: Iterable[str],
+    bucket: str,
+) -> bytes:
+    """`GET /workflow`: one MediaWorkflowList per workflow, ids not found as NonExistIDs."""
+    root = etree.Element("Response")
+    for tag, value in (
+        ("RequestId", request_id),
+        ("TotalCount", total),
+        ("PageNumber", page_number),
+        ("PageSize", page_size),
+    ):
+        _sub(root, tag, value)
+    for workflow in workflows:
+        el = _sub(root, "MediaWorkflowList")
+        _sub(el, "Name", workflow.name)
+        _sub(el, "WorkflowId", workflow.queue_id)
+        _sub(el, "State", workflow.state)
+        _sub(el, "CreateTime", format_time(workflow.create_time))
+        _sub(el, "UpdateTime", format_time(workflow.update_time))
+        _sub(el, "BucketId", bucket)
+        topology = _sub(el, "Topology")
+        _sub(_sub(topology, "Dependencies"), "Start", "End")
+        _sub(_sub(_sub(topology, "Nodes"), "Start"), "Type", "Start")
+    for workflow_id in non_exist:
+        _sub(root, "NonExistIDs", workflow_id)
+    return _serialize(root)
+
+
+def _object(job: SimJob) -> str:
+    return f"input/{job.tag.lower()}/{job.job_id[-8:]}.mp4"
+
+
+def execution_list_body(runs: Iterable[SimJob], next_token: str, bucket: str, region: str) -> bytes:
+    """`GET /workflowexecution`: WorkflowExecutionList items (no start or end time)."""
+    root = etree.Element("Response")
+    for run in runs:
+        el = _sub(root, "WorkflowExecutionList")
+        _sub(el, "RunId", run.job_id)
+        _sub(el, "WorkflowId", run.queue_id)
+        _sub(el, "Object", _object(run))
+        _sub(el, "CreateTime", format_time(run.creation_time))
+        _sub(el, "State", run.state)
+    _sub(root, "NextToken", next_token)
+    return _serialize(root)
+
+
+def execution_body(
+    request_id: str, run: SimJob, workflow_name: str, tasks: Iterable[SimStep]
+) -> bytes:
+    """`GET /workflowexecution/<RunId>`: one WorkflowExecution with a Tasks per step. A task's
+    start is its CreateTime; only a Failed task carries Code and Message."""
+    root = etree.Element("Response")
+    _sub(root, "RequestId", request_id)
+    el = _sub(root, "WorkflowExecution")
+    for tag, value in (
+        ("RunId", run.job_id),
+        ("WorkflowId", run.queue_id),
+        ("WorkflowName", workflow_name),
+        ("State", run.state),
+        ("CreateTime", format_time(run.creation_time)),
+        ("Object", _object(run)),
+    ):
+        _sub(el, tag, value)
+    _sub(_sub(_sub(el, "Topology"), "Dependencies"), "Start", "End")
+    for task in tasks:
+        t = _sub(el, "Tasks")
+        _sub(t, "Type", task.type)
+        _sub(t, "CreateTime", format_time(task.start))
+        _sub(t, "EndTime", format_time(task.end))
+        _sub(t, "State", task.state)
+        _sub(t, "JobId", task.job_id)
+        _sub(t, "Name", task.name)
+        if task.state == "Failed":
+            _sub(t, "Code", task.code)
+            _sub(t, "Message", task.message)
+    return _serialize(root)
+
+
+def _batch_job(parent: etree._Element, job: SimJob) -> None:
+    el = _sub(parent, "JobsDetail")
+    _sub(el, "Code", job.code)
+    _sub(el, "Message", job.message)
+    _sub(el, "JobId", job.job_id)
+    _sub(el, "Name", f"batch-{job.job_id[-8:]}")
+    _sub(el, "Type", job.tag)
+    _sub(el, "State", job.state)
+    _sub(el, "CreationTime", format_time(job.creation_time))
+    # As the batch pages show: a time not reached is "-".
+    _sub(el, "StartTime", format_time(job.start_time, missing="-"))
+    _sub(el, "EndTime", format_time(job.end_time, missing="-"))
+    _sub(_sub(el, "Input"), "Prefix", "input/")
+
+
+def batch_list_body(jobs: Iterable[SimJob], next_token: str, bucket: str, region: str) -> bytes:
+    """`GET /inventorytriggerjob`: JobsDetail items, then NextToken."""
+    root = etree.Element("Response")
+    for job in jobs:
+        _batch_job(root, job)
+    _sub(root, "NextToken", next_token)
+    return _serialize(root)
+
+
+def batch_describe_body(request_id: str, jobs: Iterable[SimJob], non_exist: Iterable[str]) -> bytes:
+    """`GET /inventorytriggerjob/<id>`: the job, or its id under NonExistJobIds."""
+    root = etree.Element("Response")
+    _sub(root, "RequestId", request_id)
+    for job in jobs:
+        _batch_job(root, job)
+    for job_id in non_exist:
+        _sub(root, "NonExistJobIds", job_id)
+    return _serialize(root)
+
+
 def html_page() -> bytes:
     """What a gateway in front of CI answers when it, not CI, has the problem."""
     return (
@@ -159,16 +281,20 @@ def oversize(body: bytes, size: int) -> bytes:
     return body + b"<!--" + b" " * pad + b"-->"
 
 
+# The elements a job (an execution, a batch job) comes in: the faults that spoil jobs change them.
+JOB_ELEMENTS = ("JobsDetail", "WorkflowExecutionList", "WorkflowExecution")
+
+
 def _rewrite_jobs(body: bytes, change: Callable[[etree._Element], None]) -> bytes:
-    """Apply `change` to every JobsDetail of one of our own (well-formed) answers."""
+    """Apply `change` to every job of one of our own (well-formed) answers."""
     root = etree.fromstring(body)
-    for job in root.iter("JobsDetail"):
+    for job in root.iter(*JOB_ELEMENTS):
         change(job)
     return _serialize(root)
 
 
 def drop_job_field(body: bytes, name: str) -> bytes:
-    """Every job without its `name` element (JobId, State, CreationTime, ...)."""
+    """Every job without its `name` element (JobId, State, CreationTime, RunId, ...)."""
 
     def drop(job: etree._Element) -> None:
         for child in job.findall(name):

@@ -169,6 +169,7 @@ class Workload:
         return [
             Stream(q.queue_id, tag, rate)
             for q in bucket.queues()
+            if q.service in SERVICES  # not workflows or batch jobs: their own life cycles
             for tag in SERVICES[q.service].tags[:2]
         ]
 
