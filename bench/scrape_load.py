@@ -211,7 +211,7 @@ def _simulator_main(conn: Connection, spec: LoadSpec) -> None:
     sim.start()
     sim.start_workload()
     try:
-        conn.send(demo_config(sim, spec.poll_interval))
+        conn.send(demo_config(sim, spec.poll_interval, discover=False))
         conn.recv()  # until told to stop, or the parent is gone
     except EOFError:
         pass

@@ -176,9 +176,16 @@ def _packed_start(packed: int) -> float | None:
     return _double(packed >> (_TIMES_SHIFT + 64)) if packed & _HAS_START else None
 
 
+def _packed_running_since(packed: int) -> float | None:
+    """When a running job started; its creation when no start is known (a workflow run's
+    listing gives none, and a run starts when it is created: it waits for no slot)."""
+    start = _packed_start(packed)
+    return start if start is not None else _packed_creation(packed)
+
+
 # The age of the backlog is told by when its oldest job was created; of the running jobs, by
 # when the longest-running one started.
-_OLDEST_BY = {"Submitted": _packed_creation, "Running": _packed_start}
+_OLDEST_BY = {"Submitted": _packed_creation, "Running": _packed_running_since}
 
 
 @dataclass(slots=True)
@@ -403,10 +410,43 @@ class StreamTracker:
         """In the baseline poll: seen active, or finished after the first poll began."""
         if key in previous or key in self._active:
             return True
+        # A workflow run's listing gives no EndTime (exporter.ci.dialect): one created after
+        # the baseline surely finished after it.
+        ended = job.end_time if job.end_time is not None else job.creation_time
+        return self.baseline_time is not None and ended is not None and ended > self.baseline_time
+
+    def report(self, job: Job, now: float) -> str:
+        """A finished job CI pushed (a callback), between polls: "counted" now, unless a
+        listing or an earlier callback counted it ("duplicate"), or a listing would not count
+        it either ("not_counted": it finished before the stream's baseline, or is older than
+        the window and not tracked active: counted and forgotten, or never the stream's).
+        Counted, it is remembered as a listed one is: the listing that returns it later
+        counts nothing, and no describe looks for it."""
+        key = job_key(job.job_id)
+        if key in self._seen or key in self.ids:
+            return "duplicate"
+        # Past the window, a job the stream does not remember is one it counted and forgot,
+        # or never had: only a tracked job or one in the window may be counted.
+        listed = self._in_window(job) if self.counting else self._after_baseline(job, key, {})
+        if not (key in self._active or listed):
+            return "not_counted"
+        self._finish(job, key, {}, count=True, now=now)
+        return "counted"
+
+    def report_only(self, since: float) -> None:
+        """Make this a stream no listing feeds (a job type CI lists nowhere): every job it is
+        told of that was created since `since` counts once, and older ones are forgotten."""
+        self.counting = True
+        self.window_start = self.last_boundary = math.floor(since)
+        self._forget_before(since - 1)
+
+    def _in_window(self, job: Job) -> bool:
+        """Created where the stream's next finished listing will look."""
         return (
-            self.baseline_time is not None
-            and job.end_time is not None
-            and job.end_time > self.baseline_time
+            self.counting
+            and self.window_start is not None
+            and job.creation_time is not None
+            and job.creation_time >= self.window_start - 1
         )
 
     def _old_newcomer(

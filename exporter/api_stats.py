@@ -9,6 +9,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
+from exporter.callback_stats import CallbackStats
 from exporter.ci.models import (
     CIConnectionError,
     CICredentialsError,
@@ -63,6 +64,8 @@ class ApiStats:
         self._retries: Counter[tuple[str, str, str]] = Counter()
         self._throttled: Counter[tuple[str, str, str]] = Counter()
         self._spacing: dict[tuple[str, str], float] = {}
+        # The callback receiver's counters: the exporter's other I/O, rendered with these.
+        self.callbacks = CallbackStats()
 
     def record(
         self,

@@ -46,6 +46,11 @@ class Board:
             }
             self._swap()
 
+    def owners(self) -> list[TargetPoller]:
+        """The targets polled now (any thread)."""
+        with self._lock:
+            return list(self._owners.values())
+
     def set_reload(self, status: ReloadStatus) -> None:
         with self._lock:
             self.reload = status

@@ -25,14 +25,10 @@ from exporter.config import Config, ConfigError, load_config
 from exporter.config_warnings import config_warnings
 from exporter.exposition import exporter_expositions
 from exporter.httpserver import ConnectionLimits
+from exporter.listen import DEFAULT_PORT, parse_listen_address
 from exporter.logs import setup_logging
 from exporter.poller import Poller
-from exporter.server import (
-    DEFAULT_PORT,
-    ExporterServer,
-    check_telemetry_path,
-    parse_listen_address,
-)
+from exporter.server import ExporterServer, check_telemetry_path
 from exporter.sharding import Shard, resolve_shard
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 

@@ -18,6 +18,7 @@ null takes its default. Under `credentials:` no error shows a value, nor a key t
 from __future__ import annotations
 
 import errno
+import ipaddress
 import itertools
 import json
 import math
@@ -44,6 +45,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError, core_schema
 from typing_extensions import TypedDict
 
+from exporter.ci.buckets import is_bucket_id, is_region
 from exporter.ci.services import SERVICES
 from exporter.credentials import (
     DEFAULT_METADATA_ENDPOINT,
@@ -62,6 +64,7 @@ from exporter.credentials import (
     header_safe,
     parse_iso_time,
 )
+from exporter.listen import parse_listen_address
 from exporter.smallfile import FileError, read_text
 from exporter.snapshot import HistogramLayout
 from exporter.yamlfile import (
@@ -617,6 +620,18 @@ def _some(items: tuple[str, ...]) -> tuple[str, ...]:
     return items
 
 
+def _listable_region(region: str) -> str:
+    if not is_region(region):  # the form bucket listings take (exporter.ci.buckets)
+        raise problem(f"{quote(region)} is not a region (e.g. ap-guangzhou)")
+    return region
+
+
+def _listable_bucket(bucket: str) -> str:
+    if not is_bucket_id(bucket):
+        raise problem(f"{quote(bucket)} is longer than a COS bucket name (at most 60)")
+    return bucket
+
+
 Prefix = Annotated[Name, AfterValidator(_prefix)]
 
 
@@ -628,7 +643,7 @@ class DiscoveryConfig:
     `buckets` when either is given), polled with these credentials and services."""
 
     regions: Annotated[
-        tuple[Annotated[Name, AfterValidator(_region)], ...],
+        tuple[Annotated[Name, AfterValidator(_region), AfterValidator(_listable_region)], ...],
         AfterValidator(_each_once),
         AfterValidator(_some),
     ]
@@ -637,10 +652,15 @@ class DiscoveryConfig:
     )
     services: Annotated[tuple[ServiceConfig, ...], Shaped(Services, _services), MADE]
     prefixes: Annotated[tuple[Prefix, ...], AfterValidator(_each_once)] = ()
-    buckets: Annotated[tuple[Bucket, ...], AfterValidator(_each_once)] = ()
+    buckets: Annotated[
+        tuple[Annotated[Bucket, AfterValidator(_listable_bucket)], ...], AfterValidator(_each_once)
+    ] = ()
     # Listed again this often; a bucket missing from the listings this long stops being polled.
     interval: Annotated[float, Duration(MINUTE, DAY)] = 10 * MINUTE
     grace: Annotated[float, Duration(0, 7 * DAY)] = 30 * MINUTE
+    # Each bucket is a target with a thread and a connection pool: beyond this many (the first
+    # by region and name), the rest are left out and logged.
+    max_buckets: Annotated[int, Field(ge=1, le=10_000), INTEGER] = 1000
     workflows: Annotated[ServiceConfig, Shaped(OptIn, _opt_in("workflow"))] | None = None
     batch_jobs: Annotated[ServiceConfig, Shaped(OptIn, _opt_in("batch"))] | None = None
 
@@ -729,6 +749,19 @@ def _distinct(targets: tuple[TargetConfig, ...]) -> tuple[TargetConfig, ...]:
     return targets
 
 
+def _distinct_entries(entries: tuple[DiscoveryConfig, ...]) -> tuple[DiscoveryConfig, ...]:
+    for index, entry in enumerate(entries):
+        for first, earlier in enumerate(entries[:index]):
+            if (entry.regions, entry.prefixes, entry.buckets) == (
+                earlier.regions,
+                earlier.prefixes,
+                earlier.buckets,
+            ):
+                why = f"lists what discovery[{first}] lists (the same regions, prefixes, buckets)"
+                raise problem(f"duplicate entry: {why}", index)
+    return entries
+
+
 def _state_file(path: str) -> str:
     # The file itself may not exist yet (the first run writes it); its directory must.
     if _is_directory(path):
@@ -745,6 +778,49 @@ def _is_directory(path: str) -> bool:
         return False
 
 
+def _listen_address(text: str) -> str:
+    try:
+        parse_listen_address(text)
+    except ValueError as error:
+        raise problem(str(error).removeprefix("invalid listen address ")) from None
+    return text
+
+
+_SECRET_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")
+
+
+def _callback_secret(text: str) -> str:
+    if not _SECRET_RE.fullmatch(text):
+        why = "16 to 128 letters, digits, _ or -: it goes in the callback URL"
+        raise problem(f"must be {why} (the value is not shown)")
+    return text
+
+
+def _network(text: str) -> str:
+    try:
+        return str(ipaddress.ip_network(text.strip(), strict=False))
+    except ValueError:
+        raise problem(
+            f"{quote(clip(text))} is not an address or network (e.g. 10.0.0.0/8)"
+        ) from None
+
+
+@section
+@dataclass(frozen=True)
+class CallbacksConfig:
+    """The callback receiver (exporter.receiver): off unless the file has `callbacks:`."""
+
+    # Its own port, so that CI can reach it without reaching /metrics.
+    listen_address: Annotated[Name, AfterValidator(_listen_address)]
+    # The part of the callback URL that proves a request comes from CI: /callback/<secret>.
+    secret: Annotated[Text, AfterValidator(_callback_secret)] = field(repr=False)
+    # Source networks allowed to call; none: any (the secret still decides).
+    allow: tuple[Annotated[Name, AfterValidator(_network)], ...] = ()
+    max_body_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024), INTEGER] = 64 * 1024
+    # How long a request's body may take to arrive once its head has.
+    body_timeout: Annotated[float, Duration(0, MINUTE, above=True)] = 5.0
+
+
 @section
 @dataclass(frozen=True)
 class Config:
@@ -753,7 +829,10 @@ class Config:
         AfterValidator(_distinct),
     ] = ()
     # Targets found by listing the buckets CI's services are enabled on (exporter.poll.discovery).
-    discovery: tuple[Annotated[DiscoveryConfig, AfterValidator(_with_opt_ins)], ...] = ()
+    discovery: Annotated[
+        tuple[Annotated[DiscoveryConfig, AfterValidator(_with_opt_ins)], ...],
+        AfterValidator(_distinct_entries),
+    ] = ()
     poll_interval: Annotated[float, Duration(1, DAY)] = DEFAULT_POLL_INTERVAL
     request_timeout: Annotated[float, Duration(0, 10 * MINUTE, above=True)] = (
         DEFAULT_REQUEST_TIMEOUT
@@ -778,6 +857,8 @@ class Config:
     histograms: Annotated[HistogramLayout, Shaped(Histograms, _layout)] = field(
         default_factory=HistogramLayout
     )
+    # Finished jobs and runs pushed by CI, counted with the polls' (exporter.receiver).
+    callbacks: CallbacksConfig | None = None
 
 
 # --- entry points -------------------------------------------------------------------------
@@ -798,7 +879,7 @@ def parse_config(text: str, source: str, environ: Mapping[str, str]) -> Config:
         document = load_yaml(text)
         if document is None:
             raise FileError("top level", "expected a mapping, got an empty document")
-        return validated(_CONFIG, document, environ, secret="credentials")
+        return validated(_CONFIG, document, environ, secret=("credentials", "secret"))
     except FileError as exc:
         raise ConfigError(exc.where, exc.problem, source) from None
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from exporter.ci.services import SERVICES
+from exporter.ci.services import ALL_SERVICES, SERVICES
 from exporter.config import Config, DiscoveryConfig, ServiceConfig, TargetConfig
 from exporter.credentials import Credentials
 from exporter.simulator import DEMO_SECRET_ID, DEMO_SECRET_KEY, Fault, Simulator, build_demo
@@ -77,16 +77,19 @@ def throttle(sim: Simulator, bucket: str = DEMO_THROTTLED_BUCKET) -> Fault:
     return fault
 
 
-def demo_config(sim: Simulator, poll_interval: float = DEMO_POLL_INTERVAL) -> Config:
-    """One target per simulated bucket, polling the tags its workload uses; the buckets of
-    DEMO_DISCOVERED_REGION are found by discovery, with the tags their workloads use."""
+def demo_config(
+    sim: Simulator, poll_interval: float = DEMO_POLL_INTERVAL, *, discover: bool = True
+) -> Config:
+    """One target per simulated bucket, polling the tags its workload uses; with `discover`,
+    the buckets of DEMO_DISCOVERED_REGION are found by discovery (the Poller then needs
+    demo_endpoints), with the tags their workloads use."""
     credentials = Credentials(DEMO_SECRET_ID, DEMO_SECRET_KEY)
     targets: list[TargetConfig] = []
     found: dict[str, tuple[str, ...]] = {}
     for workload in sim.workloads:
         bucket, name = workload.bucket, workload.bucket.name
         services = _services(workload)
-        if bucket.region == DEMO_DISCOVERED_REGION:
+        if discover and bucket.region == DEMO_DISCOVERED_REGION:
             for service in services:
                 tags = found.get(service.name, ()) + service.tags
                 found[service.name] = tuple(dict.fromkeys(tags))
@@ -112,7 +115,7 @@ def _services(workload: Workload) -> tuple[ServiceConfig, ...]:
         service = workload.bucket.queue(stream.queue_id).service
         if stream.tag not in tags.setdefault(service, []):
             tags[service].append(stream.tag)
-    return tuple(ServiceConfig(s, tuple(tags[s])) for s in SERVICES if s in tags)
+    return tuple(ServiceConfig(s, tuple(tags[s])) for s in ALL_SERVICES if s in tags)
 
 
 def demo_endpoints(sim: Simulator) -> dict[str, Any]:

@@ -88,9 +88,19 @@ class BoundedHTTPServer:
     `serve` once start() is called; see the module doc for the limits."""
 
     def __init__(
-        self, address: tuple[str, int], serve: Serve, tls: TLSSource, limits: ConnectionLimits
+        self,
+        address: tuple[str, int],
+        serve: Serve,
+        tls: TLSSource,
+        limits: ConnectionLimits,
+        *,
+        with_body: bool = False,
     ) -> None:
+        """`with_body`: `serve` gets the head and whatever came in after it (the start of a
+        body), and the connection's buffer is left empty; for a server that answers one request
+        per connection."""
         self._serve = serve
+        self._with_body = with_body
         self._tls = tls
         self._limits = limits
         self._max_connections = _file_limit_share(limits.max_connections)
@@ -332,6 +342,9 @@ class BoundedHTTPServer:
             self._selector.modify(connection.fd, events, connection)
         elif step is Step.SERVE:
             head = connection.take_head()
+            if self._with_body:
+                head += bytes(connection.buffer)
+                connection.buffer.clear()
             self._selector.unregister(connection.fd)
             if connection.where is not None:
                 del connection.where[connection]

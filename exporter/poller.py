@@ -15,6 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from exporter.accounting import RECENT_FAILURES, CodeLimiter
 from exporter.api_stats import ApiStats
@@ -34,6 +35,9 @@ from exporter.snapshot import (
     Snapshot,
 )
 from exporter.state import StateFile, TargetState
+
+if TYPE_CHECKING:
+    from exporter.ci.callback import CallbackEvent
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +91,9 @@ class Poller:
         self._running = False
         self._retiring: list[threading.Thread] = []
         self._discovery_thread: threading.Thread | None = None
+        self._discovery_wake = threading.Event()  # a reload, or stop()
+        self._ready = False
+        self._started = self.clock()
         self._service_endpoint = service_endpoint
         self.discoverer = Discoverer(
             config,
@@ -148,7 +155,7 @@ class Poller:
         stopping = threading.Event()
         if self._stop.is_set():
             stopping.set()
-        saved = self._unclaimed.pop(f"{target.bucket}/{target.region}", None)
+        saved = self._claim(f"{target.bucket}/{target.region}", target)
         poller = TargetPoller(
             target,
             config,
@@ -161,6 +168,16 @@ class Poller:
         if saved is not None:  # found again by discovery after a restart
             poller.restore(saved[0])
         return poller
+
+    def _claim(
+        self, name: str, target: TargetConfig
+    ) -> tuple[TargetState, deque[FailedJob]] | None:
+        """What a previous process saved of a target discovery found again; it stays to be
+        claimed while the save has services the target is not polled for yet."""
+        saved = self._unclaimed.get(name)
+        if saved is not None and set(saved[0].services) <= {s.name for s in target.services}:
+            del self._unclaimed[name]
+        return saved
 
     def _keep_unclaimed(self, state_file: StateFile) -> None:
         """Until discovery has listed every bucket once, the saved targets it may find again
@@ -176,14 +193,17 @@ class Poller:
         self.discoverer.reconfigure(config)
         targets = config.targets + self.discoverer.targets()
         for target in select(targets, self.shard):
+            if self._stop.is_set():
+                raise _Stopping  # stop() waits for this lock: building the rest is no use
             current = self._pollers.get(target_id(target))
             if current is None or current.target.endpoint != target.endpoint:
                 pollers[target_id(target)] = self._new_target(target, config)
             else:  # same bucket at the same address: its streams keep their accounting
-                current.offer(target, config)
+                saved = self._claim(current.name, target)
+                current.offer(target, config, saved[0] if saved else None)
                 pollers[target_id(target)] = current
         dropped = [p for tid, p in self._pollers.items() if pollers.get(tid) is not p]
-        if self._unclaimed and self.discoverer.settled():
+        if self._unclaimed and self._unclaimed_expired(config):
             self._unclaimed.clear()  # saved, listed by no discovery: gone, as if removed
         if config.state_file != (self.state_file.path if self.state_file else None):
             # Saves go to the new file from the next poll of each target on.
@@ -197,6 +217,13 @@ class Poller:
         self.config = config
         self.codes.limit = config.failure_code_limit
         return dropped
+
+    def _unclaimed_expired(self, config: Config) -> bool:
+        """Saved targets that discovery has not found again are dropped once every listing
+        has succeeded and the longest grace has passed since start, as a bucket missing that
+        long from the listings would have been."""
+        grace = max((entry.grace for entry in config.discovery), default=0.0)
+        return self.discoverer.settled() and self.clock() - self._started >= grace
 
     def _retain(self, state_file: StateFile, pollers: dict[TargetId, TargetPoller]) -> None:
         owners: dict[str, object] = dict.fromkeys(self._unclaimed, UNCLAIMED)
@@ -212,11 +239,22 @@ class Poller:
 
     def _take_up(self, config: Config) -> None:
         """Under `_reload_lock`: the targets of `config` and of discovery polled from now."""
-        for poller in self._apply(config):
-            poller.stopping.set()
-            running = self._threads.get(target_id(poller.target))
+        try:
+            dropped = self._apply(config)
+        except _Stopping:
+            return
+        for poller in dropped:
+            halt(poller)
+            tid = target_id(poller.target)
+            running = self._threads.get(tid)
             if running is None or running[0] is not poller:
                 poller.close()  # no thread of its own to close it
+            elif tid not in self._pollers:  # gone: its thread ends, and nothing holds it
+                del self._threads[tid]
+                self._retiring.append(running[1])
+        self._retiring = [thread for thread in self._retiring if thread.is_alive()]
+        self.board.set_discovery(self.discoverer.statuses())
+        self._discovery_wake.set()  # a new or changed entry is listed now, not at the old time
         if self._running:
             self._start_threads()
 
@@ -225,20 +263,22 @@ class Poller:
         (the discovery thread; tests and --once call it directly)."""
         changed = self.discoverer.run_due(stopping)
         with self._reload_lock:
-            if changed or (self._unclaimed and self.discoverer.settled()):
+            if changed or self._unclaimed:
                 self._take_up(self.config)
+                self._discovery_wake.clear()  # it listed just now
                 log.info("discovered targets changed", extra={"targets": len(self._pollers)})
             self.board.set_discovery(self.discoverer.statuses())
 
     def _run_discovery(self) -> None:
         while not self._stop.is_set():
+            self._discovery_wake.clear()
             try:
                 self.discover(self._stop)
             except Exception:  # a bug: logged; the targets found so far are still polled
                 log.exception("unexpected error in bucket discovery")
             due = self.discoverer.next_due()
-            delay = MAX_WAIT if due is None else max(1.0, due - time.monotonic())
-            self._stop.wait(min(delay, MAX_WAIT))
+            delay = MAX_WAIT if due is None else max(0.0, due - time.monotonic())
+            self._discovery_wake.wait(min(delay, MAX_WAIT))
 
     def reload_failed(self) -> None:
         self.board.set_reload(ReloadStatus(False, self.board.reload.last_success_time))
@@ -252,7 +292,12 @@ class Poller:
         return self.board.current
 
     def ready(self) -> bool:
-        return all(t.polled for t in self.board.current.targets)
+        """Every target polled once, discovery's first round included: latched, so that a
+        reload adding targets does not take a serving replica out of its Service."""
+        if not self._ready:
+            polled = all(t.polled for t in self.board.current.targets)
+            self._ready = polled and self.discoverer.tried()
+        return self._ready
 
     # -- running --------------------------------------------------------------------------
 
@@ -320,30 +365,76 @@ class Poller:
             while not poller.stopping.is_set():
                 self._poll_target(poller)
                 next_run += poller.config.poll_interval
-                delay = next_run - time.monotonic()
-                if delay < 0:  # a poll overran: start again now, don't try to catch up
-                    next_run, delay = time.monotonic(), 0
-                poller.stopping.wait(min(delay, MAX_WAIT))
+                if next_run < time.monotonic():  # a poll overran: again now, no catching up
+                    next_run = time.monotonic()
+                while not poller.stopping.is_set():
+                    poller.wake.clear()
+                    self._apply_callbacks(poller)
+                    delay = next_run - time.monotonic()
+                    if delay <= 0 or not poller.wake.wait(min(delay, MAX_WAIT)):
+                        break  # the poll is due (a callback only wakes it to be applied)
         finally:
             poller.close()
+
+    # -- callbacks ------------------------------------------------------------------------
+
+    def deliver(self, bucket: str | None, event: CallbackEvent) -> str:
+        """A callback from the receiver (its worker thread): queued for its target's poll
+        thread ("queued"), or what became of it here (exporter.callback_stats.OUTCOMES, or
+        "overloaded"). Without a bucket in the callback's URL, the target is the one whose
+        last listing had the job's queue or the run's workflow."""
+        if event.job is None:
+            return "unknown_event"
+        targets = self.board.owners()
+        if bucket is not None:
+            found = [p for p in targets if p.target.bucket == bucket]
+        else:
+            found = [p for p in targets if p.streams.has_queue(event.job.queue_id)]
+        if len(found) != 1:
+            return "unknown_target"
+        return "queued" if found[0].callbacks.deliver(event) else "overloaded"
+
+    def _apply_callbacks(self, poller: TargetPoller) -> None:
+        """On the target's thread: count what callbacks reported, and publish at once."""
+        if poller.callbacks.apply_queued(self.clock(), self.stats.callbacks.received):
+            stamp = poller.callbacks.last_time
+            if stamp is not None:
+                self.stats.callbacks.last_callback(
+                    poller.target.bucket, poller.target.region, stamp
+                )
+            try:
+                self._publish(poller)
+            except Exception as error:
+                self._internal_error(poller, "publishing", error)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop every poll and wait up to `timeout` for the threads: a poll in flight is cut
         short uncommitted, a save in progress is let finish (the threads are daemons, so a
         call that ignores its timeout cannot hold the exit beyond this)."""
         self._stop.set()
+        self._discovery_wake.set()
         with self._reload_lock:
             pollers = list(self._pollers.values())
             threads = [thread for _, thread in self._threads.values()] + self._retiring
             if self._discovery_thread is not None:
                 threads.append(self._discovery_thread)
         for poller in pollers:
-            poller.stopping.set()
+            halt(poller)
         deadline = time.monotonic() + timeout
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         for poller in pollers:
             poller.close()
+
+
+class _Stopping(Exception):
+    """stop() came while the targets were being built."""
+
+
+def halt(poller: TargetPoller) -> None:
+    """Tell a target's thread to end, at once, whatever it is waiting for."""
+    poller.stopping.set()
+    poller.wake.set()
 
 
 def restore(

@@ -1,5 +1,6 @@
 """The exporter's metrics about itself that change between scrapes: its calls to the CI API
-(counted as they happen, mid-poll too) and the cost of rendering /metrics. Rendered on every
+(counted as they happen, mid-poll too), the callbacks it received and the cost of rendering
+/metrics. Rendered on every
 scrape (exporter.exposition), with prometheus_client's process_* and python_* collectors.
 
 Threads: none of its own; LiveCollector.collect runs on the scrape's worker and reads ApiStats
@@ -16,6 +17,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Sample
 
 from exporter.api_stats import ApiStats
+from exporter.collector_callbacks import callback_families
 from exporter.families import (
     API_DURATION,
     API_ERRORS,
@@ -144,6 +146,8 @@ class LiveCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from api_families(self._stats.snapshot())
+        if self._stats.callbacks.enabled:
+            yield from callback_families(self._stats.callbacks.snapshot())
         yield from exposition_families(self._costs())
 
 

@@ -42,6 +42,7 @@ from exporter.accounting import (
 )
 from exporter.ci.models import ACTIVE_STATES
 from exporter.ci.parse import is_job_id
+from exporter.ci.services import ALL_SERVICES
 from exporter.smallfile import FileShapeError, read_regular_file
 from exporter.snapshot import FailedJob
 
@@ -56,6 +57,13 @@ MAX_STATE_BYTES = 16 * 1024 * 1024
 MAX_NAME_CHARS = 1024  # a target, service, queue id, tag or JobId
 MAX_TIME = 1e11  # epoch seconds (year 5138): anything beyond is garbage, not a time
 MAX_INT_DIGITS = 20
+# (service, queue id) of the queues a service has without a queue listing: batch jobs' one
+# pseudo-queue has the id "" (exporter.ci.dialect.BATCH_QUEUE), which no other queue may have.
+_FIXED_QUEUES = frozenset(
+    (service.name, queue.queue_id)
+    for service in ALL_SERVICES.values()
+    for queue in service.dialect.fixed_queues
+)
 
 
 class StateError(ValueError):
@@ -466,11 +474,11 @@ def _target(
 
 
 def _stream_key(value: dict[str, object], where: str) -> StreamKey:
-    return StreamKey(
-        _id(value.get("service"), f"{where}.service"),
-        _id(value.get("queue_id"), f"{where}.queue_id"),
-        _id(value.get("tag"), f"{where}.tag"),
-    )
+    service = _id(value.get("service"), f"{where}.service")
+    queue_id = value.get("queue_id")
+    if not (isinstance(queue_id, str) and (service, queue_id) in _FIXED_QUEUES):
+        queue_id = _id(queue_id, f"{where}.queue_id")
+    return StreamKey(service, queue_id, _id(value.get("tag"), f"{where}.tag"))
 
 
 def _tracker(

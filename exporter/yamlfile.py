@@ -236,12 +236,12 @@ def validated(
     adapter: TypeAdapter[T],
     document: object,
     context: object = None,
-    secret: str = "",
+    secret: str | tuple[str, ...] = "",
     refused: Mapping[str, str] | None = None,
 ) -> T:
     """`document` made what `adapter` declares; its first error as FileError(where, problem).
-    Nothing under the key `secret` is shown, nor a key there that is not one; a key path in
-    `refused` is refused with the reason it maps to."""
+    Nothing under the key `secret` (or any of them) is shown, nor a key there that is not
+    one; a key path in `refused` is refused with the reason it maps to."""
     try:
         return adapter.validate_python(document, context=context)
     except ValidationError as exc:
@@ -261,11 +261,15 @@ def _first(errors: list[ErrorDetails]) -> ErrorDetails:
 
 
 def _one_line(
-    error: ErrorDetails, schema: dict[str, Any], secret: str, refused: Mapping[str, str]
+    error: ErrorDetails,
+    schema: dict[str, Any],
+    secret: str | tuple[str, ...],
+    refused: Mapping[str, str],
 ) -> FileError:
     loc, kind, value = list(error["loc"]), error["type"], error["input"]
     context: dict[str, Any] = error.get("ctx") or {}
-    hidden = bool(secret) and secret in loc
+    secrets = (secret,) if isinstance(secret, str) else secret
+    hidden = any(key and key in loc for key in secrets)
     if kind == "file":
         loc += context["at"]
         text = context["hidden" if hidden else "text"]

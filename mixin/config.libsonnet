@@ -84,6 +84,17 @@
         'for': '10m',
         fill: 0.8,  // waiting jobs out of the queue's MaxSize
       },
+      // Workflows (service "workflow"): a workflow is exported like a queue, its runs like
+      // jobs of tag Workflow. The same levels as for jobs: a workflow run by uploads is as busy.
+      TencentCIWorkflowFailureRatioHigh: {
+        enabled: true,
+        severity: 'critical',
+        'for': '10m',
+        ratio: 0.1,  // failed out of finished runs over 5 minutes, per workflow
+        minFinished: 20,  // a volume floor: at least this many runs finished in 5 minutes
+        minFailed: 5,  // ...and at least this many failed
+      },
+      TencentCIWorkflowPaused: { enabled: true, severity: 'warning', 'for': '15m' },
       TencentCIApiThrottled: {
         enabled: true,
         severity: 'warning',

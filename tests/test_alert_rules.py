@@ -36,6 +36,8 @@ ALERTS = (
     "TencentCIBacklogStuck",
     "TencentCIQueueSaturated",
     "TencentCIQueueNearlyFull",
+    "TencentCIWorkflowFailureRatioHigh",
+    "TencentCIWorkflowPaused",
     "TencentCIApiThrottled",
     "TencentCIApiCredentialsRejected",
 )
@@ -74,7 +76,7 @@ def test_promtool_check_rules() -> None:
 
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "SUCCESS: 6 rules found" in checked.stdout
-    assert "SUCCESS: 13 rules found" in checked.stdout
+    assert "SUCCESS: 15 rules found" in checked.stdout
 
 
 def test_promtool_unit_tests_pass() -> None:
@@ -173,6 +175,62 @@ def test_exporter_alerts_select_the_example_scrape_job(alertname: str) -> None:
     assert f'up{{job="{EXPORTER_JOB}"}}' in rule["expr"]
 
 
+# The job and queue alerts that would otherwise fire for workflow runs or batch jobs, and the
+# two alerts of the workflows' own (a workflow is a queue of service "workflow").
+JOBS_ONLY = 'service!~"workflow|batch"'
+LEAVE_OUT_WORKFLOWS_AND_BATCH = (
+    "TencentCIJobFailureRatioHigh",
+    "TencentCIJobFailureCodeBurst",
+    "TencentCIJobRunningTooLong",
+    "TencentCIQueuePaused",
+    "TencentCIBacklogStuck",
+)
+WORKFLOW_ALERTS = ("TencentCIWorkflowFailureRatioHigh", "TencentCIWorkflowPaused")
+
+
+@pytest.mark.parametrize("alertname", LEAVE_OUT_WORKFLOWS_AND_BATCH)
+def test_job_and_queue_alerts_leave_workflows_and_batch_jobs_out(alertname: str) -> None:
+    rule = next(r for r in alert_rules() if r["alert"] == alertname)
+    quiet = [
+        name
+        for name, case in unit_tests()
+        if case["alertname"] == alertname and case["exp_alerts"] == [] and "workflow" in name
+    ]
+
+    assert JOBS_ONLY in rule["expr"]
+    # A promtool test feeds it workflow and batch series that would make it fire.
+    assert quiet, f"{alertname}: no promtool test with workflow and batch series"
+
+
+@pytest.mark.parametrize("alertname", WORKFLOW_ALERTS)
+def test_workflow_alerts_read_workflows_only(alertname: str) -> None:
+    rule = next(r for r in alert_rules() if r["alert"] == alertname)
+    selectors = re.findall(r"\b(tencent_ci_\w+|\w+:tencent_ci_\w+:\w+)\{([^}]*)\}", rule["expr"])
+
+    assert selectors
+    assert all('service="workflow"' in matchers for _, matchers in selectors), selectors
+    # Not the failures by step: only the runs described by id are counted there.
+    assert "tencent_ci_job_failures" not in rule["expr"]
+    # One alert per workflow, not per tag (always Workflow): no aggregation keeps it.
+    assert not re.search(r"\b(?:by|on) \([^)]*\btag\b", rule["expr"]), rule["expr"]
+
+
+def test_the_workflow_failure_ratio_mirrors_the_job_one() -> None:
+    rules = {r["alert"]: r for r in alert_rules()}
+    jobs, runs = rules["TencentCIJobFailureRatioHigh"], rules["TencentCIWorkflowFailureRatioHigh"]
+
+    def levels(expr: str) -> list[str]:
+        return re.findall(r"(?:>|>=) ([0-9.]+)\n", expr)
+
+    assert levels(runs["expr"]) == levels(jobs["expr"]) == ["0.1", "20", "5"]
+    assert (runs["for"], runs["labels"]) == (jobs["for"], jobs["labels"])
+    paused = rules["TencentCIWorkflowPaused"]
+    assert (paused["for"], paused["labels"]) == (
+        rules["TencentCIQueuePaused"]["for"],
+        rules["TencentCIQueuePaused"]["labels"],
+    )
+
+
 def test_throttling_alert_counts_what_the_exporter_counts_as_throttled() -> None:
     # Not the `error` label: a bare 503 is http_503, a 429 with a Code is that Code.
     rule = next(r for r in alert_rules() if r["alert"] == "TencentCIApiThrottled")
@@ -206,6 +264,8 @@ def test_amtool_check_config_on_the_example() -> None:
         ("TencentCIJobFailureRatioHigh", TEAM_RECEIVER),
         ("TencentCIJobFailureCodeBurst", TEAM_RECEIVER),
         ("TencentCIQueuePaused", TEAM_RECEIVER),
+        ("TencentCIWorkflowFailureRatioHigh", TEAM_RECEIVER),
+        ("TencentCIWorkflowPaused", TEAM_RECEIVER),
         ("TencentCIExporterDown", DEFAULT_RECEIVER),
         ("TencentCIExporterAbsent", DEFAULT_RECEIVER),
         ("TencentCIApiCredentialsRejected", DEFAULT_RECEIVER),

@@ -40,7 +40,7 @@ ALL_SERVICES = tuple(ServiceConfig(s.name, s.tags) for s in SERVICES.values())
 TOP_ALLOWED = (
     "targets, discovery, poll_interval, request_timeout, failure_code_limit, "
     "max_queues_per_service, clock_skew_tolerance, rate_limit, retry, idle_tag_backoff, "
-    "state_file, histograms"
+    "state_file, histograms, callbacks"
 )
 NO_TARGETS = "must list at least one target (or give discovery)"
 CREDENTIALS_ALLOWED = (

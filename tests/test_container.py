@@ -39,7 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_packaging import CONSOLE_SCRIPT, VENV, final_stage, healthcheck_command, one_value, tool
 
 from exporter.build import checkout_revision
-from exporter.server import DEFAULT_PORT
+from exporter.listen import DEFAULT_PORT
 
 ROOT = Path(__file__).resolve().parent.parent
 # The commit the image is stamped with (`--build-arg REVISION`), as a release build would be.

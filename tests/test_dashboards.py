@@ -757,6 +757,9 @@ WATCHED = {
     (QUEUE, "Failure ratio by tag", None): "TencentCIJobFailureRatioHigh",
     (QUEUE, "Failures per second by code", None): "TencentCIJobFailureCodeBurst",
     (QUEUE, "Oldest running job age by tag", None): "TencentCIJobRunningTooLong",
+    (OVERVIEW, "Workflows", "Paused"): "TencentCIWorkflowPaused",
+    (OVERVIEW, "Workflows", "Failure ratio"): "TencentCIWorkflowFailureRatioHigh",
+    (OVERVIEW, "Workflow failure ratio", None): "TencentCIWorkflowFailureRatioHigh",
 }
 # Panels that show an alert's series but not at the alert's level, and why.
 NOT_AT_THE_LEVEL = {
@@ -817,7 +820,16 @@ def test_alert_levels_are_read_from_the_rules() -> None:
         r["alert"] for r in alert_rules() if "absent(" in r["expr"]
     }
     ratio = WATCHES["TencentCIJobFailureRatioHigh"]
-    assert ratio.op == ">" and ratio.signature == {"tencent_ci_jobs_failed_per_finished"}
+    assert ratio.op == ">" and ratio.signature == {
+        "tencent_ci_jobs_failed_per_finished",
+        JOBS_ONLY,
+    }
+    runs = WATCHES["TencentCIWorkflowFailureRatioHigh"]
+    assert runs.op == ">" and runs.signature == {
+        "tencent_ci_jobs_finished",
+        'service="workflow"',
+        'state="Failed"',
+    }
     assert WATCHES["TencentCIQueueSaturated"].level == 1.0
 
 
@@ -876,6 +888,74 @@ def test_every_panel_that_shows_what_an_alert_watches_is_listed() -> None:
 
     assert unlisted == set()
     assert set(WATCHED.items()) <= shown
+
+
+# --- workflows and batch jobs ------------------------------------------------------------------
+
+# A workflow is exported as a queue of service "workflow", its runs as jobs of tag Workflow;
+# batch jobs as jobs of service "batch". The queue and job panels and variables leave both out.
+JOBS_ONLY = 'service!~"workflow|batch"'
+WORKFLOW_PANELS = (
+    "Workflows",
+    "Workflow runs finished per second by state",
+    "Workflow failure ratio",
+    "Workflow runs running now",
+    "Failed workflow runs per second by failed step",
+    "Failed workflow run duration p90 (described runs)",
+    "Batch jobs finished per second by type and state",
+)
+_QUEUE_AND_JOB_METRICS = re.compile(r"tencent_ci_(queue_(paused|max|notify)|jobs|job_|oldest_)")
+
+
+def _selectors(expr: str) -> list[Node]:
+    return [n for n in parse_promql(expr).walk() if n.kind == "selector"]
+
+
+@pytest.mark.parametrize("uid", [OVERVIEW, QUEUE])
+def test_queue_and_job_panels_leave_workflows_and_batch_jobs_out(uid: str) -> None:
+    """Summed with the jobs, a workflow's runs (and the batch jobs that start jobs and runs)
+    would count the same work twice; the Workflows row shows them."""
+    for panel in data_panels(BY_UID[uid]):
+        if panel["title"] in WORKFLOW_PANELS:
+            continue
+        for target in panel["targets"]:
+            for selector in _selectors(substitute(target["expr"], ALL)):
+                name = selector.name.split(":")[1] if ":" in selector.name else selector.name
+                if _QUEUE_AND_JOB_METRICS.match(name):
+                    assert ("service", "!~", "workflow|batch") in selector.matchers, (
+                        panel["title"],
+                        target["refId"],
+                        selector.name,
+                    )
+    for var in variables(BY_UID[uid]):
+        if var["name"] in ("service", "queue_id", "tag"):
+            assert JOBS_ONLY in var["query"], var["name"]
+
+
+def test_the_workflows_row() -> None:
+    dashboard = BY_UID[OVERVIEW]
+    rows = [p for p in panels(dashboard) if p["type"] == "row"]
+    (row,) = [r for r in rows if r["title"] == "Workflows"]
+    below = sorted(
+        (p for p in data_panels(dashboard) if p["gridPos"]["y"] > row["gridPos"]["y"]),
+        key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]),
+    )
+
+    assert row is rows[-1]
+    assert [p["title"] for p in below] == list(WORKFLOW_PANELS)
+    for panel in below:
+        service = "batch" if panel["title"].startswith("Batch") else "workflow"
+        for target in panel["targets"]:
+            # Bucket and Region only: Service, Queue and Tag pick queues and jobs.
+            used = set(re.findall(r"\$(\w+)", target["expr"])) - {"__rate_interval"}
+            assert used == {"bucket", "region"}, (panel["title"], used)
+            first = _selectors(substitute(target["expr"], ALL))[0]
+            assert ("service", "=", service) in first.matchers, panel["title"]
+            # The failures by step and the run durations are described runs only: said so.
+            if "job_failures" in target["expr"] or "run_duration" in target["expr"]:
+                assert "described by id" in panel["description"], panel["title"]
+    # Described runs only: no panel pretends to time the steps.
+    assert not any("step" in p["title"] and "duration" in p["title"] for p in below)
 
 
 def test_replicas_up_is_red_unless_every_scraped_replica_answers() -> None:

@@ -36,6 +36,7 @@ from exporter.simulator.workload import (
     DEMO_BACKLOG_QUEUE,
     DEMO_BUCKETS,
     DEMO_FLAKY_QUEUE,
+    DEMO_FLAKY_WORKFLOW,
     DEMO_PATIENCE,
     DEMO_PAUSED_QUEUE,
     DEMO_SURGE_LASTING,
@@ -84,10 +85,10 @@ class Thresholds:
 def thresholds() -> Thresholds:
     ratio_alert = "TencentCIJobFailureRatioHigh"
     return Thresholds(
-        ratio=_number(ratio_alert, r"ratio_rate5m > ([\d.]+)"),
+        ratio=_number(ratio_alert, r"ratio_rate5m(?:\{[^}]*\})? > ([\d.]+)"),
         finished=_number(ratio_alert, r"finished:rate5m \* 300 >= (\d+)"),
         failed=_number(ratio_alert, r'\{state="Failed"\} \* 300 >= (\d+)'),
-        burst=_number("TencentCIJobFailureCodeBurst", r"rate5m \* 300 >= (\d+)"),
+        burst=_number("TencentCIJobFailureCodeBurst", r"rate5m(?:\{[^}]*\})? \* 300 >= (\d+)"),
         backlog_age=_number("TencentCIBacklogStuck", r"\) > (\d+)"),
     )
 
@@ -246,10 +247,10 @@ def test_the_run_covers_every_queue_of_the_demo(run: Run) -> None:
 
 def test_queues_but_the_backlog_one_run_well_within_max_concurrent(run: Run) -> None:
     for queue in _queues(run):
-        if queue[1] == DEMO_BACKLOG_QUEUE:
+        limit = run.max_concurrent[queue]
+        if queue[1] == DEMO_BACKLOG_QUEUE or not limit:  # workflows and batch jobs: no slots
             continue
         running = run.series("running", queue)
-        limit = run.max_concurrent[queue]
         utilisation = sum(running) / len(running) / limit
         assert utilisation < 0.8, (queue, utilisation)
         # Not once at MaxConcurrent: TencentCIQueueSaturated does not even go pending.
@@ -303,7 +304,11 @@ def test_only_the_flaky_queue_fails_enough_for_the_failure_alerts(run: Run) -> N
             for code, n in w.items()
             if n >= limits.burst
         }
-        if key[1] == DEMO_FLAKY_QUEUE and sum(run.samples[-1].finished[key].values()):
+        if key[1] == DEMO_FLAKY_WORKFLOW:  # its own alert, on the same ratio and floors
+            # Runs are fewer than the flaky queue's jobs: a window now and then falls short of
+            # the 20 finished the alert needs (26 of 460 in this run).
+            assert alerting >= 0.9 * len(windows), (key, alerting, len(windows))
+        elif key[1] == DEMO_FLAKY_QUEUE and sum(run.samples[-1].finished[key].values()):
             assert alerting == len(windows), (key, alerting, len(windows))
             assert bursts == {"InternalError"}, key
         else:

@@ -342,3 +342,13 @@ def test_bad_discovery_settings(text: str, message: str) -> None:
         parse_config(text, "c.yml", environ)
     assert str(caught.value).startswith(message)
     assert "S3CR3T" not in str(caught.value)
+
+
+def test_at_most_max_buckets_are_polled(sim: Simulator, caplog: pytest.LogCaptureFixture) -> None:
+    for i in range(5):
+        sim.add_bucket(f"cap{i}-1250000000", GZ, services=["media"])
+    p = poller(sim, entry(regions=(GZ,), services=(MEDIA,), max_buckets=3))
+    p.poll_once()
+    assert sorted(polled(p)) == [f"cap{i}-1250000000/{GZ}" for i in range(3)]
+    assert "discovery found more buckets than max_buckets" in caplog.text
+    assert value(p, "tencent_ci_discovery_buckets", region=GZ, service="media") == 5

@@ -27,7 +27,7 @@ import yaml
 
 from exporter.config import parse_config
 from exporter.credentials import Credentials
-from exporter.server import DEFAULT_PORT
+from exporter.listen import DEFAULT_PORT
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBE = ROOT / "deploy" / "kubernetes"

@@ -212,6 +212,25 @@ def test_every_level_in_config_reaches_its_rule() -> None:
     assert "* 300 >= 50" in floor and "* 300 >= 9" in floor
 
 
+def test_the_workflow_levels_in_config_reach_their_rule_and_panels() -> None:
+    changed = with_config(
+        "{ alerts+: { TencentCIWorkflowFailureRatioHigh+: { ratio: 0.3, minFinished: 40,"
+        " minFailed: 8, severity: 'warning' }, TencentCIWorkflowPaused+: { 'for': '1h' } } }"
+    )
+    alerts = alerts_of(changed)
+
+    ratio = alerts["TencentCIWorkflowFailureRatioHigh"]["expr"]
+    assert "> 0.3\n" in ratio and ") * 300 >= 40\n" in ratio and ") * 300 >= 8\n" in ratio
+    # The job alert keeps its own levels.
+    assert "> 0.1\n" in alerts["TencentCIJobFailureRatioHigh"]["expr"]
+    paused = alerts["TencentCIWorkflowPaused"]
+    assert paused["for"] == "1h" and "paused for 1 hour:" in paused["annotations"]["description"]
+    overview = changed["grafanaDashboards"][OVERVIEW]
+    steps = _alert_steps(_panel(overview, "Workflow failure ratio"))
+    assert [(s["color"], s["value"]) for s in steps] == [("orange", 0.3)]
+    assert "after 1 hour" in _panel(overview, "Workflows")["description"]
+
+
 def test_for_severity_and_the_switch_come_from_config() -> None:
     changed = with_config(
         "{ alerts+: {"
@@ -226,7 +245,7 @@ def test_for_severity_and_the_switch_come_from_config() -> None:
     assert failing["for"] == "1h" and failing["labels"]["severity"] == "critical"
     assert "have failed for 1 hour," in failing["annotations"]["description"]
     assert "TencentCIQueuePaused" not in alerts
-    assert len(alerts) == 13 - 4
+    assert len(alerts) == 15 - 4
     # The panel of Targets polled OK says how long the alert waits.
     overview = changed["grafanaDashboards"][OVERVIEW]
     assert "after 1 hour of failing polls" in _panel(overview, "Targets polled OK")["description"]

@@ -26,7 +26,7 @@ import yaml
 
 from exporter.config import load_config
 from exporter.credentials import Credentials
-from exporter.server import DEFAULT_PORT
+from exporter.listen import DEFAULT_PORT
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

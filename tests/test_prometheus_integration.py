@@ -43,7 +43,9 @@ from prometheus_harness import (
     write_alert_rules_without_for,
 )
 
+from exporter.ci.services import SERVICES
 from exporter.simulator import Fault, Simulator, Stream, Workload
+from exporter.simulator.workflows import BATCH_QUEUE_ID
 
 SECRET_ID = "AKIDintegration000000000000000000000"
 SECRET_KEY = "integration-secret-key-0000000000000"
@@ -87,17 +89,24 @@ class Stack:
 
 def _simulator() -> tuple[Simulator, str, str]:
     sim = Simulator({SECRET_ID: SECRET_KEY}, seed=11)
-    hot = sim.add_bucket(HOT, HOT_REGION)
+    hot = sim.add_bucket(HOT, HOT_REGION, services=[*SERVICES, "workflow", "batch"])
     # 5 jobs/s arrive, 3 run at once for ~0.8 s each: saturated, and the backlog grows.
     hot_queue = hot.add_queue("media", name="hot-transcode", max_concurrent=3, max_size=40)
     paused_queue = hot.add_queue("media", name="archive-paused", max_concurrent=2, paused=True)
     ai_queue = hot.add_queue("ai", name="ai-translate", max_concurrent=4)
+    # Workflows: a busy one whose runs (a few seconds each) half fail, and a paused one; runs
+    # start at once (no slots), so the slot count is only the simulator's bound.
+    busy_flow = hot.add_queue("workflow", name="wf-busy", max_concurrent=1000)
+    hot.add_queue("workflow", name="wf-paused", max_concurrent=1000, paused=True)
+    batch = hot.add_queue("batch", name="inventory", queue_id=BATCH_QUEUE_ID, max_concurrent=4)
     locked = sim.add_bucket(LOCKED, LOCKED_REGION)
     locked.add_queue("media", name="locked-main")
     streams = [
         Stream(hot_queue, "Transcode", rate=5.0, median_run=0.8, sigma=0.4, failure_ratio=0.5),
         Stream(paused_queue, "Transcode", rate=1.0, median_run=1.0),
         Stream(ai_queue, "Translation", rate=1.0, median_run=0.5, sigma=0.3),
+        Stream(busy_flow, "Workflow", rate=2.0, median_run=2.5, sigma=0.3, failure_ratio=0.5),
+        Stream(batch, "Job", rate=0.5, median_run=1.5, sigma=0.3),
     ]
     sim.add_workload(Workload(hot, seed=5, streams=streams, failure_ratio=0.05))
     # Half of the AI queue listings are throttled: the error panels and the throttling rule
@@ -120,6 +129,8 @@ def _exporter_config(sim: Simulator) -> dict[str, Any]:
                 "endpoint": sim.endpoint(HOT),
                 "credentials": {"secret_id": SECRET_ID, "secret_key": SECRET_KEY},
                 "services": {"media": {"tags": ["Transcode"]}, "ai": {"tags": ["Translation"]}},
+                "workflows": {},
+                "batch_jobs": {},
             },
             {
                 "bucket": LOCKED,
@@ -288,6 +299,11 @@ def _firing(stack: Stack, alertname: str, **labels: str) -> list[dict[str, Any]]
         ("TencentCIQueueSaturated", {"bucket": HOT, "name": "hot-transcode"}),
         ("TencentCIPollsFailing", {"bucket": LOCKED, "region": LOCKED_REGION}),
         ("TencentCIApiCredentialsRejected", {"bucket": LOCKED, "error": "SecretidNotExist"}),
+        (
+            "TencentCIWorkflowFailureRatioHigh",
+            {"bucket": HOT, "name": "wf-busy", "service": "workflow"},
+        ),
+        ("TencentCIWorkflowPaused", {"bucket": HOT, "name": "wf-paused", "service": "workflow"}),
     ],
 )
 def test_alerts_the_simulator_drives_reach_pending_or_firing(

@@ -24,7 +24,8 @@ from test_webconfig import PASSWORD, PASSWORD_HASH, Pki, make_pki
 from exporter.ci.models import Queue
 from exporter.exposition import Expositions
 from exporter.httpserver import ConnectionLimits
-from exporter.server import DEFAULT_PORT, ExporterServer, parse_listen_address
+from exporter.listen import DEFAULT_PORT, parse_listen_address
+from exporter.server import ExporterServer
 from exporter.snapshot import (
     FailedJob,
     QueueSnapshot,

@@ -861,7 +861,15 @@ def test_demo_is_lively() -> None:
     simulator = build_demo(seed=1)
     assert {b.region for b in simulator.buckets.values()} == {"ap-guangzhou", "ap-shanghai"}
     queues = [q for b in simulator.buckets.values() for q in b.queues()]
-    assert {q.service for q in queues} == {"media", "ai", "speech", "pic", "doc"}
+    assert {q.service for q in queues} == {
+        "media",
+        "ai",
+        "speech",
+        "pic",
+        "doc",
+        "workflow",
+        "batch",
+    }
     assert any(q.category == "SpeedTranscoding" for q in queues)
     assert any(q.paused for q in queues) and any(q.notify for q in queues)
     jobs = [j for b in simulator.buckets.values() for j in b.jobs()]

@@ -119,6 +119,20 @@ def _run(element: etree._Element, asked: str, redact: Redact | None) -> Job:
             if len(tasks) >= MAX_TASKS:
                 raise _invalid(f"{where}: more than {MAX_TASKS} tasks")
             tasks.append(_task(child, f"{where}.Tasks[{len(tasks) + 1}]", redact))
+    return run_record(run_id, workflow_id, state, field_time(fields, created, where), tasks, redact)
+
+
+def run_record(
+    run_id: str,
+    workflow_id: str,
+    state: str,
+    creation_time: float | None,
+    tasks: list[Task],
+    redact: Redact | None,
+) -> Job:
+    """A run as a job of tag Workflow: started when its first step started, ended when its
+    last step ended (once finished), and when Failed, its first failed step's type as code.
+    Described runs and WorkflowFinish callbacks (exporter.ci.callback) are read so."""
     starts = [task.start for task in tasks if task.start is not None]
     ends = [task.end for task in tasks if task.end is not None]
     code, message = _failure(tasks, redact) if state == "Failed" else ("", "")
@@ -127,7 +141,7 @@ def _run(element: etree._Element, asked: str, redact: Redact | None) -> Job:
         tag="Workflow",
         state=state,
         queue_id=workflow_id,
-        creation_time=field_time(fields, created, where),
+        creation_time=creation_time,
         start_time=min(starts) if starts else None,
         end_time=max(ends) if ends and state in FINISHED_STATES else None,
         code=code,

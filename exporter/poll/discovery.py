@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from exporter.ci.discovery import DiscoveryClient, service_endpoint
@@ -58,18 +58,35 @@ class _Entry:
     config: DiscoveryConfig
     listings: dict[tuple[str, str], _Listing] = field(default_factory=dict)
     next_round: float = 0.0  # monotonic; 0: at once
+    tried: bool = False  # its first round is over, however it went
+    over_cap: int = 0  # buckets found beyond max_buckets, as last logged
 
     def listing(self, region: str, service: str) -> _Listing:
         return self.listings.setdefault((region, service), _Listing())
 
     @property
+    def wanted(self) -> set[tuple[str, str]]:
+        return {(r, s.name) for r in self.config.regions for s in self.config.services}
+
+    def current(self) -> Iterator[tuple[tuple[str, str], _Listing]]:
+        """Its listings of the regions and services it lists now (a reload may have left
+        others in the dictionary it shares with the entry it replaced)."""
+        wanted = self.wanted
+        return ((key, listing) for key, listing in self.listings.items() if key in wanted)
+
+    @property
     def discovered(self) -> bool:
         """Every one of its listings has succeeded at least once."""
-        wanted = {(r, s.name) for r in self.config.regions for s in self.config.services}
         return all(
             (key in self.listings and self.listings[key].last_success_time is not None)
-            for key in wanted
+            for key in self.wanted
         )
+
+
+def _lists(entry: DiscoveryConfig) -> tuple[object, ...]:
+    """What an entry lists: an entry changed otherwise (keys, interval, grace, tags) keeps
+    what it found, and the targets keep their accounting."""
+    return (entry.regions, entry.prefixes, entry.buckets)
 
 
 class Discoverer:
@@ -103,6 +120,11 @@ class Discoverer:
     def statuses(self) -> tuple[DiscoveryStatus, ...]:
         return self._statuses
 
+    def tried(self) -> bool:
+        """Every entry has had its first round (readiness waits for it)."""
+        with self._lock:
+            return all(entry.tried for entry in self._entries)
+
     def settled(self) -> bool:
         """Every entry's every listing has succeeded once: a bucket not found by now is not
         a target of this configuration (a state file's targets wait for this)."""
@@ -115,8 +137,8 @@ class Discoverer:
         """Take up a reloaded configuration: an entry that is unchanged keeps what it found
         and its schedule; a new or changed one is listed at the next round."""
         with self._lock:
-            kept = {e.config: e for e in self._entries}
-            self._entries = [kept.get(c) or _Entry(c) for c in config.discovery]
+            kept = {_lists(e.config): e for e in self._entries}
+            self._entries = [_taken_up(kept.get(_lists(c)), c) for c in config.discovery]
             self._config = config
             self._publish()
 
@@ -137,6 +159,7 @@ class Discoverer:
             self._round(entry, config, stopping)
             with self._lock:
                 entry.next_round = self._monotonic() + entry.config.interval
+                entry.tried = True
                 self._publish()
         return self._targets != before
 
@@ -207,14 +230,26 @@ class Discoverer:
         self._targets = tuple(self._found())
         self._statuses = tuple(_statuses(self._entries))
 
+    def _note_capped(self, entry: _Entry, found: int) -> None:
+        over = max(0, found - entry.config.max_buckets)
+        if over != entry.over_cap:
+            extra = {"regions": ",".join(entry.config.regions), "left_out": over}
+            if over:
+                log.warning("discovery found more buckets than max_buckets", extra=extra)
+            else:
+                log.info("discovery found no more buckets than max_buckets", extra=extra)
+            entry.over_cap = over
+
     def _found(self) -> Iterable[TargetConfig]:
         taken = {(t.bucket, t.region) for t in self._config.targets}
         for entry in self._entries:
             enabled: dict[tuple[str, str], set[str]] = {}
-            for (region, service), listing in entry.listings.items():
+            for (region, service), listing in entry.current():
                 for bucket in listing.seen:
                     enabled.setdefault((bucket, region), set()).add(service)
-            for bucket, region in sorted(enabled, key=lambda b: (b[1], b[0])):
+            found = sorted(enabled, key=lambda b: (b[1], b[0]))
+            self._note_capped(entry, len(found))
+            for bucket, region in found[: entry.config.max_buckets]:
                 if (bucket, region) in taken:
                     continue
                 taken.add((bucket, region))
@@ -226,6 +261,15 @@ class Discoverer:
                     entry.config.credentials,
                     services,
                 )
+
+
+def _taken_up(old: _Entry | None, config: DiscoveryConfig) -> _Entry:
+    """The entry for `config`: the old one's listings (the same dictionary: a round under way
+    lands in it) and schedule, when it lists the same; a new one else."""
+    if old is None:
+        return _Entry(config)
+    due = old.next_round - old.config.interval + config.interval if old.tried else 0.0
+    return _Entry(config, old.listings, due, old.tried)
 
 
 def _by_listing(services: Sequence[ServiceConfig]) -> list[list[Service]]:
@@ -261,7 +305,7 @@ def _statuses(entries: Sequence[_Entry]) -> Iterable[DiscoveryStatus]:
     """One per (region, service), the entries listing it merged."""
     merged: dict[tuple[str, str], list[_Listing]] = {}
     for entry in entries:
-        for key, listing in entry.listings.items():
+        for key, listing in entry.current():
             merged.setdefault(key, []).append(listing)
     for (region, service), listings in sorted(merged.items()):
         times = [listing.last_success_time for listing in listings]

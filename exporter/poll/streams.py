@@ -70,6 +70,11 @@ class TargetStreams:
         self.ids = TargetJobIds()
         self.layouts: dict[str, HistogramLayout | None] = {}  # see set_layouts
 
+    def has_queue(self, queue_id: str) -> bool:
+        """Whether a service's last listing had the queue (any thread: a read of a dict the
+        poll thread replaces whole)."""
+        return any(q.queue_id == queue_id for queues in list(self.queues.values()) for q in queues)
+
     # -- where counting begins ------------------------------------------------------------
 
     def begin_service(self, service: str) -> None:
@@ -174,6 +179,25 @@ class TargetStreams:
         self.layouts = dict(layouts)
         for tracker in (*self.trackers.values(), *(t for _, t in self.retired.values())):
             tracker.set_layout(self.layout(tracker.key.service))
+
+    def restore_added(self, state: TargetState, added: Services) -> None:
+        """Take up a previous process's accounting of services added since restore() (a
+        discovered bucket found again for them later than for the others); streams that
+        have begun since are left as they are."""
+        kept = state.restricted_to(added)
+        for key, tracker in kept.trackers.items():
+            if key not in self.trackers:
+                tracker.share_ids(self.ids)
+                tracker.set_layout(self.layout(key.service))
+                self.trackers[key] = tracker
+        for key, retired in kept.retired.items():
+            if key not in self.retired:
+                retired[1].share_ids(self.ids)
+                self.retired[key] = retired
+        for key, resume in kept.resume_at.items():
+            self.resume_at.setdefault(key, resume)
+        for name, started in kept.service_started.items():
+            self.service_started.setdefault(name, started)
 
     def reconfigure(self, before: Services, after: Services) -> list[StreamKey]:
         """Streams still polled keep their accounting; tags added to a service start from a

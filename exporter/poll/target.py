@@ -37,6 +37,7 @@ from exporter.poll.pipeline import (
     StreamPlan,
     describe_chunk,
 )
+from exporter.poll.reported import ReportedJobs
 from exporter.poll.schedule import IdleSchedule
 from exporter.poll.streams import Layouts, Services, TargetStreams
 from exporter.snapshot import FailedJob, TargetSnapshot
@@ -58,6 +59,7 @@ def client_settings(target: TargetConfig, config: Config) -> tuple[object, ...]:
 class _Offer:
     target: TargetConfig
     config: Config
+    saved: TargetState | None = None  # a restart's state, for the services the offer adds
 
 
 def _services(target: TargetConfig) -> Services:
@@ -88,13 +90,19 @@ class TargetPoller:
         self.config = config
         self.stopping = stopping if stopping is not None else threading.Event()
         self._build_client = build_client
-        self.client = build_client(target, config)
+        # Built at its first use, on the target's thread: a discovery that finds thousands of
+        # buckets makes their TargetPollers at once, and must not make their sessions then.
+        self._client: CIClient | None = None
         self._client_basis = client_settings(target, config)
+        self._client_lock = threading.Lock()  # close() may come from the reload thread
         self.clock = clock
         self.recent_failures: deque[FailedJob] = (
             deque(maxlen=RECENT_FAILURES) if recent_failures is None else recent_failures
         )
         self.streams = TargetStreams(codes, self.recent_failures, clock)
+        # Set by a callback to apply, and by halt(): what the thread waits on between polls.
+        self.wake = threading.Event()
+        self.callbacks = ReportedJobs(self.streams, self.wake)
         self.streams.set_layouts(_layouts(target, config))
         self.schedule = IdleSchedule(clock)
         self.schedule.configure(config.poll_interval, config.idle_tag_backoff)
@@ -117,11 +125,13 @@ class TargetPoller:
 
     # -- reloads --------------------------------------------------------------------------
 
-    def offer(self, target: TargetConfig, config: Config) -> None:
+    def offer(self, target: TargetConfig, config: Config, saved: TargetState | None = None) -> None:
         """A reload's configuration for this target (any thread): taken up before the next
-        poll; a later offer replaces an earlier one not yet taken up."""
+        poll; a later offer replaces an earlier one not yet taken up. `saved`: what a previous
+        process saved of the target, for the services the offer adds (found by discovery
+        after the others)."""
         with self._offer_lock:
-            self._offer = _Offer(target, config)
+            self._offer = _Offer(target, config, saved)
 
     def take_offer(self) -> None:
         """On the poll thread: take up the latest configuration offered. Streams still polled
@@ -134,17 +144,42 @@ class TargetPoller:
             return
         basis = client_settings(offer.target, offer.config)
         if basis != self._client_basis:
-            client = self._build_client(offer.target, offer.config)
-            old, self.client, self._client_basis = self.client, client, basis
-            old.close()
-        dropped = self.streams.reconfigure(_services(self.target), _services(offer.target))
+            with self._client_lock:
+                old, self._client, self._client_basis = self._client, None, basis
+            if old is not None:
+                old.close()
+        before, after = _services(self.target), _services(offer.target)
+        dropped = self.streams.reconfigure(before, after)
         self.schedule.forget(dropped)
         self.streams.set_layouts(_layouts(offer.target, offer.config))
+        if offer.saved is not None:
+            added = {name: tags for name, tags in after.items() if name not in before}
+            self.streams.restore_added(offer.saved, added)
         self.target, self.config = offer.target, offer.config
         self.schedule.configure(offer.config.poll_interval, offer.config.idle_tag_backoff)
 
+    @property
+    def client(self) -> CIClient:
+        """The target's client, built for the configuration in force if it is not yet."""
+        client = self._client
+        if client is not None:
+            return client
+        # No lock held while building: close() never waits for a build.
+        built: CIClient | None = self._build_client(self.target, self.config)
+        with self._client_lock:
+            if self._client is None:
+                self._client, built = built, None
+            client = self._client
+        if built is not None:
+            built.close()
+        assert client is not None
+        return client
+
     def close(self) -> None:
-        self.client.close()
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     # -- restarts -------------------------------------------------------------------------
 
@@ -292,7 +327,7 @@ class TargetPoller:
             last_poll_duration=self.last_poll_duration,
             last_error=self.last_error,
             queues=self.streams.queue_snapshots(),
-            streams=self.streams.stream_snapshots(),
+            streams=self.streams.stream_snapshots() + self.callbacks.snapshots(),
             tracked_jobs=self.streams.tracked_jobs(),
             recent_failures=tuple(reversed(self.recent_failures)),
             idle_streams=self.skipped_streams,

@@ -4,6 +4,11 @@ Jobs are indexed per (queue_id, tag, state) in lists sorted by (creation_time, j
 listing bisects to its window and merges a few lists instead of scanning the bucket: the
 benchmarks run this at a million jobs a day. Every public method holds the bucket lock and
 returns copies, because the HTTP threads and the workload thread share a bucket.
+
+A bucket's `on_finish` (exporter.simulator.callbacks) is called with a copy of each job or run
+as it finishes, under the bucket lock, on the thread finishing it: it must only queue it.
+Unlisted jobs (`create_unlisted_job`: a job type CI lists nowhere) are kept apart from the
+listed ones: no listing, describe, count or `jobs()` sees them, only their callbacks do.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 
@@ -37,6 +42,8 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     "workflow": ("Workflow",),
     "batch": ("Batch",),
 }
+# The service of unlisted jobs (SimBucket.create_unlisted_job): file processing, say.
+UNLISTED_SERVICE = "file"
 # Id prefixes other than a queue's "p" and a job's "j", as CI's ids show (w..., i..., b...).
 QUEUE_PREFIXES: dict[str, str] = {"workflow": "w"}
 JOB_PREFIXES: dict[str, str] = {"workflow": "i", "batch": "b"}
@@ -187,6 +194,12 @@ class SimBucket(ClockView):
     _counts: Counter[tuple[str, str]] = field(default_factory=Counter, init=False, repr=False)
     # Hostile CI, for tests: JobId -> other queues whose listings also return that job.
     _twins: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
+    # Jobs CI lists nowhere (create_unlisted_job): finished only through their callbacks.
+    _unlisted: dict[str, SimJob] = field(default_factory=dict, init=False, repr=False)
+    # Called with a copy of each job as it finishes, under the lock (see the module).
+    on_finish: Callable[[SimJob], None] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -314,9 +327,39 @@ class SimBucket(ClockView):
             self._index_add(job)
             return job.job_id
 
+    def create_unlisted_job(
+        self,
+        queue_id: str,
+        tag: str,
+        at: float | None = None,
+        service: str = UNLISTED_SERVICE,
+    ) -> str:
+        """A Submitted job in `queue_id` (any id: no queue is needed) that no listing,
+        describe or count shows: only its TaskFinish callback tells of it. Its life cycle is a
+        job's: start_job, finish_job."""
+        if not queue_id:
+            raise ValueError("an unlisted job needs a queue id")
+        with self._lock:
+            job_id = self._new_id("j", self._jobs)
+            while job_id in self._unlisted:
+                job_id = self._new_id("j", self._jobs)
+            self._unlisted[job_id] = SimJob(
+                job_id=job_id,
+                queue_id=queue_id,
+                service=service,
+                tag=tag,
+                state="Submitted",
+                creation_time=self._second(at),
+            )
+            return job_id
+
+    def unlisted_jobs(self) -> list[SimJob]:
+        with self._lock:
+            return sorted((j.copy() for j in self._unlisted.values()), key=lambda j: j.key)
+
     def start_job(self, job_id: str, at: float | None = None) -> None:
         with self._lock:
-            job = self._job(job_id)
+            job = self._any_job(job_id)
             if job.state not in WAITING:
                 raise ValueError(f"job {job_id} is {job.state}, cannot start")
             job.start_time = self._second(at)
@@ -334,7 +377,7 @@ class SimBucket(ClockView):
         if state not in FINISHED:
             raise ValueError(f"finish state must be one of {FINISHED}, not {state!r}")
         with self._lock:
-            job = self._job(job_id)
+            job = self._any_job(job_id)
             if job.state in FINISHED:
                 raise ValueError(f"job {job_id} already finished ({job.state})")
             job.end_time = self._second(at)
@@ -348,10 +391,14 @@ class SimBucket(ClockView):
             if state == "Success":
                 job.progress = 100
             self._move(job, state)
+            if self.on_finish is not None:
+                self.on_finish(job.copy())
 
     def delete_job(self, job_id: str) -> None:
         """The job disappears, as when CI stops keeping it."""
         with self._lock:
+            if self._unlisted.pop(job_id, None) is not None:
+                return
             job = self._job(job_id)
             self._unindex(job)
             self._twins.pop(job_id, None)
@@ -390,8 +437,9 @@ class SimBucket(ClockView):
             self._move(job, "Running")
 
     def job(self, job_id: str) -> SimJob:
+        """A job, listed or not."""
         with self._lock:
-            return self._job(job_id).copy()
+            return self._any_job(job_id).copy()
 
     def jobs(self, queue_id: str | None = None) -> list[SimJob]:
         """Every job (of one queue), oldest first: for tests and determinism checks."""
@@ -412,7 +460,7 @@ class SimBucket(ClockView):
 
     def job_state(self, job_id: str) -> str:
         with self._lock:
-            return self._job(job_id).state
+            return self._any_job(job_id).state
 
     def free_slots(self, queue_id: str) -> int:
         """How many more jobs may start now: none in a paused queue."""
@@ -427,6 +475,10 @@ class SimBucket(ClockView):
             return self._jobs[job_id]
         except KeyError:
             raise KeyError(f"no job {job_id} in bucket {self.name}") from None
+
+    def _any_job(self, job_id: str) -> SimJob:
+        job = self._unlisted.get(job_id)
+        return self._job(job_id) if job is None else job
 
     def _index_add(self, job: SimJob) -> None:
         bisect.insort(self._index.setdefault((job.queue_id, job.tag, job.state), []), job.key)
@@ -445,6 +497,9 @@ class SimBucket(ClockView):
                 del keys[bisect.bisect_left(keys, job.key)]
 
     def _move(self, job: SimJob, state: str) -> None:
+        if job.job_id in self._unlisted:
+            job.state = state  # in no index
+            return
         self._unindex(job)
         job.state = state
         self._index_add(job)

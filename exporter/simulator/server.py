@@ -23,6 +23,7 @@ from exporter.simulator.handler import BucketServer, RequestRecord
 from exporter.simulator.model import Clock, ClockView, SimBucket
 
 if TYPE_CHECKING:
+    from exporter.simulator.callbacks import CallbackSender
     from exporter.simulator.workload import Workload
 
 __all__ = ["RequestRecord", "Simulator"]
@@ -67,6 +68,8 @@ class Simulator(ClockView):
         # Called on the handler's thread before each answer is made (tests: move the clock and
         # the workload while a poll is in flight). Must be thread-safe.
         self.on_request: Callable[[], None] | None = None
+        # CI's callbacks of every bucket's finished jobs and runs (send_callbacks).
+        self.callbacks: CallbackSender | None = None
 
     def __repr__(self) -> str:
         # No keys or tokens here: reprs end up in logs.
@@ -106,6 +109,8 @@ class Simulator(ClockView):
             created=created,
         )
         self.buckets[name] = bucket
+        if self.callbacks is not None:
+            self.callbacks.attach(bucket)
         if self._running:
             self._listen(bucket)
             self._listen_region(region)
@@ -130,6 +135,14 @@ class Simulator(ClockView):
         if token is not None:
             self.api.tokens[secret_id] = token
 
+    def send_callbacks(self, sender: CallbackSender) -> CallbackSender:
+        """`sender` POSTs the callbacks of every bucket's jobs and runs as they finish (buckets
+        added later too), from now until stop() (and again after start())."""
+        self.callbacks = sender
+        for bucket in self.buckets.values():
+            sender.attach(bucket)
+        return sender.start()
+
     def add_workload(self, workload: Workload) -> Workload:
         self.workloads.append(workload)
         return workload
@@ -139,6 +152,8 @@ class Simulator(ClockView):
     def start(self) -> Simulator:
         self._stopping.clear()
         self._running = True
+        if self.callbacks is not None:
+            self.callbacks.start()
         for bucket in self.buckets.values():
             if bucket.name not in self._servers:
                 self._listen(bucket)
@@ -190,6 +205,8 @@ class Simulator(ClockView):
     def stop(self) -> None:
         self._stopping.set()
         self._running = False
+        if self.callbacks is not None:
+            self.callbacks.stop()
         for server in [*self._servers.values(), *self._region_servers.values()]:
             server.shutdown()
             server.close_connections()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from exporter.ci.services import SERVICES
 from exporter.simulator.model import SimBucket
 from exporter.simulator.server import Simulator
+from exporter.simulator.workflows import BATCH_QUEUE_ID
 
 # Failure codes are open-ended text in CI; these look like what it reports.
 FAILURE_CODES: tuple[tuple[str, str], ...] = (
@@ -347,6 +348,10 @@ class DemoQueue:
     surge: float = 1.0  # the tags' rates are this many times higher while a surge is on
 
 
+DEMO_FLAKY_WORKFLOW = "thumbnail-flow"  # nearly half of its runs fail
+DEMO_PAUSED_WORKFLOW = "archive-flow"  # paused: starts no runs
+DEMO_SERVICES = (*SERVICES, "workflow", "batch")
+
 FLAKY_CODES: tuple[WeightedCode, ...] = (
     ("InternalError", "internal error, please retry", 16.0),
     *((code, message, 1.0) for code, message in FAILURE_CODES if code != "InternalError"),
@@ -398,6 +403,22 @@ DEMO_BUCKETS: tuple[tuple[str, str, tuple[DemoQueue, ...]], ...] = (
                 "pic", "pic-default", 8, (("PicProcess", 0.1, 2.0), ("PosterProduction", 0.02, 6.0))
             ),
             DemoQueue("doc", "doc-default", 5, (("DocProcess", 0.02, 10.0),), notify=True),
+            # Workflows (their runs start at once: no slots of their own) and batch jobs.
+            DemoQueue("workflow", "ingest-flow", 1000, (("Workflow", 0.05, 40.0),)),
+            DemoQueue(
+                "workflow",
+                DEMO_FLAKY_WORKFLOW,
+                1000,
+                (("Workflow", 0.1, 15.0),),
+                failure_ratio=0.5,
+            ),
+            DemoQueue("workflow", DEMO_PAUSED_WORKFLOW, 1000, (), paused=True),
+            DemoQueue(
+                "batch",
+                "inventory trigger jobs",
+                4,
+                (("Job", 0.005, 120.0), ("Workflow", 0.002, 300.0)),
+            ),
         ),
     ),
     (
@@ -462,12 +483,14 @@ def build_demo(seed: int = 1, warmup: float = 900.0, retention: float = 7200.0) 
     start_workload() to serve it live."""
     sim = Simulator({DEMO_SECRET_ID: DEMO_SECRET_KEY}, seed=seed)
     for n, (name, region, specs) in enumerate(DEMO_BUCKETS):
-        bucket = sim.add_bucket(name, region)
+        bucket = sim.add_bucket(name, region, services=DEMO_SERVICES)
         begin = bucket.now() - warmup
         streams: list[Stream] = []
         for spec in specs:
             queue_id = bucket.add_queue(
                 spec.service,
+                # Batch jobs are listed from one stand-in queue, whatever the demo calls it.
+                queue_id=BATCH_QUEUE_ID if spec.service == "batch" else None,
                 name=spec.name,
                 category=spec.category,
                 max_concurrent=spec.max_concurrent,

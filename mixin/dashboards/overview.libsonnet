@@ -12,7 +12,79 @@ function(config)
     pollsFailingFor: u.humanDuration(a.TencentCIPollsFailing['for']),
     pausedFor: u.humanDuration(a.TencentCIQueuePaused['for']),
     saturatedFor: u.humanDuration(a.TencentCIQueueSaturated['for']),
+    workflowPausedFor: u.humanDuration(a.TencentCIWorkflowPaused['for']),
   };
+  // The Workflows row. A workflow is exported as a queue of service "workflow" (queue_id its
+  // WorkflowId) and its runs as jobs of tag Workflow; batch (inventory trigger) jobs as jobs of
+  // service "batch". The row follows Bucket and Region only: Service, Queue and Tag choose
+  // media-processing queues and jobs, and leave workflows and batch jobs out.
+  local wf = 'bucket=~"$bucket", region=~"$region", service="workflow"';
+  local batch = 'bucket=~"$bucket", region=~"$region", service="batch"';
+  local named = ' * on (bucket, region, service, queue_id) group_left (name) max by (bucket, region, service, queue_id, name) (tencent_ci_queue_info)';
+  local perWorkflow(expr) = 'sum by (bucket, region, service, queue_id) (%s)' % expr;
+  local failedRuns = perWorkflow('queue_tag_state:tencent_ci_jobs_finished:rate5m{%s, state="Failed"}' % wf);
+  local finishedRuns = perWorkflow('queue_tag:tencent_ci_jobs_finished:rate5m{%s}' % wf);
+  local runFailureRatio = '(%s / (%s > 0))%s' % [failedRuns, finishedRuns, named];
+  local runsRunning = perWorkflow('max by (bucket, region, service, queue_id, tag) (tencent_ci_jobs{%s, state="Running"})' % wf);
+  local ratioSteps = [
+    { color: 'green', value: null },
+    { color: u.severityColour(a.TencentCIWorkflowFailureRatioHigh.severity), value: a.TencentCIWorkflowFailureRatioHigh.ratio },
+  ];
+  local timeseries(id, x, y, title, description, unit, targets, extra={}) = {
+    type: 'timeseries',
+    title: title,
+    description: description,
+    datasource: ds,
+    targets: [
+      {
+        datasource: ds,
+        refId: std.char(65 + i),
+        expr: targets[i][0],
+        legendFormat: targets[i][1],
+        range: true,
+        instant: false,
+      }
+      for i in std.range(0, std.length(targets) - 1)
+    ],
+    fieldConfig: {
+      defaults: {
+        unit: unit,
+        custom: {
+          drawStyle: 'line',
+          lineWidth: 1,
+          fillOpacity: 10,
+          showPoints: 'never',
+          spanNulls: false,
+        },
+        min: 0,
+      },
+      overrides: [],
+    },
+    options: {
+      legend: {
+        displayMode: 'table',
+        placement: 'bottom',
+        calcs: ['lastNotNull', 'max'],
+        showLegend: true,
+      },
+      tooltip: {
+        mode: 'multi',
+        sort: 'desc',
+      },
+    },
+    id: id,
+    gridPos: { h: 8, w: 8, x: x, y: y },
+  } + extra;
+  local tableTarget(ref, expr) = {
+    datasource: ds,
+    refId: ref,
+    expr: expr,
+    legendFormat: '__auto',
+    instant: true,
+    range: false,
+    format: 'table',
+  };
+  local column(name, properties) = { matcher: { id: 'byName', options: name }, properties: properties };
   {
     uid: config.dashboardUIDs.overview,
     title: 'Tencent CI / Overview',
@@ -106,8 +178,8 @@ function(config)
           label: 'Service',
           type: 'query',
           datasource: ds,
-          definition: 'label_values(tencent_ci_queue_info{bucket=~"$bucket", region=~"$region"}, service)',
-          query: 'label_values(tencent_ci_queue_info{bucket=~"$bucket", region=~"$region"}, service)',
+          definition: 'label_values(tencent_ci_queue_info{bucket=~"$bucket", region=~"$region", service!~"workflow|batch"}, service)',
+          query: 'label_values(tencent_ci_queue_info{bucket=~"$bucket", region=~"$region", service!~"workflow|batch"}, service)',
           refresh: 2,
           regex: '',
           sort: 1,
@@ -127,8 +199,8 @@ function(config)
           label: 'Queue',
           type: 'query',
           datasource: ds,
-          definition: 'query_result(max by (name, queue_id) (tencent_ci_queue_info{bucket=~"$bucket", region=~"$region", service=~"$service"}))',
-          query: 'query_result(max by (name, queue_id) (tencent_ci_queue_info{bucket=~"$bucket", region=~"$region", service=~"$service"}))',
+          definition: 'query_result(max by (name, queue_id) (tencent_ci_queue_info{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch"}))',
+          query: 'query_result(max by (name, queue_id) (tencent_ci_queue_info{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch"}))',
           refresh: 2,
           regex: @'/\{(?:name="(?<text>.*)",)?queue_id="(?<value>[^"]*)"\}/',
           sort: 1,
@@ -148,8 +220,8 @@ function(config)
           label: 'Tag',
           type: 'query',
           datasource: ds,
-          definition: 'label_values(tencent_ci_jobs{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id"}, tag)',
-          query: 'label_values(tencent_ci_jobs{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id"}, tag)',
+          definition: 'label_values(tencent_ci_jobs{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id"}, tag)',
+          query: 'label_values(tencent_ci_jobs{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id"}, tag)',
           refresh: 2,
           regex: '',
           sort: 1,
@@ -709,13 +781,13 @@ function(config)
       {
         type: 'table',
         title: 'Queues',
-        description: 'Every queue of the selected buckets. Running jobs and the backlog are counted over the selected tags the exporter polls. Click a queue\'s name for its dashboard. Orange cells are at the level of an alert: PAUSED (TencentCIQueuePaused), Saturation (TencentCIQueueSaturated), Oldest submitted age (TencentCIBacklogStuck).',
+        description: 'Every queue of the selected buckets (workflows are in the Workflows row). Running jobs and the backlog are counted over the selected tags the exporter polls. Click a queue\'s name for its dashboard. Orange cells are at the level of an alert: PAUSED (TencentCIQueuePaused), Saturation (TencentCIQueueSaturated), Oldest submitted age (TencentCIBacklogStuck).',
         datasource: ds,
         targets: [
           {
             datasource: ds,
             refId: 'B',
-            expr: 'max by (bucket, region, service, queue_id) (tencent_ci_queue_paused{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id"}) * on (bucket, region, service, queue_id) group_left (name, category) max by (bucket, region, service, queue_id, name, category) (tencent_ci_queue_info)',
+            expr: 'max by (bucket, region, service, queue_id) (tencent_ci_queue_paused{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id"}) * on (bucket, region, service, queue_id) group_left (name, category) max by (bucket, region, service, queue_id, name, category) (tencent_ci_queue_info)',
             legendFormat: '__auto',
             instant: true,
             range: false,
@@ -724,7 +796,7 @@ function(config)
           {
             datasource: ds,
             refId: 'C',
-            expr: 'max by (bucket, region, service, queue_id) (tencent_ci_queue_max_concurrent{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id"}) * on (bucket, region, service, queue_id) group_left (name, category) max by (bucket, region, service, queue_id, name, category) (tencent_ci_queue_info)',
+            expr: 'max by (bucket, region, service, queue_id) (tencent_ci_queue_max_concurrent{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id"}) * on (bucket, region, service, queue_id) group_left (name, category) max by (bucket, region, service, queue_id, name, category) (tencent_ci_queue_info)',
             legendFormat: '__auto',
             instant: true,
             range: false,
@@ -733,7 +805,7 @@ function(config)
           {
             datasource: ds,
             refId: 'D',
-            expr: 'sum by (bucket, region, service, queue_id) (max by (bucket, region, service, queue_id, tag) (tencent_ci_jobs{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag", state="Running"})) * on (bucket, region, service, queue_id) group_left (name, category) max by (bucket, region, service, queue_id, name, category) (tencent_ci_queue_info)',
+            expr: 'sum by (bucket, region, service, queue_id) (max by (bucket, region, service, queue_id, tag) (tencent_ci_jobs{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag", state="Running"})) * on (bucket, region, service, queue_id) group_left (name, category) max by (bucket, region, service, queue_id, name, category) (tencent_ci_queue_info)',
             legendFormat: '__auto',
             instant: true,
             range: false,
@@ -742,7 +814,7 @@ function(config)
           {
             datasource: ds,
             refId: 'E',
-            expr: '(sum by (bucket, region, service, queue_id) (max by (bucket, region, service, queue_id, tag) (tencent_ci_jobs{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag", state="Running"})) / on (bucket, region, service, queue_id) (max by (bucket, region, service, queue_id) (tencent_ci_queue_max_concurrent{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id"}) > 0)) * on (bucket, region, service, queue_id) group_left (name, category) max by (bucket, region, service, queue_id, name, category) (tencent_ci_queue_info)',
+            expr: '(sum by (bucket, region, service, queue_id) (max by (bucket, region, service, queue_id, tag) (tencent_ci_jobs{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag", state="Running"})) / on (bucket, region, service, queue_id) (max by (bucket, region, service, queue_id) (tencent_ci_queue_max_concurrent{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id"}) > 0)) * on (bucket, region, service, queue_id) group_left (name, category) max by (bucket, region, service, queue_id, name, category) (tencent_ci_queue_info)',
             legendFormat: '__auto',
             instant: true,
             range: false,
@@ -751,7 +823,7 @@ function(config)
           {
             datasource: ds,
             refId: 'F',
-            expr: 'sum by (bucket, region, service, queue_id) (max by (bucket, region, service, queue_id, tag) (tencent_ci_jobs{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag", state="Submitted"})) * on (bucket, region, service, queue_id) group_left (name, category) max by (bucket, region, service, queue_id, name, category) (tencent_ci_queue_info)',
+            expr: 'sum by (bucket, region, service, queue_id) (max by (bucket, region, service, queue_id, tag) (tencent_ci_jobs{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag", state="Submitted"})) * on (bucket, region, service, queue_id) group_left (name, category) max by (bucket, region, service, queue_id, name, category) (tencent_ci_queue_info)',
             legendFormat: '__auto',
             instant: true,
             range: false,
@@ -760,7 +832,7 @@ function(config)
           {
             datasource: ds,
             refId: 'G',
-            expr: 'max by (bucket, region, service, queue_id) (time() - tencent_ci_oldest_job_timestamp_seconds{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag", state="Submitted"}) * on (bucket, region, service, queue_id) group_left (name, category) max by (bucket, region, service, queue_id, name, category) (tencent_ci_queue_info)',
+            expr: 'max by (bucket, region, service, queue_id) (time() - tencent_ci_oldest_job_timestamp_seconds{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag", state="Submitted"}) * on (bucket, region, service, queue_id) group_left (name, category) max by (bucket, region, service, queue_id, name, category) (tencent_ci_queue_info)',
             legendFormat: '__auto',
             instant: true,
             range: false,
@@ -1012,13 +1084,13 @@ function(config)
       {
         type: 'timeseries',
         title: 'Jobs finished per second by state',
-        description: 'Over 5 minutes (recording rule).',
+        description: 'Over 5 minutes (recording rule). The panels of this row count the jobs of media-processing queues: workflow runs and batch jobs are in the Workflows row, and counting them here too would count the same work twice.',
         datasource: ds,
         targets: [
           {
             datasource: ds,
             refId: 'A',
-            expr: 'sum by (state) (queue_tag_state:tencent_ci_jobs_finished:rate5m{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag"})',
+            expr: 'sum by (state) (queue_tag_state:tencent_ci_jobs_finished:rate5m{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag"})',
             legendFormat: '{{state}}',
             range: true,
             instant: false,
@@ -1067,7 +1139,7 @@ function(config)
           {
             datasource: ds,
             refId: 'A',
-            expr: 'queue_tag:tencent_ci_jobs_failed_per_finished:ratio_rate5m{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag"} * on (bucket, region, service, queue_id) group_left (name) max by (bucket, region, service, queue_id, name) (tencent_ci_queue_info)',
+            expr: 'queue_tag:tencent_ci_jobs_failed_per_finished:ratio_rate5m{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag"} * on (bucket, region, service, queue_id) group_left (name) max by (bucket, region, service, queue_id, name) (tencent_ci_queue_info)',
             legendFormat: '{{name}} / {{tag}}',
             range: true,
             instant: false,
@@ -1075,7 +1147,7 @@ function(config)
           {
             datasource: ds,
             refId: 'B',
-            expr: 'sum(queue_tag_state:tencent_ci_jobs_finished:rate5m{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag", state="Failed"}) / (sum(queue_tag_state:tencent_ci_jobs_finished:rate5m{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag"}) > 0)',
+            expr: 'sum(queue_tag_state:tencent_ci_jobs_finished:rate5m{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag", state="Failed"}) / (sum(queue_tag_state:tencent_ci_jobs_finished:rate5m{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag"}) > 0)',
             legendFormat: 'all selected',
             range: true,
             instant: false,
@@ -1138,7 +1210,7 @@ function(config)
           {
             datasource: ds,
             refId: 'A',
-            expr: 'sum by (code) (queue_tag_code:tencent_ci_job_failures:rate5m{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag"})',
+            expr: 'sum by (code) (queue_tag_code:tencent_ci_job_failures:rate5m{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag"})',
             legendFormat: '{{code}}',
             range: true,
             instant: false,
@@ -1187,7 +1259,7 @@ function(config)
           {
             datasource: ds,
             refId: 'A',
-            expr: 'histogram_quantile(0.5, sum by (le) (max by (bucket, region, service, queue_id, tag, le, state) (rate(tencent_ci_job_run_duration_seconds_bucket{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag", state="Success"}[$__rate_interval]))))',
+            expr: 'histogram_quantile(0.5, sum by (le) (max by (bucket, region, service, queue_id, tag, le, state) (rate(tencent_ci_job_run_duration_seconds_bucket{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag", state="Success"}[$__rate_interval]))))',
             legendFormat: 'p50',
             range: true,
             instant: false,
@@ -1195,7 +1267,7 @@ function(config)
           {
             datasource: ds,
             refId: 'B',
-            expr: 'histogram_quantile(0.95, sum by (le) (max by (bucket, region, service, queue_id, tag, le, state) (rate(tencent_ci_job_run_duration_seconds_bucket{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag", state="Success"}[$__rate_interval]))))',
+            expr: 'histogram_quantile(0.95, sum by (le) (max by (bucket, region, service, queue_id, tag, le, state) (rate(tencent_ci_job_run_duration_seconds_bucket{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag", state="Success"}[$__rate_interval]))))',
             legendFormat: 'p95',
             range: true,
             instant: false,
@@ -1203,7 +1275,7 @@ function(config)
           {
             datasource: ds,
             refId: 'C',
-            expr: 'histogram_quantile(0.99, sum by (le) (max by (bucket, region, service, queue_id, tag, le, state) (rate(tencent_ci_job_run_duration_seconds_bucket{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag", state="Success"}[$__rate_interval]))))',
+            expr: 'histogram_quantile(0.99, sum by (le) (max by (bucket, region, service, queue_id, tag, le, state) (rate(tencent_ci_job_run_duration_seconds_bucket{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag", state="Success"}[$__rate_interval]))))',
             legendFormat: 'p99',
             range: true,
             instant: false,
@@ -1252,7 +1324,7 @@ function(config)
           {
             datasource: ds,
             refId: 'A',
-            expr: 'histogram_quantile(0.95, sum by (tag, le) (max by (bucket, region, service, queue_id, tag, le) (rate(tencent_ci_job_queue_wait_seconds_bucket{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag"}[$__rate_interval]))))',
+            expr: 'histogram_quantile(0.95, sum by (tag, le) (max by (bucket, region, service, queue_id, tag, le) (rate(tencent_ci_job_queue_wait_seconds_bucket{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag"}[$__rate_interval]))))',
             legendFormat: '{{tag}}',
             range: true,
             instant: false,
@@ -1301,7 +1373,7 @@ function(config)
           {
             datasource: ds,
             refId: 'A',
-            expr: 'max by (bucket, region, service, queue_id, tag) (time() - tencent_ci_oldest_job_timestamp_seconds{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag", state="Running"}) * on (bucket, region, service, queue_id) group_left (name) max by (bucket, region, service, queue_id, name) (tencent_ci_queue_info)',
+            expr: 'max by (bucket, region, service, queue_id, tag) (time() - tencent_ci_oldest_job_timestamp_seconds{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag", state="Running"}) * on (bucket, region, service, queue_id) group_left (name) max by (bucket, region, service, queue_id, name) (tencent_ci_queue_info)',
             legendFormat: '{{name}} / {{tag}}',
             range: true,
             instant: false,
@@ -1363,7 +1435,7 @@ function(config)
           {
             datasource: ds,
             refId: 'A',
-            expr: 'sum by (state) (max by (bucket, region, service, queue_id, tag, state) (tencent_ci_jobs{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag"}))',
+            expr: 'sum by (state) (max by (bucket, region, service, queue_id, tag, state) (tencent_ci_jobs{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag"}))',
             legendFormat: '{{state}}',
             range: true,
             instant: false,
@@ -1403,5 +1475,174 @@ function(config)
           y: 43,
         },
       },
+      {
+        id: 20,
+        type: 'row',
+        title: 'Workflows',
+        collapsed: false,
+        gridPos: {
+          h: 1,
+          w: 24,
+          x: 0,
+          y: 50,
+        },
+        panels: [],
+      },
+      {
+        type: 'table',
+        title: 'Workflows',
+        description: 'Every workflow of the selected buckets (this row follows Bucket and Region only), at the last poll. Running: its runs running now. Failure ratio and Finished in 5m: failed out of finished runs, and how many finished, over 5 minutes. Orange or red cells are at the level of an alert: PAUSED (TencentCIWorkflowPaused warns after %(workflowPausedFor)s: uploads start no run of a paused workflow), Failure ratio (TencentCIWorkflowFailureRatioHigh, once enough runs finished). CI\'s workflow runs never wait: they have no Submitted backlog and no MaxConcurrent.' % fmt,
+        datasource: ds,
+        targets: [
+          tableTarget('B', 'max by (bucket, region, service, queue_id) (tencent_ci_queue_paused{%s})%s' % [wf, named]),
+          tableTarget('C', runsRunning + named),
+          tableTarget('D', 'max by (bucket, region, service, queue_id) (time() - tencent_ci_oldest_job_timestamp_seconds{%s, state="Running"})%s' % [wf, named]),
+          tableTarget('E', finishedRuns + ' * 300' + named),
+          tableTarget('F', runFailureRatio),
+        ],
+        fieldConfig: {
+          defaults: {
+            unit: 'short',
+            custom: {
+              align: 'auto',
+            },
+          },
+          overrides: [
+            column('Paused', [
+              { id: 'unit', value: 'none' },
+              {
+                id: 'mappings',
+                value: [
+                  {
+                    type: 'value',
+                    options: {
+                      '0': { text: 'no', color: 'green', index: 0 },
+                      '1': { text: 'PAUSED', color: u.severityColour(a.TencentCIWorkflowPaused.severity), index: 1 },
+                    },
+                  },
+                ],
+              },
+              { id: 'custom.cellOptions', value: { type: 'color-background' } },
+            ]),
+            column('Running', [{ id: 'unit', value: 'none' }]),
+            column('Oldest running age', [{ id: 'unit', value: 's' }]),
+            column('Finished in 5m', [{ id: 'unit', value: 'none' }, { id: 'decimals', value: 0 }]),
+            column('Failure ratio', [
+              { id: 'unit', value: 'percentunit' },
+              {
+                id: 'thresholds',
+                value: {
+                  mode: 'absolute',
+                  steps: [{ color: 'transparent', value: null }] + ratioSteps[1:],
+                },
+              },
+              { id: 'color', value: { mode: 'thresholds' } },
+              { id: 'custom.cellOptions', value: { type: 'color-background' } },
+            ]),
+          ],
+        },
+        options: {
+          showHeader: true,
+          cellHeight: 'sm',
+          sortBy: [
+            {
+              displayName: 'name',
+              desc: false,
+            },
+          ],
+        },
+        transformations: [
+          {
+            id: 'merge',
+            options: {},
+          },
+          {
+            id: 'organize',
+            options: {
+              excludeByName: {
+                Time: true,
+                service: true,
+              },
+              indexByName: {
+                name: 0,
+                bucket: 1,
+                region: 2,
+                queue_id: 3,
+                Paused: 4,
+                Running: 5,
+                'Oldest running age': 6,
+                'Finished in 5m': 7,
+                'Failure ratio': 8,
+              },
+              renameByName: {
+                queue_id: 'WorkflowId',
+                'Value #B': 'Paused',
+                'Value #C': 'Running',
+                'Value #D': 'Oldest running age',
+                'Value #E': 'Finished in 5m',
+                'Value #F': 'Failure ratio',
+              },
+            },
+          },
+        ],
+        id: 21,
+        gridPos: {
+          h: 8,
+          w: 24,
+          x: 0,
+          y: 51,
+        },
+      },
+      timeseries(
+        22, 0, 59,
+        'Workflow runs finished per second by state',
+        'Runs of each workflow that finished Success, Failed or Cancel, per second over 5 minutes (recording rule). Every finished run is counted, described by id or not.',
+        'suffix: runs/s',
+        [['queue_tag_state:tencent_ci_jobs_finished:rate5m{%s}%s' % [wf, named], '{{name}} / {{state}}']],
+      ),
+      timeseries(
+        23, 8, 59,
+        'Workflow failure ratio',
+        'Failed out of finished runs over 5 minutes, per workflow. The dashed line is where TencentCIWorkflowFailureRatioHigh pages, for a workflow with enough finished runs.',
+        'percentunit',
+        [[runFailureRatio, '{{name}}']],
+        {
+          fieldConfig+: {
+            defaults+: {
+              max: 1,
+              custom+: { thresholdsStyle: { mode: 'dashed' } },
+              thresholds: { mode: 'absolute', steps: ratioSteps },
+            },
+          },
+        },
+      ),
+      timeseries(
+        24, 16, 59,
+        'Workflow runs running now',
+        'Runs of each workflow in state Running at the last poll. A run starts Running: workflows have no Submitted or Pause runs.',
+        'short',
+        [[runsRunning + named, '{{name}}']],
+      ),
+      timeseries(
+        25, 0, 67,
+        'Failed workflow runs per second by failed step',
+        'The step type (Transcode, Snapshot, ...) of the first failed step of failed runs, per second over 5 minutes. Only the runs the exporter described by id are counted (the listing does not say which step failed): an undercount, to tell which step fails, not how many runs do (the failure ratio counts every run). The exporter\'s / page lists the last failed runs with the step\'s JobId and message.',
+        'suffix: runs/s',
+        [['sum by (bucket, region, service, queue_id, code) (queue_tag_code:tencent_ci_job_failures:rate5m{%s})%s' % [wf, named], '{{name}} / {{code}}']],
+      ),
+      timeseries(
+        26, 8, 67,
+        'Failed workflow run duration p90 (described runs)',
+        'StartTime of a failed run\'s first step to EndTime of its last, 90th percentile, per workflow. Only runs the exporter described by id have a duration (the listing gives no start or end time), and it describes the failed ones, for their failed step: how long a run takes to fail, with gaps when none failed; do not alert on it. Steps have no duration of their own in the metrics, so there is no slowest-steps view: a run\'s steps are the jobs they ran, in their queues.',
+        's',
+        [['histogram_quantile(0.9, sum by (bucket, region, service, queue_id, le) (max by (bucket, region, service, queue_id, tag, le, state) (rate(tencent_ci_job_run_duration_seconds_bucket{%s, state="Failed"}[$__rate_interval]))))%s' % [wf, named], '{{name}}']],
+      ),
+      timeseries(
+        27, 16, 67,
+        'Batch jobs finished per second by type and state',
+        'Inventory trigger (batch) jobs, per second over 5 minutes (recording rule), by type: Workflow (starts workflow runs, counted above) and Job (starts jobs, counted in their queues). Left out of the Jobs row so that the work is not counted twice; no alert watches them.',
+        'suffix: jobs/s',
+        [['sum by (tag, state) (queue_tag_state:tencent_ci_jobs_finished:rate5m{%s})' % batch, '{{tag}} / {{state}}']],
+      ),
     ],
   }

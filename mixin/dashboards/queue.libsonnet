@@ -16,7 +16,7 @@ function(config)
   {
     uid: config.dashboardUIDs.queue,
     title: 'Tencent CI / Queue',
-    description: 'One or a few Tencent Cloud CI queues in detail, from tencent-ci-exporter.',
+    description: 'One or a few Tencent Cloud CI queues in detail, from tencent-ci-exporter. Workflows and batch jobs are not queues here: the overview\'s Workflows row shows them.',
     tags: config.dashboardTags,
     editable: true,
     schemaVersion: 38,
@@ -106,8 +106,8 @@ function(config)
           label: 'Service',
           type: 'query',
           datasource: ds,
-          definition: 'label_values(tencent_ci_queue_info{bucket=~"$bucket", region=~"$region"}, service)',
-          query: 'label_values(tencent_ci_queue_info{bucket=~"$bucket", region=~"$region"}, service)',
+          definition: 'label_values(tencent_ci_queue_info{bucket=~"$bucket", region=~"$region", service!~"workflow|batch"}, service)',
+          query: 'label_values(tencent_ci_queue_info{bucket=~"$bucket", region=~"$region", service!~"workflow|batch"}, service)',
           refresh: 2,
           regex: '',
           sort: 1,
@@ -127,8 +127,8 @@ function(config)
           label: 'Queue',
           type: 'query',
           datasource: ds,
-          definition: 'query_result(max by (name, queue_id) (tencent_ci_queue_info{bucket=~"$bucket", region=~"$region", service=~"$service"}))',
-          query: 'query_result(max by (name, queue_id) (tencent_ci_queue_info{bucket=~"$bucket", region=~"$region", service=~"$service"}))',
+          definition: 'query_result(max by (name, queue_id) (tencent_ci_queue_info{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch"}))',
+          query: 'query_result(max by (name, queue_id) (tencent_ci_queue_info{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch"}))',
           refresh: 2,
           regex: @'/\{(?:name="(?<text>.*)",)?queue_id="(?<value>[^"]*)"\}/',
           sort: 1,
@@ -148,8 +148,8 @@ function(config)
           label: 'Tag',
           type: 'query',
           datasource: ds,
-          definition: 'label_values(tencent_ci_jobs{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id"}, tag)',
-          query: 'label_values(tencent_ci_jobs{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id"}, tag)',
+          definition: 'label_values(tencent_ci_jobs{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id"}, tag)',
+          query: 'label_values(tencent_ci_jobs{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id"}, tag)',
           refresh: 2,
           regex: '',
           sort: 1,
@@ -189,7 +189,7 @@ function(config)
           {
             datasource: ds,
             refId: 'B',
-            expr: 'max by (bucket, region, service, queue_id) (tencent_ci_queue_paused{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id"}) * on (bucket, region, service, queue_id) group_left (name, category) max by (bucket, region, service, queue_id, name, category) (tencent_ci_queue_info)',
+            expr: 'max by (bucket, region, service, queue_id) (tencent_ci_queue_paused{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id"}) * on (bucket, region, service, queue_id) group_left (name, category) max by (bucket, region, service, queue_id, name, category) (tencent_ci_queue_info)',
             legendFormat: '__auto',
             instant: true,
             range: false,
@@ -198,7 +198,7 @@ function(config)
           {
             datasource: ds,
             refId: 'C',
-            expr: 'max by (bucket, region, service, queue_id) (tencent_ci_queue_max_concurrent{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id"}) * on (bucket, region, service, queue_id) group_left (name, category) max by (bucket, region, service, queue_id, name, category) (tencent_ci_queue_info)',
+            expr: 'max by (bucket, region, service, queue_id) (tencent_ci_queue_max_concurrent{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id"}) * on (bucket, region, service, queue_id) group_left (name, category) max by (bucket, region, service, queue_id, name, category) (tencent_ci_queue_info)',
             legendFormat: '__auto',
             instant: true,
             range: false,
@@ -207,7 +207,7 @@ function(config)
           {
             datasource: ds,
             refId: 'D',
-            expr: 'max by (bucket, region, service, queue_id) (tencent_ci_queue_max_size{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id"}) * on (bucket, region, service, queue_id) group_left (name, category) max by (bucket, region, service, queue_id, name, category) (tencent_ci_queue_info)',
+            expr: 'max by (bucket, region, service, queue_id) (tencent_ci_queue_max_size{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id"}) * on (bucket, region, service, queue_id) group_left (name, category) max by (bucket, region, service, queue_id, name, category) (tencent_ci_queue_info)',
             legendFormat: '__auto',
             instant: true,
             range: false,
@@ -216,7 +216,7 @@ function(config)
           {
             datasource: ds,
             refId: 'E',
-            expr: 'max by (bucket, region, service, queue_id) (tencent_ci_queue_notify_enabled{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id"}) * on (bucket, region, service, queue_id) group_left (name, category) max by (bucket, region, service, queue_id, name, category) (tencent_ci_queue_info)',
+            expr: 'max by (bucket, region, service, queue_id) (tencent_ci_queue_notify_enabled{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id"}) * on (bucket, region, service, queue_id) group_left (name, category) max by (bucket, region, service, queue_id, name, category) (tencent_ci_queue_info)',
             legendFormat: '__auto',
             instant: true,
             range: false,
@@ -366,7 +366,7 @@ function(config)
           {
             datasource: ds,
             refId: 'A',
-            expr: 'sum by (bucket, region, service, queue_id) (max by (bucket, region, service, queue_id, tag) (tencent_ci_jobs{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag", state="Running"})) * on (bucket, region, service, queue_id) group_left (name) max by (bucket, region, service, queue_id, name) (tencent_ci_queue_info)',
+            expr: 'sum by (bucket, region, service, queue_id) (max by (bucket, region, service, queue_id, tag) (tencent_ci_jobs{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag", state="Running"})) * on (bucket, region, service, queue_id) group_left (name) max by (bucket, region, service, queue_id, name) (tencent_ci_queue_info)',
             legendFormat: '{{name}} running',
             range: true,
             instant: false,
@@ -374,7 +374,7 @@ function(config)
           {
             datasource: ds,
             refId: 'B',
-            expr: 'max by (bucket, region, service, queue_id) (tencent_ci_queue_max_concurrent{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id"}) * on (bucket, region, service, queue_id) group_left (name) max by (bucket, region, service, queue_id, name) (tencent_ci_queue_info)',
+            expr: 'max by (bucket, region, service, queue_id) (tencent_ci_queue_max_concurrent{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id"}) * on (bucket, region, service, queue_id) group_left (name) max by (bucket, region, service, queue_id, name) (tencent_ci_queue_info)',
             legendFormat: '{{name}} MaxConcurrent',
             range: true,
             instant: false,
@@ -423,7 +423,7 @@ function(config)
           {
             datasource: ds,
             refId: 'A',
-            expr: '(sum by (bucket, region, service, queue_id) (max by (bucket, region, service, queue_id, tag) (tencent_ci_jobs{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag", state="Running"})) / on (bucket, region, service, queue_id) (max by (bucket, region, service, queue_id) (tencent_ci_queue_max_concurrent{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id"}) > 0)) * on (bucket, region, service, queue_id) group_left (name) max by (bucket, region, service, queue_id, name) (tencent_ci_queue_info)',
+            expr: '(sum by (bucket, region, service, queue_id) (max by (bucket, region, service, queue_id, tag) (tencent_ci_jobs{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag", state="Running"})) / on (bucket, region, service, queue_id) (max by (bucket, region, service, queue_id) (tencent_ci_queue_max_concurrent{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id"}) > 0)) * on (bucket, region, service, queue_id) group_left (name) max by (bucket, region, service, queue_id, name) (tencent_ci_queue_info)',
             legendFormat: '{{name}}',
             range: true,
             instant: false,
@@ -486,7 +486,7 @@ function(config)
           {
             datasource: ds,
             refId: 'A',
-            expr: '(sum by (bucket, region, service, queue_id) (max by (bucket, region, service, queue_id, tag, state) (tencent_ci_jobs{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag", state=~"Submitted|Pause"})) / on (bucket, region, service, queue_id) (max by (bucket, region, service, queue_id) (tencent_ci_queue_max_size{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id"}) > 0)) * on (bucket, region, service, queue_id) group_left (name) max by (bucket, region, service, queue_id, name) (tencent_ci_queue_info)',
+            expr: '(sum by (bucket, region, service, queue_id) (max by (bucket, region, service, queue_id, tag, state) (tencent_ci_jobs{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag", state=~"Submitted|Pause"})) / on (bucket, region, service, queue_id) (max by (bucket, region, service, queue_id) (tencent_ci_queue_max_size{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id"}) > 0)) * on (bucket, region, service, queue_id) group_left (name) max by (bucket, region, service, queue_id, name) (tencent_ci_queue_info)',
             legendFormat: '{{name}}',
             range: true,
             instant: false,
@@ -549,7 +549,7 @@ function(config)
           {
             datasource: ds,
             refId: 'A',
-            expr: 'sum by (tag, state) (max by (bucket, region, service, queue_id, tag, state) (tencent_ci_jobs{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag"}))',
+            expr: 'sum by (tag, state) (max by (bucket, region, service, queue_id, tag, state) (tencent_ci_jobs{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag"}))',
             legendFormat: '{{tag}} {{state}}',
             range: true,
             instant: false,
@@ -598,7 +598,7 @@ function(config)
           {
             datasource: ds,
             refId: 'A',
-            expr: 'max by (bucket, region, service, queue_id, tag) (time() - tencent_ci_oldest_job_timestamp_seconds{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag", state="Submitted"}) * on (bucket, region, service, queue_id) group_left (name) max by (bucket, region, service, queue_id, name) (tencent_ci_queue_info)',
+            expr: 'max by (bucket, region, service, queue_id, tag) (time() - tencent_ci_oldest_job_timestamp_seconds{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag", state="Submitted"}) * on (bucket, region, service, queue_id) group_left (name) max by (bucket, region, service, queue_id, name) (tencent_ci_queue_info)',
             legendFormat: '{{name}} / {{tag}}',
             range: true,
             instant: false,
@@ -673,7 +673,7 @@ function(config)
           {
             datasource: ds,
             refId: 'A',
-            expr: 'sum by (tag, state) (queue_tag_state:tencent_ci_jobs_finished:rate5m{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag"})',
+            expr: 'sum by (tag, state) (queue_tag_state:tencent_ci_jobs_finished:rate5m{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag"})',
             legendFormat: '{{tag}} {{state}}',
             range: true,
             instant: false,
@@ -722,7 +722,7 @@ function(config)
           {
             datasource: ds,
             refId: 'A',
-            expr: 'queue_tag:tencent_ci_jobs_failed_per_finished:ratio_rate5m{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag"} * on (bucket, region, service, queue_id) group_left (name) max by (bucket, region, service, queue_id, name) (tencent_ci_queue_info)',
+            expr: 'queue_tag:tencent_ci_jobs_failed_per_finished:ratio_rate5m{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag"} * on (bucket, region, service, queue_id) group_left (name) max by (bucket, region, service, queue_id, name) (tencent_ci_queue_info)',
             legendFormat: '{{name}} / {{tag}}',
             range: true,
             instant: false,
@@ -785,7 +785,7 @@ function(config)
           {
             datasource: ds,
             refId: 'A',
-            expr: 'sum by (tag, code) (queue_tag_code:tencent_ci_job_failures:rate5m{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag"})',
+            expr: 'sum by (tag, code) (queue_tag_code:tencent_ci_job_failures:rate5m{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag"})',
             legendFormat: '{{tag}} {{code}}',
             range: true,
             instant: false,
@@ -847,7 +847,7 @@ function(config)
           {
             datasource: ds,
             refId: 'A',
-            expr: 'histogram_quantile(0.5, sum by (tag, le) (max by (bucket, region, service, queue_id, tag, le, state) (rate(tencent_ci_job_run_duration_seconds_bucket{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag", state="Success"}[$__rate_interval]))))',
+            expr: 'histogram_quantile(0.5, sum by (tag, le) (max by (bucket, region, service, queue_id, tag, le, state) (rate(tencent_ci_job_run_duration_seconds_bucket{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag", state="Success"}[$__rate_interval]))))',
             legendFormat: '{{tag}} p50',
             range: true,
             instant: false,
@@ -855,7 +855,7 @@ function(config)
           {
             datasource: ds,
             refId: 'B',
-            expr: 'histogram_quantile(0.95, sum by (tag, le) (max by (bucket, region, service, queue_id, tag, le, state) (rate(tencent_ci_job_run_duration_seconds_bucket{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag", state="Success"}[$__rate_interval]))))',
+            expr: 'histogram_quantile(0.95, sum by (tag, le) (max by (bucket, region, service, queue_id, tag, le, state) (rate(tencent_ci_job_run_duration_seconds_bucket{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag", state="Success"}[$__rate_interval]))))',
             legendFormat: '{{tag}} p95',
             range: true,
             instant: false,
@@ -863,7 +863,7 @@ function(config)
           {
             datasource: ds,
             refId: 'C',
-            expr: 'histogram_quantile(0.99, sum by (tag, le) (max by (bucket, region, service, queue_id, tag, le, state) (rate(tencent_ci_job_run_duration_seconds_bucket{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag", state="Success"}[$__rate_interval]))))',
+            expr: 'histogram_quantile(0.99, sum by (tag, le) (max by (bucket, region, service, queue_id, tag, le, state) (rate(tencent_ci_job_run_duration_seconds_bucket{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag", state="Success"}[$__rate_interval]))))',
             legendFormat: '{{tag}} p99',
             range: true,
             instant: false,
@@ -912,7 +912,7 @@ function(config)
           {
             datasource: ds,
             refId: 'A',
-            expr: 'histogram_quantile(0.5, sum by (tag, le) (max by (bucket, region, service, queue_id, tag, le) (rate(tencent_ci_job_queue_wait_seconds_bucket{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag"}[$__rate_interval]))))',
+            expr: 'histogram_quantile(0.5, sum by (tag, le) (max by (bucket, region, service, queue_id, tag, le) (rate(tencent_ci_job_queue_wait_seconds_bucket{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag"}[$__rate_interval]))))',
             legendFormat: '{{tag}} p50',
             range: true,
             instant: false,
@@ -920,7 +920,7 @@ function(config)
           {
             datasource: ds,
             refId: 'B',
-            expr: 'histogram_quantile(0.95, sum by (tag, le) (max by (bucket, region, service, queue_id, tag, le) (rate(tencent_ci_job_queue_wait_seconds_bucket{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag"}[$__rate_interval]))))',
+            expr: 'histogram_quantile(0.95, sum by (tag, le) (max by (bucket, region, service, queue_id, tag, le) (rate(tencent_ci_job_queue_wait_seconds_bucket{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag"}[$__rate_interval]))))',
             legendFormat: '{{tag}} p95',
             range: true,
             instant: false,
@@ -969,7 +969,7 @@ function(config)
           {
             datasource: ds,
             refId: 'A',
-            expr: 'max by (bucket, region, service, queue_id, tag) (time() - tencent_ci_oldest_job_timestamp_seconds{bucket=~"$bucket", region=~"$region", service=~"$service", queue_id=~"$queue_id", tag=~"$tag", state="Running"}) * on (bucket, region, service, queue_id) group_left (name) max by (bucket, region, service, queue_id, name) (tencent_ci_queue_info)',
+            expr: 'max by (bucket, region, service, queue_id, tag) (time() - tencent_ci_oldest_job_timestamp_seconds{bucket=~"$bucket", region=~"$region", service=~"$service", service!~"workflow|batch", queue_id=~"$queue_id", tag=~"$tag", state="Running"}) * on (bucket, region, service, queue_id) group_left (name) max by (bucket, region, service, queue_id, name) (tencent_ci_queue_info)',
             legendFormat: '{{name}} / {{tag}}',
             range: true,
             instant: false,

@@ -8,6 +8,12 @@
 // apart only by their target labels (instance, pod, and whatever else service discovery adds).
 // Every rule therefore takes the max over the labels that identify a series, which drops the
 // target labels and counts a pair once. Sums come after that, never before.
+//
+// Workflows (service "workflow": a workflow as a queue, its runs as jobs of tag Workflow) and
+// batch jobs (service "batch") go through the same rules, on purpose: every rule keeps
+// `service`, so nothing here adds a workflow's runs to a queue's jobs. The alerts and panels
+// choose: the job and queue ones select service!~"workflow|batch", the workflow ones
+// service="workflow". Filtering here would need a second copy of each rule for workflows.
 local u = import '../lib/utils.libsonnet';
 
 {
