@@ -22,10 +22,12 @@ REASONS = (
     "secret",  # the path is not /callback/<secret>[/<bucket>]
     "network",  # the source address is not in `allow`
     "method",  # not POST
-    "length",  # no Content-Length, or chunked
+    "length",  # no Content-Length, two of them, or chunked
     "too_large",  # over max_body_bytes
     "slow",  # the body did not arrive within body_timeout
-    "malformed",  # not a callback body CI sends
+    # not a request or callback body CI sends: a bad head, a body cut short (the client closed
+    # or broke off the connection) or longer than its Content-Length, a body not XML or JSON
+    "malformed",
     "overloaded",  # the target's queue of callbacks to apply is full
 )
 EVENTS = ("TaskFinish", "WorkflowFinish", "other")

@@ -28,6 +28,7 @@ from exporter.httpserver import ConnectionLimits
 from exporter.listen import DEFAULT_PORT, parse_listen_address
 from exporter.logs import setup_logging
 from exporter.poller import Poller
+from exporter.receiver import CallbackReceiver, Callbacks
 from exporter.server import ExporterServer, check_telemetry_path
 from exporter.sharding import Shard, resolve_shard
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
@@ -201,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     simulator = None
     if args.demo:
-        from exporter.demo import demo_endpoints, start_demo
+        from exporter.demo import demo_endpoints, send_demo_callbacks, start_demo
 
         simulator, config = start_demo()
     elif args.config_file:
@@ -234,6 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         poller_options=demo_endpoints(simulator) if simulator is not None else {},
     )
+    if simulator is not None:
+        sim = simulator
+        app.on_receiving = lambda receiver: send_demo_callbacks(sim, receiver)
     try:
         return app.serve(demo=simulator is not None)
     finally:
@@ -273,6 +277,9 @@ class _App:
         self.config_file = config_file
         self.stats = ApiStats()
         self.poller = Poller(config, self.stats, shard=shard, **(poller_options or {}))
+        self.callbacks = Callbacks(self.poller.deliver, self.stats.callbacks)
+        # The demo: the simulator is told where to send its callbacks once they are received.
+        self.on_receiving: Callable[[CallbackReceiver], object] = lambda receiver: None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._hangup = threading.Event()
@@ -295,6 +302,15 @@ class _App:
                 )
                 return False, str(error)
             _log_warnings(self.config_file, config_warnings(config))
+            try:
+                self.callbacks.configure(config.callbacks)
+            except OSError as error:
+                self.poller.reload_failed()
+                log.error(
+                    "configuration reload failed; keeping the running configuration",
+                    extra={"error": f"callbacks.listen_address: {error}"},
+                )
+                return False, f"callbacks.listen_address: {error}"
             self.poller.reload(config)
             self.config = config
             if self.web_config_file is not None and self.server is not None:
@@ -322,6 +338,13 @@ class _App:
         except OSError as error:
             # ExporterServer's message already says "cannot listen on host:port: reason".
             return _usage(f"--web.listen-address: {error}")
+        try:
+            self.callbacks.configure(self.config.callbacks)
+        except OSError as error:
+            server.stop()
+            return _usage(f"callbacks.listen_address: {error}")
+        if demo and self.callbacks.receiver is not None:
+            self.on_receiving(self.callbacks.receiver)
         self._install_signals()
         self._announce(server.port, server.scheme, demo=demo)
         self.poller.start()
@@ -335,6 +358,7 @@ class _App:
                 self.reload()
         log.info("shutting down")
         server.stop()
+        self.callbacks.stop()
         self.poller.stop()
         return 0
 

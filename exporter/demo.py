@@ -14,20 +14,25 @@ shows these problems, each with the alerts of deploy/prometheus/rules it raises:
   bare 503, the retry goes through (TencentCIApiThrottled; its polls do not fail).
 
 The buckets of DEMO_DISCOVERED_REGION are not named in the configuration: bucket discovery
-finds them (`discovery:`, exporter.poll.discovery), as a team with many buckets would.
+finds them (`discovery:`, exporter.poll.discovery), as a team with many buckets would. And the
+simulator sends every finished job's and run's callback to the exporter's receiver, as CI
+would to a queue's NotifyConfig URL: failures show within a second, polls reconcile.
 
 tests/test_demo_workload.py checks this over two simulated hours.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 from typing import Any
 
 from exporter.ci.services import ALL_SERVICES, SERVICES
-from exporter.config import Config, DiscoveryConfig, ServiceConfig, TargetConfig
+from exporter.config import CallbacksConfig, Config, DiscoveryConfig, ServiceConfig, TargetConfig
 from exporter.credentials import Credentials
+from exporter.receiver import CallbackReceiver
 from exporter.simulator import DEMO_SECRET_ID, DEMO_SECRET_KEY, Fault, Simulator, build_demo
+from exporter.simulator.callbacks import CallbackSender
 from exporter.simulator.faults import FaultSet
 from exporter.simulator.workload import DEMO_THROTTLED_BUCKET, Workload
 
@@ -78,11 +83,16 @@ def throttle(sim: Simulator, bucket: str = DEMO_THROTTLED_BUCKET) -> Fault:
 
 
 def demo_config(
-    sim: Simulator, poll_interval: float = DEMO_POLL_INTERVAL, *, discover: bool = True
+    sim: Simulator,
+    poll_interval: float = DEMO_POLL_INTERVAL,
+    *,
+    discover: bool = True,
+    callbacks: bool = False,
 ) -> Config:
     """One target per simulated bucket, polling the tags its workload uses; with `discover`,
     the buckets of DEMO_DISCOVERED_REGION are found by discovery (the Poller then needs
-    demo_endpoints), with the tags their workloads use."""
+    demo_endpoints), with the tags their workloads use. With `callbacks`, a receiver on a
+    loopback port the OS picks, for send_demo_callbacks."""
     credentials = Credentials(DEMO_SECRET_ID, DEMO_SECRET_KEY)
     targets: list[TargetConfig] = []
     found: dict[str, tuple[str, ...]] = {}
@@ -106,7 +116,15 @@ def demo_config(
         discovery=(discovery,) if found else (),
         poll_interval=poll_interval,
         request_timeout=5.0,
+        callbacks=CallbacksConfig("127.0.0.1:0", secrets.token_urlsafe(24)) if callbacks else None,
     )
+
+
+def send_demo_callbacks(sim: Simulator, receiver: CallbackReceiver) -> CallbackSender:
+    """The simulator sends each job's and run's callback, as CI would, to the demo's receiver."""
+    secret = receiver.config.secret
+    url = f"http://127.0.0.1:{receiver.port}/callback/{secret}/{{bucket}}"
+    return sim.send_callbacks(CallbackSender(url, seed=sim.seed))
 
 
 def _services(workload: Workload) -> tuple[ServiceConfig, ...]:
@@ -131,4 +149,4 @@ def start_demo(seed: int = 1) -> tuple[Simulator, Config]:
     throttle(sim)
     sim.start()
     sim.start_workload()
-    return sim, demo_config(sim)
+    return sim, demo_config(sim, callbacks=True)

@@ -12,12 +12,17 @@ once, before anything in the body is trusted:
   constant time, and a wrong one is answered as any unknown path is (404), so the answer does
   not tell a guess from a typo; the bucket (BucketName-APPID) routes a callback about a queue
   the exporter does not poll (a job type with no listing) to its target;
-- with a Content-Length (411 without one, or chunked) of at most `max_body_bytes` (413);
+- with one Content-Length (411 without one, with two, or chunked) of at most `max_body_bytes`
+  (413, answered without reading the body);
 - whole within `body_timeout` of its head (408: a slow body holds a worker that long at most);
+- exactly as long as it says (400 when the client closes its side before the end, or more has
+  come by the time the body is read: a second request, or junk);
 - a body CI sends, XML or JSON (400).
+A client that breaks the connection off mid-body is counted as malformed and not answered.
 A callback that passes is acknowledged with 200 whatever becomes of it (an unknown event, a
-bucket not polled): CI retries what it sees fail, and those would fail forever. Only a target
-whose queue of callbacks to apply is full answers 503, for CI to retry later.
+bucket not polled): CI retries what it sees fail, and those would fail forever. An unknown
+event is counted here (unknown_event) and not handed on: it holds nothing a target could apply.
+Only a target whose queue of callbacks to apply is full answers 503, for CI to retry later.
 
 No secret reaches a log line: the request line (which holds the path) is never logged.
 """
@@ -44,8 +49,9 @@ log = logging.getLogger(__name__)
 
 PATH_PREFIX = "/callback/"
 MAX_HEAD_LINES = 100
-# What the Poller answers for an event: "queued" (its target will apply it), or an outcome
-# counted here (unknown_target, unknown_event, overloaded).
+# What the Poller answers for a TaskFinish or WorkflowFinish: "queued" (its target will apply
+# it), or an outcome counted here (unknown_target, overloaded; unknown_event if it were given
+# another event, which the receiver counts itself and does not deliver).
 Deliver = Callable[[str | None, CallbackEvent], str]
 # Requests served at once, connections held: CI's callbacks are small and few at a time.
 RECEIVER_LIMITS = ConnectionLimits(max_requests=8, max_connections=64)
@@ -116,7 +122,8 @@ class CallbackReceiver:
             self._stats.rejected(refused.reason)
             log.debug("callback refused", extra={"client": client[0], "reason": refused.reason})
             status, body = refused.status, f"{_STATUS_TEXT[refused.status].lower()}\n"
-        except OSError as error:  # the client went away mid-body
+        except OSError as error:  # the client broke the connection off mid-body
+            self._stats.rejected("malformed")
             log.debug("callback connection broke off: %s", error)
             return False
         _respond(connection, status, body)
@@ -143,10 +150,15 @@ class CallbackReceiver:
         if len(start) > length:
             raise Refused(400, "malformed")  # more than it said: a second request, or junk
         body = start + _read_body(connection, length - len(start), started + config.body_timeout)
+        if _more_waiting(connection):
+            raise Refused(400, "malformed")  # more than it said, come with the body
         try:
             event = parse_callback(body, headers.get("content-type", ""))
         except (CIError, ValueError):
             raise Refused(400, "malformed") from None
+        if not event.known:  # nothing in it a target could apply: acknowledged, counted
+            self._stats.received(event.event, "unknown_event")
+            return 200, "ok\n"
         outcome = self._deliver(bucket, event)
         if outcome == "overloaded":
             raise Refused(503, "overloaded")
@@ -177,7 +189,9 @@ def _parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
         name, colon, value = line.partition(":")
         if not colon or name != name.strip() or not name:
             raise Refused(400, "malformed")
-        headers[name.lower()] = value.strip()
+        key, value = name.lower(), value.strip()
+        # A repeated field is one list (RFC 9110 5.3): two Content-Lengths are no length.
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
     return parts[0], parts[1], headers
 
 
@@ -215,11 +229,21 @@ def _read_body(connection: socket.socket, length: int, deadline: float) -> bytes
             chunk = connection.recv(min(left, 65536))
         except TimeoutError:
             raise Refused(408, "slow") from None
-        if not chunk:
-            raise OSError("the client closed the connection mid-body")
+        if not chunk:  # it closed its side: it may still read the answer
+            raise Refused(400, "malformed")
         chunks.append(chunk)
         left -= len(chunk)
     return b"".join(chunks)
+
+
+def _more_waiting(connection: socket.socket) -> bool:
+    """Whether bytes beyond the body have come (peeked, not taken). Those still on their way
+    when it looks are after the request as far as it can tell: answered past, then drained."""
+    connection.settimeout(0.0)
+    try:
+        return bool(connection.recv(1, socket.MSG_PEEK))
+    except BlockingIOError:
+        return False
 
 
 def _respond(connection: socket.socket, status: int, body: str) -> None:
@@ -234,3 +258,39 @@ def _respond(connection: socket.socket, status: int, body: str) -> None:
         connection.sendall(head.encode() + data)
     except OSError as error:
         log.debug("callback answer not sent: %s", error)
+
+
+class Callbacks:
+    """The receiver of the running configuration: started, replaced or stopped as reloads
+    change `callbacks:` (the reload thread's; `receiver` is read by no other thread)."""
+
+    def __init__(self, deliver: Deliver, stats: CallbackStats) -> None:
+        self._deliver = deliver
+        self._stats = stats
+        self.receiver: CallbackReceiver | None = None
+
+    def configure(self, config: CallbacksConfig | None) -> None:
+        """Take up `config`. OSError when a new address cannot be listened on: the receiver
+        in service, if any, is kept."""
+        running = self.receiver
+        if running is not None and config is not None and _same_address(running, config):
+            running.config = config  # secret, allow-list and limits: read per request
+            return
+        if config is not None:
+            receiver = CallbackReceiver(config, self._deliver, self._stats)
+            receiver.start()
+            self.receiver = receiver
+        else:
+            self.receiver = None
+            self._stats.enabled = False  # no receiver: no callback families
+        if running is not None:
+            running.stop()
+
+    def stop(self) -> None:
+        if self.receiver is not None:
+            self.receiver.stop()
+            self.receiver = None
+
+
+def _same_address(receiver: CallbackReceiver, config: CallbacksConfig) -> bool:
+    return receiver.config.listen_address == config.listen_address

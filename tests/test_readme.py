@@ -79,6 +79,8 @@ def test_the_metric_table_names_what_the_collector_serves() -> None:
     stats.record_retry("b-1250000000", "ap-guangzhou", "media_jobs")
     stats.record_throttle("b-1250000000", "ap-guangzhou", "media_jobs")
     stats.set_spacing("b-1250000000", "ap-guangzhou", 0.5)
+    stats.callbacks.enabled = True  # a receiver runs: its families are served
+    stats.callbacks.last_callback("b-1250000000", "ap-guangzhou", 1_700_000_000.0)
     registry = registry_for(FakeSource(full_snapshot()), stats)
     text = generate_latest(registry).decode()
     served = {
