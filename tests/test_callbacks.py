@@ -208,3 +208,19 @@ def test_every_job_and_run_counted_once_with_faults_on_both_paths(live: World) -
         assert w.outcome(event, "duplicate") > 0, event
     counts = w.sender.counts()
     assert counts.dropped > 0 and counts.duplicated > 0
+
+
+def test_a_workflow_step_reported_without_its_queue_is_left_to_polling(
+    slow_polls: World,
+) -> None:
+    w = slow_polls
+    w.sender.steps = True  # CI may report each step of a run, without a QueueId
+    run = w.bucket.create_job(w.flow, "Workflow")
+    w.bucket.start_job(run)
+    w.bucket.finish_job(run, "Success")
+    assert w.sender.drain(WAIT)
+    wait_until(lambda: w.finished("workflow", w.flow, "Workflow", "Success") == 1, "the run")
+    steps = w.outcome("TaskFinish", "unknown_target")
+    assert steps >= 1  # each step acknowledged, none counted in a stream of its own
+    families = CICollector(w.poller, w.poller.stats, "test").collect()
+    assert not [s for f in families for s in f.samples if s.labels.get("service") == "unlisted"]

@@ -74,6 +74,10 @@ class ReportedJobs:
         job = event.job
         if job is None:
             return "unknown_event"
+        if not job.queue_id:
+            # A workflow's step reported without its queue: it cannot be placed, and the
+            # listing of the queue it ran in counts it there.
+            return "unknown_target"
         key = StreamKey(self._service_of(event), job.queue_id, job.tag)
         tracker = self.streams.trackers.get(key)
         if tracker is None:
