@@ -355,6 +355,12 @@ def reference_families() -> set[str]:
         line = process.stdout.readline()
         assert "http://" in line, line
         url = line[line.index("http://") :].split()[0]
+        # Ready: every target polled once, discovery's first round over (its families then).
+        ready = url.rsplit("/", 1)[0] + "/readyz"
+        deadline = time.monotonic() + 60
+        while requests.get(ready, timeout=10).status_code != 200:
+            assert time.monotonic() < deadline, "the reference demo was not ready in 60 s"
+            time.sleep(0.2)
         return families(requests.get(url, timeout=10).text)
     finally:
         # Its shutdown is tests/test_cli.py's subject, not this one's.
