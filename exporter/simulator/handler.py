@@ -58,6 +58,11 @@ class BucketServer(ThreadingHTTPServer):
         self._conn_lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), Handler)
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        # socketserver prints a traceback to stderr; a client that hung up (the exporter
+        # stopping, a test cutting a connection) is a debug line here, in the demo too.
+        log.debug("simulator: a request from %s broke off", client_address, exc_info=True)
+
     def track(self, conn: socket.socket, add: bool) -> None:
         with self._conn_lock:
             if add:
