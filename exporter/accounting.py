@@ -436,6 +436,8 @@ class StreamTracker:
     def report_only(self, since: float) -> None:
         """Make this a stream no listing feeds (a job type CI lists nowhere): every job it is
         told of that was created since `since` counts once, and older ones are forgotten."""
+        if self.counting and self.window_start is not None and since < self.window_start + 60:
+            return  # moved on at most a minute ago: forgetting is not redone per callback
         self.counting = True
         self.window_start = self.last_boundary = math.floor(since)
         self._forget_before(since - 1)

@@ -664,6 +664,11 @@ class DiscoveryConfig:
     workflows: Annotated[ServiceConfig, Shaped(OptIn, _opt_in("workflow"))] | None = None
     batch_jobs: Annotated[ServiceConfig, Shaped(OptIn, _opt_in("batch"))] | None = None
 
+    @property
+    def listed(self) -> tuple[object, ...]:
+        """What the entry lists: two entries alike in this list the same buckets."""
+        return (self.regions, self.prefixes, self.buckets)
+
 
 @section
 @dataclass(frozen=True)
@@ -752,11 +757,7 @@ def _distinct(targets: tuple[TargetConfig, ...]) -> tuple[TargetConfig, ...]:
 def _distinct_entries(entries: tuple[DiscoveryConfig, ...]) -> tuple[DiscoveryConfig, ...]:
     for index, entry in enumerate(entries):
         for first, earlier in enumerate(entries[:index]):
-            if (entry.regions, entry.prefixes, entry.buckets) == (
-                earlier.regions,
-                earlier.prefixes,
-                earlier.buckets,
-            ):
+            if entry.listed == earlier.listed:
                 why = f"lists what discovery[{first}] lists (the same regions, prefixes, buckets)"
                 raise problem(f"duplicate entry: {why}", index)
     return entries

@@ -389,7 +389,7 @@ class Poller:
         if bucket is not None:
             found = [p for p in targets if p.target.bucket == bucket]
         else:
-            found = [p for p in targets if p.streams.has_queue(event.job.queue_id)]
+            found = [p for p in targets if p.streams.service_of(event.job.queue_id) is not None]
         if len(found) != 1:
             return "unknown_target"
         return "queued" if found[0].callbacks.deliver(event) else "overloaded"

@@ -7,6 +7,7 @@ takes up a configuration): its maps are guarded by its lock.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from exporter.api_stats import ApiStats
 from exporter.ci.client import QUEUE_PAGE_SIZE, CIClient
@@ -63,19 +64,12 @@ def build_client(
     queue_page_size: int = QUEUE_PAGE_SIZE,
 ) -> CIClient:
     shared = shared if shared is not None else SharedClients()
-    retry = config.retry
     return CIClient(
         bucket=target.bucket,
         region=target.region,
         endpoint=target.endpoint,
-        credentials=shared.provider(target.credentials),
-        timeout=config.request_timeout,
-        stats=stats,
         queue_page_size=queue_page_size,
-        retry=RetryPolicy(retry.attempts, retry.initial_backoff, retry.max_backoff),
-        gate=shared.gate(target.credentials, config.rate_limit),
-        stopping=stopping,
-        sleep=shared.sleep,
+        **_calls(target.credentials, config, stats, shared, stopping),
     )
 
 
@@ -91,15 +85,29 @@ def build_discovery_client(
 ) -> DiscoveryClient:
     """The client listing `region`'s buckets for a discovery entry: its calls share the
     entry's credentials' provider and rate limit with the targets signing with them."""
-    retry = config.retry
     return DiscoveryClient(
         region=region,
         endpoint=endpoint,
-        credentials=shared.provider(entry.credentials),
-        timeout=config.request_timeout,
-        stats=stats,
-        retry=RetryPolicy(retry.attempts, retry.initial_backoff, retry.max_backoff),
-        gate=shared.gate(entry.credentials, config.rate_limit),
-        stopping=stopping,
-        sleep=shared.sleep,
+        **_calls(entry.credentials, config, stats, shared, stopping),
     )
+
+
+def _calls(
+    credentials: CredentialSource,
+    config: Config,
+    stats: ApiStats,
+    shared: SharedClients,
+    stopping: threading.Event | None,
+) -> dict[str, Any]:
+    """How every client's calls are made: signed with the shared provider of `credentials`,
+    timed out, retried and gated as the configuration says, counted in `stats`."""
+    retry = config.retry
+    return {
+        "credentials": shared.provider(credentials),
+        "timeout": config.request_timeout,
+        "stats": stats,
+        "retry": RetryPolicy(retry.attempts, retry.initial_backoff, retry.max_backoff),
+        "gate": shared.gate(credentials, config.rate_limit),
+        "stopping": stopping,
+        "sleep": shared.sleep,
+    }

@@ -83,12 +83,6 @@ class _Entry:
         )
 
 
-def _lists(entry: DiscoveryConfig) -> tuple[object, ...]:
-    """What an entry lists: an entry changed otherwise (keys, interval, grace, tags) keeps
-    what it found, and the targets keep their accounting."""
-    return (entry.regions, entry.prefixes, entry.buckets)
-
-
 class Discoverer:
     """The discovery entries of the running configuration and what they found."""
 
@@ -137,8 +131,8 @@ class Discoverer:
         """Take up a reloaded configuration: an entry that is unchanged keeps what it found
         and its schedule; a new or changed one is listed at the next round."""
         with self._lock:
-            kept = {_lists(e.config): e for e in self._entries}
-            self._entries = [_taken_up(kept.get(_lists(c)), c) for c in config.discovery]
+            kept = {e.config.listed: e for e in self._entries}
+            self._entries = [_taken_up(kept.get(c.listed), c) for c in config.discovery]
             self._config = config
             self._publish()
 

@@ -90,10 +90,7 @@ class ReportedJobs:
         if event.event == "WorkflowFinish":
             return "workflow"
         queue_id = event.job.queue_id if event.job is not None else ""
-        for service, queues in self.streams.queues.items():
-            if any(queue.queue_id == queue_id for queue in queues):
-                return service
-        return UNLISTED
+        return self.streams.service_of(queue_id) or UNLISTED
 
     def _reported_only(self, key: StreamKey, now: float) -> StreamTracker | None:
         tracker = self.trackers.get(key)

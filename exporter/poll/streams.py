@@ -70,10 +70,13 @@ class TargetStreams:
         self.ids = TargetJobIds()
         self.layouts: dict[str, HistogramLayout | None] = {}  # see set_layouts
 
-    def has_queue(self, queue_id: str) -> bool:
-        """Whether a service's last listing had the queue (any thread: a read of a dict the
-        poll thread replaces whole)."""
-        return any(q.queue_id == queue_id for queues in list(self.queues.values()) for q in queues)
+    def service_of(self, queue_id: str) -> str | None:
+        """The service whose last listing had the queue, None when none had (any thread: the
+        poll thread replaces each listing whole)."""
+        for service, queues in list(self.queues.items()):
+            if any(queue.queue_id == queue_id for queue in queues):
+                return service
+        return None
 
     # -- where counting begins ------------------------------------------------------------
 

@@ -333,11 +333,23 @@ class Api:
             raise bad_request("queueId is required")
         if not tag:
             raise bad_request("tag is required")
+        return self.job_query(params, services, queue_id, tag, JOB_STATES)
+
+    def job_query(
+        self,
+        params: Mapping[str, str],
+        services: frozenset[str],
+        queue_id: str,
+        tag: str,
+        states: tuple[str, ...],
+    ) -> JobQuery:
+        """A job listing's query (jobs, runs, batch jobs): its states among `states`, its
+        creation-time bounds and order, the bounds read as this API reads them."""
         return JobQuery(
             services=services,
             queue_id=queue_id,
             tag=tag,
-            states=states_param(params.get("states", ""), JOB_STATES),
+            states=states_param(params.get("states", ""), states),
             start=time_param(params, "startCreationTime"),
             end=time_param(params, "endCreationTime"),
             inclusive=self.creation_bounds == "inclusive",

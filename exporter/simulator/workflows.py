@@ -48,9 +48,6 @@ from exporter.simulator.params import (
     id_list,
     int_param,
     not_found,
-    order_param,
-    states_param,
-    time_param,
 )
 
 if TYPE_CHECKING:
@@ -194,34 +191,14 @@ def _run_query(api: Api, params: Mapping[str, str]) -> JobQuery:
     workflow_id = params.get("workflowId", "")
     if not workflow_id:
         raise bad_request("workflowId is required")
-    return _query(api, params, "workflow", workflow_id, WORKFLOW_TAG, RUN_STATES)
+    return api.job_query(params, frozenset(("workflow",)), workflow_id, WORKFLOW_TAG, RUN_STATES)
 
 
 def _batch_query(api: Api, params: Mapping[str, str]) -> JobQuery:
     kind = params.get("type", "")
     if kind not in BATCH_TYPES:
         raise bad_request(f"type {kind!r} is not one of {', '.join(BATCH_TYPES)}")
-    return _query(api, params, "batch", BATCH_QUEUE_ID, kind, JOB_STATES)
-
-
-def _query(
-    api: Api,
-    params: Mapping[str, str],
-    service: str,
-    queue_id: str,
-    tag: str,
-    states: tuple[str, ...],
-) -> JobQuery:
-    return JobQuery(
-        services=frozenset((service,)),
-        queue_id=queue_id,
-        tag=tag,
-        states=states_param(params.get("states", ""), states),
-        start=time_param(params, "startCreationTime"),
-        end=time_param(params, "endCreationTime"),
-        inclusive=api.creation_bounds == "inclusive",
-        descending=order_param(params),
-    )
+    return api.job_query(params, frozenset(("batch",)), BATCH_QUEUE_ID, kind, JOB_STATES)
 
 
 def _describe_run(bucket: SimBucket, run_id: str, request_id: str) -> Reply:
