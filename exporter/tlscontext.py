@@ -8,12 +8,31 @@ from __future__ import annotations
 import ipaddress
 import ssl
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from exporter.smallfile import FileError, read_small_file
 
-if TYPE_CHECKING:
-    from exporter.webconfig import TLSServerConfig
+
+class TLSSettings(Protocol):
+    """What the context is built from: exporter.webconfig.TLSServerConfig's settings."""
+
+    @property
+    def cert_file(self) -> str: ...
+    @property
+    def key_file(self) -> str: ...
+    @property
+    def client_auth_type(self) -> str: ...
+    @property
+    def client_ca_file(self) -> str | None: ...
+    @property
+    def min_version(self) -> str: ...
+    @property
+    def max_version(self) -> str: ...
+    @property
+    def cipher_suites(self) -> tuple[str, ...]: ...
+    @property
+    def prefer_server_cipher_suites(self) -> bool: ...
+
 
 CLIENT_AUTH = {
     "NoClientCert": ssl.CERT_NONE,
@@ -77,7 +96,7 @@ def _refuse_passphrase() -> str:
     raise _EncryptedKey
 
 
-def build_context(config: TLSServerConfig) -> ssl.SSLContext:
+def build_context(config: TLSSettings) -> ssl.SSLContext:
     cert_where, key_where = "tls_server_config.cert_file", "tls_server_config.key_file"
     if b"-----BEGIN CERTIFICATE-----" not in _read_pem(config.cert_file, cert_where):
         raise FileError(cert_where, f"{config.cert_file} holds no PEM certificate")

@@ -48,17 +48,9 @@ from typing_extensions import TypedDict
 
 from exporter.basicauth import BCRYPT_RE, BasicAuth
 from exporter.smallfile import FileError, read_text
+from exporter.strictyaml import load_yaml, quote
 from exporter.tlscontext import CIPHER_SUITES, TLS_VERSIONS, build_context, client_allowed
-from exporter.yamlfile import (
-    FORBID,
-    Shaped,
-    json_schema,
-    load_yaml,
-    problem,
-    quote,
-    section,
-    validated,
-)
+from exporter.yamlfile import FORBID, Shaped, json_schema, problem, section, validated
 
 # Keys of the toolkit's format this exporter does not implement: refused with the reason, so
 # that nobody believes a setting is in force when it is not.

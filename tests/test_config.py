@@ -12,14 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import exporter.config as config_module
 from exporter.ci.services import SERVICES
 from exporter.config import (
-    DEFAULT_CLOCK_SKEW,
-    DEFAULT_FAILURE_CODE_LIMIT,
-    DEFAULT_MAX_QUEUES_PER_SERVICE,
-    DEFAULT_POLL_INTERVAL,
-    DEFAULT_REQUEST_TIMEOUT,
     Config,
     ConfigError,
     RateLimitConfig,
@@ -27,10 +21,10 @@ from exporter.config import (
     ServiceConfig,
     load_config,
     parse_config,
-    parse_duration,
 )
 from exporter.credentials import Credentials, CredentialsFile, CVMRole
 from exporter.snapshot import QUEUE_WAIT_BUCKETS, RUN_TIME_BUCKETS, HistogramLayout
+from exporter.strictyaml import StrictLoader
 
 SECRET_KEY = "s3cr3t-k3y-value"
 TOKEN = "t0k3n-value"
@@ -73,11 +67,11 @@ def with_target(extra: str) -> str:
 
 def test_minimal_config_takes_every_default() -> None:
     config = parse(TARGET)
-    assert config.poll_interval == DEFAULT_POLL_INTERVAL == 60.0
-    assert config.request_timeout == DEFAULT_REQUEST_TIMEOUT
-    assert config.failure_code_limit == DEFAULT_FAILURE_CODE_LIMIT
-    assert config.max_queues_per_service == DEFAULT_MAX_QUEUES_PER_SERVICE
-    assert config.clock_skew_tolerance == DEFAULT_CLOCK_SKEW
+    assert config.poll_interval == 60.0
+    assert config.request_timeout == 10.0
+    assert config.failure_code_limit == 50
+    assert config.max_queues_per_service == 100
+    assert config.clock_skew_tolerance == 30.0
     (target,) = config.targets
     assert (target.bucket, target.region) == ("b-1250000000", "ap-chongqing")
     assert target.endpoint == "https://b-1250000000.ci.ap-chongqing.myqcloud.com"
@@ -193,12 +187,12 @@ def test_zero_clock_skew_is_allowed() -> None:
     assert parse(f"clock_skew_tolerance: 0s\n{TARGET}").clock_skew_tolerance == 0.0
 
 
-def test_parse_duration_is_usable_without_a_file() -> None:
-    assert parse_duration("1m30s", "--poll-interval") == 90.0
-    assert parse_duration(0, "x") == 0.0
+def test_a_duration_below_its_minimum_names_both() -> None:
+    assert parse(f"poll_interval: 1m30s\n{TARGET}").poll_interval == 90.0
+    assert parse(f"idle_tag_backoff: 0\n{TARGET}").idle_tag_backoff == 0.0
     with pytest.raises(ConfigError) as caught:
-        parse_duration("0.5s", "--poll-interval", minimum=1.0)
-    assert str(caught.value) == "--poll-interval: 0.5s is too short (minimum 1s)"
+        parse(f"poll_interval: 0.5s\n{TARGET}")
+    assert str(caught.value) == "config.yml: poll_interval: 0.5s is too short (minimum 1s)"
 
 
 def test_unknown_tags_are_allowed_and_tags_null_means_defaults() -> None:
@@ -910,7 +904,7 @@ def test_a_failing_constructor_is_one_line_without_the_value(
     def failing(loader: object, node: object) -> object:
         raise KeyError(SECRET_KEY)
 
-    monkeypatch.setitem(config_module._Loader.yaml_constructors, "tag:yaml.org,2002:bool", failing)
+    monkeypatch.setitem(StrictLoader.yaml_constructors, "tag:yaml.org,2002:bool", failing)
     text = with_target("credentials:\n  secret_id: a\n  secret_key: yes")
     assert error_of(text) == "config.yml: line 6, column 19: cannot read this value"
 
@@ -1017,11 +1011,13 @@ def test_the_maxima_themselves_are_allowed() -> None:
     ) == (86400.0, 600.0, 3600.0, 10000)
 
 
-def test_parse_duration_takes_a_maximum() -> None:
-    assert parse_duration("2m", "x", maximum=120.0) == 120.0
+def test_a_duration_may_equal_its_maximum_and_a_huge_one_shows_no_number() -> None:
+    assert parse(f"clock_skew_tolerance: 1h\n{TARGET}").clock_skew_tolerance == 3600.0
     with pytest.raises(ConfigError) as caught:
-        parse_duration(10**400, "--timeout", maximum=60.0)
-    assert str(caught.value) == "--timeout: is longer than the maximum of 1m"
+        parse(f"clock_skew_tolerance: {'9' * 400}\n{TARGET}")
+    assert str(caught.value) == (
+        "config.yml: clock_skew_tolerance: is longer than the maximum of 1h"
+    )
 
 
 # --- only a regular file, and not a huge one ----------------------------------------------

@@ -14,8 +14,8 @@ import jsonschema
 import pytest
 
 from exporter.config import config_schema, parse_config
+from exporter.strictyaml import load_yaml
 from exporter.webconfig import web_config_schema
-from exporter.yamlfile import load_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS: dict[str, tuple[Callable[[], dict[str, Any]], str]] = {
