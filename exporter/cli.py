@@ -39,6 +39,11 @@ EXIT_USAGE = 2
 DEFAULT_LIMITS = ConnectionLimits()
 MAX_REQUESTS_LIMIT = 1000  # worker threads
 MAX_CONNECTIONS_LIMIT = 65536
+RELOAD_FAILED = "configuration reload failed; keeping the running configuration"
+RELOAD_FAILED_NO_RECEIVER = (
+    "configuration reload failed; the callback receiver is stopped, the rest of the running "
+    "configuration is kept"
+)
 NO_CONFIG_HINT = (
     "no configuration: pass --config.file=FILE to poll your buckets (see README.md), "
     "or --demo to try the exporter against the built-in CI simulator"
@@ -296,18 +301,17 @@ class _App:
                 web = load_web_config(self.web_config_file) if self.web_config_file else None
             except (ConfigError, WebConfigError) as error:
                 self.poller.reload_failed()
-                log.error(
-                    "configuration reload failed; keeping the running configuration",
-                    extra={"error": str(error)},
-                )
+                log.error(RELOAD_FAILED, extra={"error": str(error)})
                 return False, str(error)
             _log_warnings(self.config_file, config_warnings(config))
             try:
                 self.callbacks.configure(config.callbacks)
             except OSError as error:
                 self.poller.reload_failed()
+                # A move whose old port was lost meanwhile leaves no receiver (the error says so).
+                lost = self.config.callbacks is not None and self.callbacks.receiver is None
                 log.error(
-                    "configuration reload failed; keeping the running configuration",
+                    RELOAD_FAILED_NO_RECEIVER if lost else RELOAD_FAILED,
                     extra={"error": f"callbacks.listen_address: {error}"},
                 )
                 return False, f"callbacks.listen_address: {error}"

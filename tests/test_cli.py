@@ -413,3 +413,37 @@ def test_tls_basic_auth_and_reload_endpoint_in_the_real_process(tmp_path: Path) 
             process.wait(5)
             assert process.stderr is not None
             assert password not in process.stderr.read()
+
+
+def test_a_reload_that_loses_the_callback_receiver_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A move of the receiver whose old port was taken meanwhile leaves none: the reload's
+    log line must not claim the running configuration is kept whole."""
+    from exporter.cli import RELOAD_FAILED, RELOAD_FAILED_NO_RECEIVER, _App
+    from exporter.config import load_config
+    from exporter.sharding import Shard
+
+    path = tmp_path / "config.yml"
+    path.write_text(
+        "targets:\n  - bucket: b-1250000000\n    region: ap-guangzhou\n"
+        "    credentials: {secret_id: AKIDtest, secret_key: test-key}\n"
+        "callbacks:\n  listen_address: 127.0.0.1:0\n  secret: abcdefghijklmnopqrstuvwxyz\n"
+    )
+    config = load_config(str(path))
+    app = _App(config, ("127.0.0.1", 0), "/metrics", Shard(0, 1), config_file=str(path))
+    app.callbacks.configure(app.config.callbacks)
+    try:
+
+        def fails(config: object, lose: bool) -> None:
+            if lose:
+                app.callbacks.stop()
+            raise OSError("cannot listen")
+
+        for lose, said in ((False, RELOAD_FAILED), (True, RELOAD_FAILED_NO_RECEIVER)):
+            monkeypatch.setattr(app.callbacks, "configure", lambda c, lose=lose: fails(c, lose))
+            caplog.clear()
+            assert app.reload() == (False, "callbacks.listen_address: cannot listen")
+            assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [said]
+    finally:
+        app.callbacks.stop()

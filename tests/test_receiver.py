@@ -1,8 +1,10 @@
 """The callback receiver (exporter.receiver) over real loopback HTTP, raw sockets where a client
 must misbehave: CI's callbacks are delivered and answered at once; every forged or broken
 request is refused with its status, counted by its reason, and delivers nothing; slow clients
-do not keep a callback out; the secret is in no log line, metric or error message; and the
-Callbacks holder starts, replaces, swaps and stops receivers as reloads ask.
+do not keep a callback out; a client that expects 100-continue is told to send its body, or
+refused without sending it; the secret is in no log line, metric or error message; and the
+Callbacks holder starts, replaces, swaps, moves (to another host on the same port) and stops
+receivers as reloads ask, delivering no callback twice.
 
 Every wait is bounded (a socket timeout, select, or a condition polled up to WAIT); no test
 sleeps for a guessed time. Ports are the OS's."""
@@ -127,13 +129,13 @@ def read_answer(sock: socket.socket, sent: float) -> Answer:
     return Answer(int(head.split(b" ")[1]), body.decode(), seconds)
 
 
-def connect(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+def connect(port: int, host: str = "127.0.0.1") -> socket.socket:
+    sock = socket.create_connection((host, port), timeout=WAIT)
     return sock
 
 
-def exchange(port: int, data: bytes) -> Answer:
-    with connect(port) as sock:
+def exchange(port: int, data: bytes, host: str = "127.0.0.1") -> Answer:
+    with connect(port, host) as sock:
         sock.sendall(data)
         return read_answer(sock, time.monotonic())
 
@@ -664,6 +666,72 @@ def test_every_reason_is_counted_and_rendered(make: Make) -> None:
     assert server.deliver.delivered() == []
 
 
+# -- Expect: 100-continue ----------------------------------------------------------------------
+
+
+def head_of(data: bytes) -> bytes:
+    return data[: data.index(b"\r\n\r\n") + 4]
+
+
+def read_head(sock: socket.socket) -> bytes:
+    """One answer's head, byte by byte: nothing after it is taken from the socket."""
+    sock.settimeout(WAIT)
+    data = b""
+    while not data.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        assert byte, f"closed after {data!r}"
+        data += byte
+    return data
+
+
+def test_a_client_that_expects_100_continue_is_told_to_send_its_body(make: Make) -> None:
+    """As curl sends a body over 1 KiB: the head, then the body only once told (it would
+    otherwise wait a second, or give up)."""
+    server = make()
+    padded = VALID + b" " * 2048  # still a valid body (spaces after the root)
+    data = request(padded, headers=("Expect: 100-continue",))
+    with connect(server.port) as sock:
+        sock.sendall(head_of(data))
+        assert read_head(sock) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(data[len(head_of(data)) :])
+        answer = read_answer(sock, time.monotonic())
+    assert (answer.status, answer.text) == (200, "ok\n")
+    assert len(server.deliver.delivered()) == 1
+    assert server.rejected() == {}
+
+
+def test_a_body_sent_without_waiting_for_100_continue_is_taken_as_it_comes(make: Make) -> None:
+    """A client may send its body before it is told (RFC 9110 10.1.1): it is not told then."""
+    server = make()
+    answer = server.send(request(VALID, headers=("Expect: 100-continue",)))
+    assert (answer.status, answer.text) == (200, "ok\n")
+    assert len(server.deliver.delivered()) == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "path", "length", "status", "reason"),
+    [
+        ({}, f"/callback/{SECRET}", 10**6, 413, "too_large"),
+        ({}, "/callback/not-the-secret-000000", -1, 404, "secret"),
+        ({"allow": ("10.0.0.0/8",)}, f"/callback/{SECRET}", -1, 403, "network"),
+    ],
+    ids=["too-large", "wrong-secret", "not-allowed"],
+)
+def test_a_head_refused_with_expect_is_answered_without_its_body(
+    make: Make, options: dict[str, Any], path: str, length: int, status: int, reason: str
+) -> None:
+    """The refusal is the first and final answer: no 100 Continue, and no body sent."""
+    server = make(**options)
+    data = request(VALID, path=path, length=length, headers=("Expect: 100-continue",))
+    with connect(server.port) as sock:
+        sock.sendall(head_of(data))
+        answer = read_answer(sock, time.monotonic())
+    assert answer.status == status
+    assert answer.seconds < FAST
+    assert server.rejected() == {reason: 1}
+    assert server.deliver.delivered() == []
+
+
 # -- slow clients ------------------------------------------------------------------------------
 
 
@@ -868,4 +936,196 @@ def test_a_port_in_use_raises_and_keeps_the_running_receiver(
         # Still the old config too: nothing of the failed one was taken up.
         assert exchange(running.port, request(VALID)).status == 200
         assert exchange(running.port, request(VALID, path=f"/callback/{SECRET2}")).status == 404
+    assert len(deliver.delivered()) == 1
+
+
+# -- moving to another host on the same port ---------------------------------------------------
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+MOVES = [
+    pytest.param("0.0.0.0", "127.0.0.1", "127.0.0.1", id="any-to-loopback"),
+    pytest.param("127.0.0.1", "0.0.0.0", "127.0.0.1", id="loopback-to-any"),
+    pytest.param(
+        "[::]",
+        "0.0.0.0",
+        "::1",
+        id="any-ipv6-to-any-ipv4",
+        marks=pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("first", "second", "client"), MOVES)
+def test_a_new_host_on_the_same_port_replaces_the_receiver(
+    callbacks: tuple[Callbacks, Recorder, CallbackStats], first: str, second: str, client: str
+) -> None:
+    """Two of them could not listen at once (EADDRINUSE): the running one makes way."""
+    holder, deliver, stats = callbacks
+    holder.configure(CallbacksConfig(f"{first}:0", SECRET))
+    old = holder.receiver
+    assert old is not None
+    port = old.port
+    assert exchange(port, request(VALID), client).status == 200
+    holder.configure(CallbacksConfig(f"{second}:{port}", SECRET2))
+    new = holder.receiver
+    assert new is not None and new is not old and new.port == port
+    assert exchange(port, request(VALID, path=f"/callback/{SECRET2}")).status == 200
+    assert exchange(port, request(VALID)).status == 404  # the old secret went with the old one
+    assert len(deliver.delivered()) == 2
+    assert stats.enabled
+
+
+UNLISTENABLE = {
+    # TEST-NET-1 (RFC 5737): an address of no host, so of none of this one's interfaces.
+    "not-an-address-here": "192.0.2.1",
+    # Any address, with another program on one of them (127.0.0.2) on that port.
+    "port-taken-elsewhere": "0.0.0.0",
+}
+
+
+@pytest.mark.parametrize("name", list(UNLISTENABLE))
+def test_a_new_host_on_the_same_port_that_cannot_listen_keeps_the_receiver_in_service(
+    callbacks: tuple[Callbacks, Recorder, CallbackStats], name: str
+) -> None:
+    holder, deliver, stats = callbacks
+    holder.configure(CallbacksConfig("127.0.0.1:0", SECRET))
+    running = holder.receiver
+    assert running is not None
+    port, host = running.port, UNLISTENABLE[name]
+    with contextlib.ExitStack() as stack:
+        if name == "port-taken-elsewhere":
+            other = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            other.bind(("127.0.0.2", port))
+            other.listen(1)
+        with pytest.raises(OSError, match=f"cannot listen for callbacks on {host}:{port}"):
+            holder.configure(CallbacksConfig(f"{host}:{port}", SECRET2))
+    kept = holder.receiver
+    assert kept is not None and kept.port == port and kept.config is running.config
+    assert exchange(port, request(VALID)).status == 200
+    assert exchange(port, request(VALID, path=f"/callback/{SECRET2}")).status == 404
+    assert len(deliver.delivered()) == 1
+    assert stats.enabled
+
+
+def test_a_move_whose_old_port_is_taken_meanwhile_says_no_callbacks_are_received(
+    callbacks: tuple[Callbacks, Recorder, CallbackStats], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another program takes the port in the moment it is free: neither address can listen."""
+    holder, _, stats = callbacks
+    holder.configure(CallbacksConfig("127.0.0.1:0", SECRET))
+    running = holder.receiver
+    assert running is not None
+    port, stop = running.port, running.stop
+    thief = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+
+    def stop_and_lose_the_port() -> None:
+        stop()
+        thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        thief.bind(("127.0.0.1", port))
+        thief.listen(1)
+
+    monkeypatch.setattr(running, "stop", stop_and_lose_the_port)
+    with thief, pytest.raises(OSError, match="no longer receiving callbacks") as error:
+        holder.configure(CallbacksConfig(f"192.0.2.1:{port}", SECRET2))
+    assert f"192.0.2.1:{port}" in str(error.value) and f"127.0.0.1:{port}" in str(error.value)
+    assert holder.receiver is None
+    assert not _families_served(stats)
+
+
+@dataclass
+class Gate(Recorder):
+    """A deliver that holds each callback until released."""
+
+    entered: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def __call__(self, bucket: str | None, event: CallbackEvent) -> str:
+        self.entered.set()
+        assert self.release.wait(WAIT)
+        return super().__call__(bucket, event)
+
+
+def _stopping(receiver: CallbackReceiver) -> bool:
+    with receiver._settled:
+        return receiver._stopping
+
+
+def _move_in_background(holder: Callbacks, config: CallbacksConfig) -> threading.Thread:
+    mover = threading.Thread(target=holder.configure, args=(config,), daemon=True)
+    mover.start()
+    return mover
+
+
+def test_a_callback_being_handed_on_as_the_receiver_moves_is_answered_once() -> None:
+    """The old receiver is stopped only once the callback it handed on is answered: its answer
+    is not cut off, so CI does not send it again."""
+    gate, stats = Gate(), CallbackStats()
+    holder = Callbacks(gate, stats)
+    try:
+        holder.configure(CallbacksConfig("127.0.0.1:0", SECRET))
+        running = holder.receiver
+        assert running is not None
+        port = running.port
+        with connect(port) as sock:
+            sock.sendall(request(VALID))
+            assert gate.entered.wait(WAIT)
+            mover = _move_in_background(holder, CallbacksConfig(f"0.0.0.0:{port}", SECRET2))
+            wait_until(lambda: _stopping(running), "the old receiver stopping")
+            gate.release.set()
+            answer = read_answer(sock, time.monotonic())
+        mover.join(WAIT)
+        assert not mover.is_alive()
+        assert (answer.status, answer.text) == (200, "ok\n")
+        assert len(gate.delivered()) == 1
+        moved = holder.receiver
+        assert moved is not None and moved is not running and moved.port == port
+        assert exchange(port, request(VALID, path=f"/callback/{SECRET2}")).status == 200
+        assert len(gate.delivered()) == 2
+    finally:
+        gate.release.set()
+        holder.stop()
+
+
+def test_a_callback_read_as_the_receiver_moves_is_not_handed_on(
+    callbacks: tuple[Callbacks, Recorder, CallbackStats], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its answer could be cut off by the stop: refused (503, or no answer), CI sends it again."""
+    holder, deliver, _ = callbacks
+    holder.configure(CallbacksConfig("127.0.0.1:0", SECRET))
+    running = holder.receiver
+    assert running is not None
+    port = running.port
+    read, read_body = threading.Event(), receiver_module._read_body
+
+    def read_until_stopping(connection: socket.socket, length: int, deadline: float) -> bytes:
+        body = read_body(connection, length, deadline)
+        read.set()
+        wait_until(lambda: _stopping(running), "the old receiver stopping")
+        return body
+
+    monkeypatch.setattr(receiver_module, "_read_body", read_until_stopping)
+    with connect(port) as sock:
+        sock.sendall(request(VALID))
+        assert read.wait(WAIT)
+        mover = _move_in_background(holder, CallbacksConfig(f"0.0.0.0:{port}", SECRET2))
+        mover.join(WAIT)
+        assert not mover.is_alive()
+        data = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                data += chunk
+    assert data == b"" or data.startswith(b"HTTP/1.1 503 "), data[:100]
+    assert deliver.delivered() == []
+    monkeypatch.undo()
+    assert exchange(port, request(VALID, path=f"/callback/{SECRET2}")).status == 200
     assert len(deliver.delivered()) == 1
