@@ -20,12 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from bench.workload import ScaleWorkload, Shape
-from exporter.accounting import CodeLimiter, StreamKey, StreamListings, StreamTracker
+from exporter.accounting import StreamKey, StreamListings, StreamTracker
 from exporter.ci.client import JOB_PAGE_SIZE
 from exporter.ci.models import ACTIVE_STATES, FINISHED_STATES
 from exporter.ci.parse import parse_job_page
 from exporter.simulator import Simulator, render
 from exporter.simulator.model import JobQuery, SimBucket
+from exporter.stream_counts import CodeLimiter
 
 PER = 10_000  # jobs
 SKEW = 30  # the exporter's default clock_skew_tolerance: the window starts this much early

@@ -21,42 +21,37 @@ listed active again, or a job older than the window that the stream never saw ac
 finished job brought back: it is shown active but never counted again (it stays remembered
 while active). Both are counted as anomalies, once per job and occurrence.
 
-Every job held (active, or counted and remembered) costs memory for as long as it is held, so
-it is held compactly: the JobId as an int when it has CI's usual form, an active job's record
-as one int. Both are exact; `active` and `seen` show them by JobId. Histograms cost series, so
-they are made at their first observation, with the bounds of the configuration
-(HistogramLayout), and not at all for a service whose histograms are off.
+Every job held (active, or counted and remembered) is held compactly (exporter.held_jobs);
+what the counted jobs add up to, counts and histograms, is the tracker's StreamCounts
+(exporter.stream_counts).
 
 Threads: a tracker belongs to its target's poll thread (exporter.poll.streams), which also
-hands it a reloaded configuration's layout (set_layout) between polls. The CodeLimiter is the
-one object shared across targets, under its lock.
+hands it a reloaded configuration's layout (set_layout) between polls.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
-import re
-import struct
-import threading
-from collections import Counter, deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TypeVar
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import InitVar, dataclass, field
 
 from exporter.ci.models import ACTIVE_STATES, FINISHED_STATES, DescribeResult, Job
 from exporter.dedupe import DUPLICATE_ID, RESURRECTED, JobKey, TargetJobIds
-from exporter.snapshot import (
-    FailedJob,
-    Histogram,
-    HistogramLayout,
-    StreamSnapshot,
-    cap_label,
+from exporter.held_jobs import (
+    OLDEST_BY,
+    ActiveJob,
+    ActiveJobs,
+    JobsById,
+    job_id_of,
+    job_key,
+    pack,
+    packed_creation,
+    packed_state,
+    wait_observed,
 )
-
-OTHER_CODE = "other"
-
-RECENT_FAILURES = 50
+from exporter.snapshot import FailedJob, HistogramLayout, StreamSnapshot
+from exporter.stream_counts import CodeLimiter, StreamCounts
 
 
 def listing_boundary(local_time: float, clock_offset: float | None, skew_tolerance: float) -> int:
@@ -67,191 +62,7 @@ def listing_boundary(local_time: float, clock_offset: float | None, skew_toleran
     return math.floor(local_time + (clock_offset or 0.0) - skew_tolerance) - 1
 
 
-class HistogramAccumulator:
-    """Observations counted in the buckets of `bounds` (ascending; +Inf comes on top)."""
-
-    __slots__ = ("bounds", "count", "counts", "total")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.counts = [0] * len(bounds)
-        self.total = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        value = max(0.0, value)
-        index = bisect.bisect_left(self.bounds, value)
-        if index < len(self.bounds):
-            self.counts[index] += 1
-        self.total += value
-        self.count += 1
-
-    def snapshot(self) -> Histogram:
-        cumulative, running = [], 0
-        for n in self.counts:
-            running += n
-            cumulative.append(running)
-        return Histogram(self.bounds, tuple(cumulative), self.total, self.count)
-
-
-class CodeLimiter:
-    """Failure codes are open-ended text: the first `limit` distinct codes keep their own label,
-    later ones become "other". Shared by every stream so the cap holds for the whole exporter.
-    A code is cut to MAX_LABEL_CHARS first (codes alike up to there are one label)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._admitted: set[str] = set()
-        self._lock = threading.Lock()  # targets poll on threads of their own
-
-    def label(self, code: str) -> str:
-        code = cap_label(code) if code else "unknown"
-        with self._lock:
-            if code in self._admitted:
-                return code
-            if len(self._admitted) < self.limit:
-                self._admitted.add(code)
-                return code
-        return OTHER_CODE
-
-
-# -- how tracked jobs are held (see the module doc) ----------------------------------------
-
-_USUAL_ID = re.compile(r"[a-z][0-9a-f]{32}\Z")
-_HEX_BITS = 128
-_HEX_MASK = (1 << _HEX_BITS) - 1
-_LETTER_BITS = {chr(c): c << _HEX_BITS for c in range(ord("a"), ord("z") + 1)}
-
-
-def job_key(job_id: str) -> JobKey:
-    """CI's JobIds are a letter and 32 lowercase hex digits: as an int that is half the memory
-    of the text. Any other id is kept as it is (an int key never equals a str key)."""
-    if len(job_id) == 33 and _USUAL_ID.match(job_id):
-        return _LETTER_BITS[job_id[0]] | int(job_id[1:], 16)
-    return job_id
-
-
-def job_id_of(key: JobKey) -> str:
-    if isinstance(key, str):
-        return key
-    return chr(key >> _HEX_BITS) + (key & _HEX_MASK).to_bytes(16, "big").hex()
-
-
-# An active job's record packed in one int: bits 0-1 the state, bit 2 wait observed, bits 3-4
-# whether each time is known, from bit 5 the two times as IEEE doubles (creation, then start).
-_STATE_CODES = {state: code for code, state in enumerate(ACTIVE_STATES)}
-_WAIT_OBSERVED, _HAS_CREATION, _HAS_START = 4, 8, 16
-_TIMES_SHIFT = 5
-_TWO_TIMES = struct.Struct("<dd")
-_ONE_TIME = struct.Struct("<d")
-_DOUBLE_MASK = (1 << 64) - 1
-
-
-def _pack(state: str, creation: float | None, start: float | None, wait_observed: bool) -> int:
-    flags = _STATE_CODES[state]
-    if wait_observed:
-        flags |= _WAIT_OBSERVED
-    if creation is None:
-        creation = 0.0
-    else:
-        flags |= _HAS_CREATION
-    if start is None:
-        start = 0.0
-    else:
-        flags |= _HAS_START
-    return int.from_bytes(_TWO_TIMES.pack(creation, start), "little") << _TIMES_SHIFT | flags
-
-
-def _double(bits: int) -> float:
-    value: float = _ONE_TIME.unpack(bits.to_bytes(8, "little"))[0]
-    return value
-
-
-def _packed_creation(packed: int) -> float | None:
-    """A packed record's creation time, without unpacking the rest."""
-    return _double(packed >> _TIMES_SHIFT & _DOUBLE_MASK) if packed & _HAS_CREATION else None
-
-
-def _packed_start(packed: int) -> float | None:
-    return _double(packed >> (_TIMES_SHIFT + 64)) if packed & _HAS_START else None
-
-
-def _packed_running_since(packed: int) -> float | None:
-    """When a running job started; its creation when no start is known (a workflow run's
-    listing gives none, and a run starts when it is created: it waits for no slot)."""
-    start = _packed_start(packed)
-    return start if start is not None else _packed_creation(packed)
-
-
-# The age of the backlog is told by when its oldest job was created; of the running jobs, by
-# when the longest-running one started.
-_OLDEST_BY = {"Submitted": _packed_creation, "Running": _packed_running_since}
-
-
-@dataclass(slots=True)
-class ActiveJob:
-    state: str
-    creation_time: float | None
-    start_time: float | None
-    wait_observed: bool
-
-    def pack(self) -> int:
-        return _pack(self.state, self.creation_time, self.start_time, self.wait_observed)
-
-    @staticmethod
-    def unpack(packed: int) -> ActiveJob:
-        creation, start = _TWO_TIMES.unpack((packed >> _TIMES_SHIFT).to_bytes(16, "little"))
-        return ActiveJob(
-            ACTIVE_STATES[packed & 3],
-            creation if packed & _HAS_CREATION else None,
-            start if packed & _HAS_START else None,
-            bool(packed & _WAIT_OBSERVED),
-        )
-
-
-_Held = TypeVar("_Held")
-
-
-class JobsById(Mapping[str, _Held]):
-    """A read-only view, by JobId, of jobs held by JobKey: for tests and inspection."""
-
-    __slots__ = ("_jobs",)
-
-    def __init__(self, jobs: dict[JobKey, _Held]) -> None:
-        self._jobs = jobs
-
-    def __getitem__(self, job_id: str) -> _Held:
-        return self._jobs[job_key(job_id)]
-
-    def __contains__(self, job_id: object) -> bool:
-        return isinstance(job_id, str) and job_key(job_id) in self._jobs
-
-    def __iter__(self) -> Iterator[str]:
-        return map(job_id_of, self._jobs)
-
-    def __len__(self) -> int:
-        return len(self._jobs)
-
-
-class ActiveJobs(Mapping[str, ActiveJob]):
-    """A read-only view, by JobId, of a stream's active jobs."""
-
-    __slots__ = ("_packed",)
-
-    def __init__(self, jobs: dict[JobKey, int]) -> None:
-        self._packed = JobsById(jobs)
-
-    def __getitem__(self, job_id: str) -> ActiveJob:
-        return ActiveJob.unpack(self._packed[job_id])
-
-    def __contains__(self, job_id: object) -> bool:
-        return job_id in self._packed
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._packed)
-
-    def __len__(self) -> int:
-        return len(self._packed)
+_DEFAULT_LAYOUT = HistogramLayout()
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,7 +102,7 @@ class TrackerState:
 @dataclass
 class StreamTracker:
     key: StreamKey
-    codes: CodeLimiter
+    codes: InitVar[CodeLimiter]  # handed to its counts
     # CI-clock creation time from which the next finished listing must start; None until the
     # stream's first poll begins.
     window_start: int | None = None
@@ -305,26 +116,25 @@ class StreamTracker:
     _active: dict[JobKey, int] = field(default_factory=dict, init=False, repr=False)
     # JobKey -> creation time of finished jobs a future window listing can still return.
     _seen: dict[JobKey, float] = field(default_factory=dict, init=False, repr=False)
-    finished: Counter[str] = field(default_factory=Counter)
-    failures: Counter[str] = field(default_factory=Counter)
-    # The bounds of the stream's histograms; None: its service's histograms are off, nothing
-    # is observed. Histograms are made at their first observation (a series only for what
-    # happened): finished state -> run time, and the queue wait. See set_layout for a change.
-    layout: HistogramLayout | None = field(default_factory=HistogramLayout)
-    run_duration: dict[str, HistogramAccumulator] = field(default_factory=dict)
-    queue_wait: HistogramAccumulator | None = None
-    # Usually shared by every stream of a target, so the newest failures of all are at hand.
-    recent_failures: deque[FailedJob] = field(
-        default_factory=lambda: deque(maxlen=RECENT_FAILURES), repr=False
-    )
+    # The bounds of the stream's histograms (None: its service's have none), and the deque of
+    # its target's newest failures: handed to its counts.
+    layout: InitVar[HistogramLayout | None] = _DEFAULT_LAYOUT
+    recent_failures: InitVar[deque[FailedJob] | None] = None
     # Shared by every stream of a target (see share_ids): who counted which job.
     ids: TargetJobIds = field(default_factory=TargetJobIds, repr=False, compare=False)
-    last_failed_job: str = ""
-    last_failed_code: str = ""
-    # When that job ended: jobs of one poll are committed in creation order, and the exemplar
-    # must be the one that failed last, not the one created last.
-    last_failed_time: float = -math.inf
     vanished: int = 0  # active jobs CI no longer knew (deleted): not counted as finished
+    counts: StreamCounts = field(init=False)  # what the counted jobs add up to
+
+    def __post_init__(
+        self,
+        codes: CodeLimiter,
+        layout: HistogramLayout | None,
+        recent_failures: deque[FailedJob] | None,
+    ) -> None:
+        where = (self.key.service, self.key.queue_id, self.key.tag)
+        self.counts = StreamCounts(codes, where, layout)
+        if recent_failures is not None:
+            self.counts.recent_failures = recent_failures
 
     @property
     def active(self) -> ActiveJobs:
@@ -363,9 +173,7 @@ class StreamTracker:
     def oldest_creation(self, job_ids: Iterable[str]) -> float | None:
         """The earliest creation time among these tracked active jobs."""
         records = (self._active.get(job_key(job_id)) for job_id in job_ids)
-        times = [
-            t for t in (_packed_creation(r) for r in records if r is not None) if t is not None
-        ]
+        times = [t for t in (packed_creation(r) for r in records if r is not None) if t is not None]
         return min(times) if times else None
 
     # -- commit ---------------------------------------------------------------------------
@@ -473,17 +281,17 @@ class StreamTracker:
             self.ids.note(RESURRECTED)
             if key not in self._seen:
                 self._seen[key] = job.creation_time if job.creation_time is not None else 0.0
-        self._active[key] = _pack(job.state, job.creation_time, job.start_time, True)
+        self._active[key] = pack(job.state, job.creation_time, job.start_time, True)
 
     def _track_active(self, job: Job, key: JobKey, before: int | None) -> None:
-        observed = before is not None and bool(before & _WAIT_OBSERVED)
+        observed = before is not None and wait_observed(before)
         if not observed and job.start_time is not None and job.creation_time is not None:
             # Counting wait only for jobs seen before they started would leave out the ones
             # that started between polls; a job seen started counts once here.
             if before is not None or self.counting:
-                self._observe_wait(job.start_time - job.creation_time)
+                self.counts.observe_wait(job.start_time - job.creation_time)
             observed = True
-        self._active[key] = _pack(job.state, job.creation_time, job.start_time, observed)
+        self._active[key] = pack(job.state, job.creation_time, job.start_time, observed)
 
     def _apply_described(
         self, described: DescribeResult, previous: dict[JobKey, int], now: float
@@ -518,61 +326,11 @@ class StreamTracker:
             return
         if not count:
             return
-        self.finished[job.state] += 1
-        if job.start_time is not None and job.end_time is not None:
-            self._observe_run(job.state, job.end_time - job.start_time)
-        waited = before is not None and bool(before & _WAIT_OBSERVED)
-        if not waited and job.start_time is not None and job.creation_time is not None:
-            self._observe_wait(job.start_time - job.creation_time)
-        if job.state == "Failed":
-            self._record_failure(job, now)
-
-    # -- histograms -----------------------------------------------------------------------
-
-    def _observe_run(self, state: str, seconds: float) -> None:
-        if self.layout is None:
-            return
-        histogram = self.run_duration.get(state)
-        if histogram is None:
-            histogram = self.run_duration[state] = HistogramAccumulator(self.layout.run_time)
-        histogram.observe(seconds)
-
-    def _observe_wait(self, seconds: float) -> None:
-        if self.layout is None:
-            return
-        if self.queue_wait is None:
-            self.queue_wait = HistogramAccumulator(self.layout.queue_wait)
-        self.queue_wait.observe(seconds)
+        self.counts.finish(job, before is not None and wait_observed(before), now)
 
     def set_layout(self, layout: HistogramLayout | None) -> bool:
-        """Take up the bounds of a new configuration (None: histograms off). When they changed,
-        the histograms are dropped and start again from their next observation: buckets that
-        changed are new series, and Prometheus sees the series it keeps going back to 0 as a
-        counter reset, so rate() and histogram_quantile() stay right. Counters, gauges and
-        what the stream remembers of its jobs are untouched. Returns whether it changed."""
-        if layout == self.layout:
-            return False
-        self.layout, self.run_duration, self.queue_wait = layout, {}, None
-        return True
-
-    def _record_failure(self, job: Job, now: float) -> None:
-        code = self.codes.label(job.code)
-        self.failures[code] += 1
-        ended = job.end_time if job.end_time is not None else now
-        if ended >= self.last_failed_time:
-            self.last_failed_job, self.last_failed_code = job.job_id, code
-            self.last_failed_time = ended
-        self.recent_failures.append(
-            FailedJob(
-                time=ended,
-                service=self.key.service,
-                queue_id=self.key.queue_id,
-                tag=self.key.tag,
-                job_id=job.job_id,
-                code=job.code,
-                message=job.message,
-            )
-        )
+        """Take up the bounds of a new configuration: see StreamCounts.set_layout."""
+        return self.counts.set_layout(layout)
 
     def _forget_before(self, lowest: float) -> None:
         """Drop finished jobs no future window listing can return (a revived job that is
@@ -630,7 +388,7 @@ class StreamTracker:
         tracker._active = {
             k: record.pack()
             for k, record in ((job_key(job_id), r) for job_id, r in state.active)
-            if record.state in _STATE_CODES
+            if record.state in ACTIVE_STATES
         }
         return tracker
 
@@ -644,27 +402,25 @@ class StreamTracker:
         active = dict.fromkeys(ACTIVE_STATES, 0)
         oldest: dict[str, float] = {}
         for packed in self._active.values():
-            state = ACTIVE_STATES[packed & 3]
+            state = packed_state(packed)
             active[state] += 1
-            time_of = _OLDEST_BY.get(state)
+            time_of = OLDEST_BY.get(state)
             if time_of is not None:
                 t = time_of(packed)
                 if t is not None and t < oldest.get(state, t + 1):
                     oldest[state] = t
+        counts = self.counts
+        run_duration, queue_wait = counts.histograms()
         return StreamSnapshot(
             service=self.key.service,
             queue_id=self.key.queue_id,
             tag=self.key.tag,
             active=active,
-            finished={state: self.finished[state] for state in FINISHED_STATES},
-            failures=dict(self.failures),
-            run_duration={
-                state: self.run_duration[state].snapshot()
-                for state in FINISHED_STATES
-                if state in self.run_duration
-            },
-            queue_wait=None if self.queue_wait is None else self.queue_wait.snapshot(),
+            finished={state: counts.finished[state] for state in FINISHED_STATES},
+            failures=dict(counts.failures),
+            run_duration=run_duration,
+            queue_wait=queue_wait,
             oldest=oldest,
-            last_failed_job=self.last_failed_job,
-            last_failed_code=self.last_failed_code,
+            last_failed_job=counts.last_failed_job,
+            last_failed_code=counts.last_failed_code,
         )

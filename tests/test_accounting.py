@@ -12,18 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.accounting import (
-    ActiveJob,
-    CodeLimiter,
-    HistogramAccumulator,
-    StreamKey,
-    StreamListings,
-    StreamTracker,
-    job_id_of,
-    job_key,
-    listing_boundary,
-)
+from exporter.accounting import StreamKey, StreamListings, StreamTracker, listing_boundary
 from exporter.ci.models import ACTIVE_STATES, FINISHED_STATES, DescribeResult, Job
+from exporter.held_jobs import ActiveJob, job_id_of, job_key
+from exporter.stream_counts import CodeLimiter, HistogramAccumulator
 
 T0 = 1_700_000_000
 
@@ -126,7 +118,7 @@ def new_tracker(limit: int = 50) -> StreamTracker:
 
 
 def total(tracker: StreamTracker) -> int:
-    return sum(tracker.finished.values())
+    return sum(tracker.counts.finished.values())
 
 
 @pytest.mark.parametrize("inclusive", [True, False])
@@ -137,7 +129,7 @@ def test_baseline_is_not_counted(inclusive: bool) -> None:
     ci.add(FakeJob("running", T0 - 50, T0 - 40))
     tracker = new_tracker()
     poll(tracker, ci, T0)
-    assert total(tracker) == 0 and not tracker.failures
+    assert total(tracker) == 0 and not tracker.counts.failures
     assert tracker.snapshot().active == {"Submitted": 0, "Running": 1, "Pause": 0}
     poll(tracker, ci, T0 + 60)
     assert total(tracker) == 0
@@ -153,9 +145,9 @@ def test_job_seen_active_then_finished_counts_once(inclusive: bool) -> None:
     assert poll(tracker, ci, T0 + 60) == 1  # found by describe-by-id
     for k in range(2, 6):
         poll(tracker, ci, T0 + 60 * k)
-    assert tracker.finished == {"Success": 1}
-    assert tracker.run_duration["Success"].count == 1
-    assert tracker.run_duration["Success"].total == 3530
+    assert tracker.counts.finished == {"Success": 1}
+    assert tracker.counts.run_duration["Success"].count == 1
+    assert tracker.counts.run_duration["Success"].total == 3530
 
 
 @pytest.mark.parametrize("inclusive", [True, False])
@@ -167,9 +159,9 @@ def test_created_and_finished_between_polls(inclusive: bool) -> None:
     ci.add(FakeJob("cancelled", T0 + 12, None, T0 + 13, "Cancel"))
     assert poll(tracker, ci, T0 + 60) == 0
     poll(tracker, ci, T0 + 120)
-    assert tracker.finished == {"Failed": 1, "Cancel": 1}
-    assert tracker.failures == {"InternalError": 1}
-    assert tracker.queue_wait.count == 1  # the cancelled job never started
+    assert tracker.counts.finished == {"Failed": 1, "Cancel": 1}
+    assert tracker.counts.failures == {"InternalError": 1}
+    assert tracker.counts.queue_wait.count == 1  # the cancelled job never started
 
 
 @pytest.mark.parametrize("inclusive", [True, False])
@@ -189,7 +181,7 @@ def test_jobs_created_in_the_same_second_as_a_window_edge(inclusive: bool) -> No
     # whichever way CI reads its bounds; it must not count twice.
     poll(tracker, ci, T0 + 120, offset=0.0)
     poll(tracker, ci, T0 + 180, offset=0.0)
-    assert tracker.finished == {"Success": 2}
+    assert tracker.counts.finished == {"Success": 2}
 
 
 @pytest.mark.parametrize("skew", [-20.0, 20.0, -30.0, 30.0])
@@ -204,7 +196,7 @@ def test_clock_skew(skew: float, measured: bool) -> None:
     ci.add(FakeJob("b", int(T0 + skew) + 40, None, int(T0 + skew) + 45, "Cancel"))
     for k in range(1, 5):
         poll(tracker, ci, T0 + 60 * k, offset=offset)
-    assert tracker.finished == {"Success": 1, "Cancel": 1}
+    assert tracker.counts.finished == {"Success": 1, "Cancel": 1}
 
 
 def test_outage_catches_up_from_the_last_successful_window() -> None:
@@ -234,8 +226,8 @@ def test_race_between_the_listings_of_one_poll() -> None:
     poll(tracker, ci, T0 + 60, race=2)
     poll(tracker, ci, T0 + 120, race=2)
     poll(tracker, ci, T0 + 180, race=2)
-    assert tracker.finished == {"Success": 1}
-    assert tracker.queue_wait.count == 1
+    assert tracker.counts.finished == {"Success": 1}
+    assert tracker.counts.queue_wait.count == 1
 
 
 def test_deleted_job_is_dropped_not_counted() -> None:
@@ -307,9 +299,9 @@ def run_random_scenario(seed: int, inclusive: bool, skew: float, measured: bool)
         poll(tracker, ci, max(t, drain) + 61 * k, offset=offset)
     expected = [j for j in ci.jobs if j.ended is not None and j.ended > ci_t0]
     expected_by_state = {s: sum(1 for j in expected if j.final == s) for s in FINISHED_STATES}
-    got = {s: tracker.finished[s] for s in FINISHED_STATES}
+    got = {s: tracker.counts.finished[s] for s in FINISHED_STATES}
     assert got == expected_by_state
-    assert sum(tracker.failures.values()) == expected_by_state["Failed"]
+    assert sum(tracker.counts.failures.values()) == expected_by_state["Failed"]
     assert tracker.active == {}
     assert tracker.tracked_jobs == 0
 
@@ -352,7 +344,7 @@ def test_first_poll_failing_still_counts_what_finished_after_it(measured: bool) 
     ci.add(FakeJob("after", T0 + 40, T0 + 41, T0 + 50, "Failed", "E1"))
     poll(tracker, ci, T0 + 60, offset=offset)
     poll(tracker, ci, T0 + 120, offset=offset)
-    assert tracker.finished == {"Failed": 1}
+    assert tracker.counts.finished == {"Failed": 1}
 
 
 def test_a_finished_job_in_the_active_listing_is_counted() -> None:
@@ -368,13 +360,13 @@ def test_a_finished_job_in_the_active_listing_is_counted() -> None:
     missing = tracker.to_describe([ended], [])
     assert missing == ["lagging"]
     tracker.commit(StreamListings([ended], []), boundary, T0 + 60)
-    assert tracker.finished == {"Success": 1}
+    assert tracker.counts.finished == {"Success": 1}
     # The lagging index returns it again, long after the window forgot it: still once.
     for at in (T0 + 120, T0 + 180):
         boundary = listing_boundary(at, None, 30)
         tracker.begin(boundary, at)
         tracker.commit(StreamListings([ended], []), boundary, at)
-    assert tracker.finished == {"Success": 1}
+    assert tracker.counts.finished == {"Success": 1}
 
 
 # -- how tracked jobs are held ----------------------------------------------------------------

@@ -251,7 +251,7 @@ def stub_poller(stub: Stub, *entries: DiscoveryConfig) -> Poller:
 def test_a_reload_changing_an_entry_keeps_its_targets_and_their_counts(sim: Simulator) -> None:
     """DEFECT. A reload that changes anything in a discovery entry (here its keys are rotated,
     the usual SIGHUP after a ${VAR} changes; also grace, interval, tags, a prefix added) makes
-    Discoverer.reconfigure build a new _Entry with no listings, so Poller._apply drops every
+    Discoverer.reconfigure build a new _Entry with no listings, so TargetSet.apply drops every
     target that entry found, at once: they leave /metrics and the state file, and come back
     only when the new entry has listed, as new TargetPollers from a fresh baseline. The
     counters reset and the jobs that finished in between are never counted.
@@ -359,14 +359,14 @@ def test_a_restart_keeps_the_saved_streams_of_a_service_not_listed_yet(
     sim: Simulator, tmp_path: Path
 ) -> None:
     """DEFECT. After a restart, the first listing that finds a saved discovered target claims
-    it (Poller._new_target pops it from `_unclaimed`) with only the services found so far;
+    it (TargetSet._new_target pops it from `unclaimed`) with only the services found so far;
     TargetPoller.restore keeps only those services' streams. When the other service's listing
     (failing at startup) finds the bucket later, that service starts from a fresh baseline:
     a pic job that finished while the exporter was down is never counted (and the pic streams
     are gone from the state file at the target's first save).
 
     Right: the saved streams of a service the bucket may still be found enabled on are kept
-    (in `_unclaimed` or the state file) until that service's listing has succeeded, and are
+    (in `unclaimed` or the state file) until that service's listing has succeeded, and are
     restored when the service is added; the job is counted once."""
     bucket = sim.add_bucket("both-1250000000", GZ, services=["media", "pic"])
     media_q, pic_q = bucket.add_queue("media", name="m"), bucket.add_queue("pic", name="p")
@@ -399,7 +399,7 @@ def test_a_restart_keeps_a_saved_target_missing_from_one_listing_within_grace(
 ) -> None:
     """DEFECT. In a running exporter a bucket missing from one listing is kept for `grace`
     (30m by default) with its accounting. After a restart the saved target gets no grace:
-    the first listings that settle discovery without it clear `_unclaimed` (Poller._apply)
+    the first listings that settle discovery without it clear `unclaimed` (TargetSet.apply)
     and it leaves the state file at once; listed again a minute later it starts from a fresh
     baseline, and the job that finished while the exporter was down is lost.
 

@@ -15,13 +15,13 @@ from clients import bare_client
 from freezegun import freeze_time
 from pipeline_world import BUCKETS, REGION, TAG, finished, target, two_buckets
 
-from exporter.accounting import CodeLimiter
 from exporter.api_stats import ApiStats
 from exporter.config import Config, RateLimitConfig
 from exporter.poller import Poller
 from exporter.sharding import Shard
 from exporter.simulator import Simulator
 from exporter.state import load_state
+from exporter.stream_counts import CodeLimiter
 
 pytestmark = pytest.mark.usefixtures("frozen_on_every_thread")
 

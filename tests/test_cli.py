@@ -20,10 +20,10 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from test_webconfig import make_pki, tls_section
 
-from exporter.accounting import CodeLimiter
 from exporter.demo import DEMO_POLL_INTERVAL
 from exporter.simulator import Simulator
 from exporter.state import load_state
+from exporter.stream_counts import CodeLimiter
 
 FAMILIES = (
     "tencent_ci_queue_info",

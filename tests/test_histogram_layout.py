@@ -15,7 +15,7 @@ import pytest
 from clients import bare_client
 from freezegun import freeze_time
 
-from exporter.accounting import CodeLimiter, StreamKey, StreamListings, StreamTracker
+from exporter.accounting import StreamKey, StreamListings, StreamTracker
 from exporter.api_stats import ApiStats
 from exporter.ci.models import Job
 from exporter.config import Config, ServiceConfig, TargetConfig
@@ -29,6 +29,7 @@ from exporter.snapshot import (
     HistogramLayout,
     StreamSnapshot,
 )
+from exporter.stream_counts import CodeLimiter
 
 T0 = 1_700_000_000
 KEY = StreamKey("media", "q1", "Transcode")
@@ -105,7 +106,7 @@ def test_histograms_off_observe_nothing() -> None:
     assert snapshot.failures == {"E1": 1}
     assert snapshot.active["Running"] == 1
     assert snapshot.run_duration == {} and snapshot.queue_wait is None
-    assert tracker.run_duration == {} and tracker.queue_wait is None
+    assert tracker.counts.run_duration == {} and tracker.counts.queue_wait is None
 
 
 def test_new_bounds_drop_the_histograms_and_keep_every_count() -> None:
@@ -150,7 +151,7 @@ def test_histograms_turned_off_then_on_start_afresh() -> None:
     assert tracker.set_layout(None) is True
     assert tracker.snapshot().run_duration == {}
     commit(tracker, finished_job("j2"))
-    assert tracker.run_duration == {} and tracker.queue_wait is None
+    assert tracker.counts.run_duration == {} and tracker.counts.queue_wait is None
     assert tracker.set_layout(HistogramLayout()) is True
     commit(tracker, finished_job("j3"))
     snapshot = tracker.snapshot()
@@ -323,7 +324,7 @@ def test_restored_streams_take_the_configured_layout(frozen: Any, tmp_path: Path
         )
         w.poller = Poller(restarted, ApiStats(), client_factory=bare_client)
         (poller,) = w.poller.targets
-        layouts = {key.service: t.layout for key, t in poller.streams.trackers.items()}
+        layouts = {key.service: t.counts.layout for key, t in poller.streams.trackers.items()}
         assert layouts == {"media": None, "ai": SMALL}
         w.run_job("media")
         w.run_job("ai")

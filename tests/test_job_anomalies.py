@@ -18,13 +18,14 @@ import pytest
 from freezegun import freeze_time
 from test_scenarios import INTERVAL, World, make_world
 
-from exporter.accounting import CodeLimiter, StreamKey
+from exporter.accounting import StreamKey
 from exporter.api_stats import ApiStats
 from exporter.dedupe import LAG_LIMIT, TargetJobIds
 from exporter.landing import render_landing_page
 from exporter.poll.target import TargetPoller
 from exporter.poller import Poller
 from exporter.snapshot import MAX_LABEL_CHARS
+from exporter.stream_counts import CodeLimiter
 
 TAG = "Transcode"
 

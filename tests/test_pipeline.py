@@ -17,7 +17,6 @@ from freezegun import freeze_time
 from pipeline_world import BUCKETS, REGION, finished, target, two_buckets
 
 import exporter.state as state_module
-from exporter.accounting import CodeLimiter
 from exporter.api_stats import ApiStats
 from exporter.ci.client import CIClient
 from exporter.config import Config, RateLimitConfig, RetryConfig
@@ -25,6 +24,7 @@ from exporter.poll.clients import SharedClients, build_client
 from exporter.poller import Poller
 from exporter.simulator import Fault, Simulator
 from exporter.state import load_state
+from exporter.stream_counts import CodeLimiter
 
 pytestmark = pytest.mark.usefixtures("frozen_on_every_thread")
 

@@ -902,9 +902,7 @@ def test_the_same_address_swaps_the_config_in_place(
     callbacks: tuple[Callbacks, Recorder, CallbackStats],
 ) -> None:
     holder, deliver, _ = callbacks
-    holder.configure(CallbacksConfig("127.0.0.1:0", SECRET))
-    running = holder.receiver
-    assert running is not None
+    running = _listening(holder)
     port = running.port
     padded = VALID + b" " * 1024  # still a valid body (spaces after the root), over 1024 bytes
     assert exchange(port, request(padded)).status == 200
@@ -923,9 +921,7 @@ def test_a_port_in_use_raises_and_keeps_the_running_receiver(
     callbacks: tuple[Callbacks, Recorder, CallbackStats],
 ) -> None:
     holder, deliver, _ = callbacks
-    holder.configure(CallbacksConfig("127.0.0.1:0", SECRET))
-    running = holder.receiver
-    assert running is not None
+    running = _listening(holder)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
@@ -997,9 +993,7 @@ def test_a_new_host_on_the_same_port_that_cannot_listen_keeps_the_receiver_in_se
     callbacks: tuple[Callbacks, Recorder, CallbackStats], name: str
 ) -> None:
     holder, deliver, stats = callbacks
-    holder.configure(CallbacksConfig("127.0.0.1:0", SECRET))
-    running = holder.receiver
-    assert running is not None
+    running = _listening(holder)
     port, host = running.port, UNLISTENABLE[name]
     with contextlib.ExitStack() as stack:
         if name == "port-taken-elsewhere":
@@ -1022,9 +1016,7 @@ def test_a_move_whose_old_port_is_taken_meanwhile_says_no_callbacks_are_received
 ) -> None:
     """Another program takes the port in the moment it is free: neither address can listen."""
     holder, _, stats = callbacks
-    holder.configure(CallbacksConfig("127.0.0.1:0", SECRET))
-    running = holder.receiver
-    assert running is not None
+    running = _listening(holder)
     port, stop = running.port, running.stop
     thief = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 
@@ -1040,6 +1032,13 @@ def test_a_move_whose_old_port_is_taken_meanwhile_says_no_callbacks_are_received
     assert f"192.0.2.1:{port}" in str(error.value) and f"127.0.0.1:{port}" in str(error.value)
     assert holder.receiver is None
     assert not _families_served(stats)
+
+
+def _listening(holder: Callbacks) -> CallbackReceiver:
+    """The holder's receiver, started on a loopback port of the OS's choice."""
+    holder.configure(CallbacksConfig("127.0.0.1:0", SECRET))
+    assert holder.receiver is not None
+    return holder.receiver
 
 
 @dataclass
@@ -1101,9 +1100,7 @@ def test_a_callback_read_as_the_receiver_moves_is_not_handed_on(
 ) -> None:
     """Its answer could be cut off by the stop: refused (503, or no answer), CI sends it again."""
     holder, deliver, _ = callbacks
-    holder.configure(CallbacksConfig("127.0.0.1:0", SECRET))
-    running = holder.receiver
-    assert running is not None
+    running = _listening(holder)
     port = running.port
     read, read_body = threading.Event(), receiver_module._read_body
 

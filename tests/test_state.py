@@ -18,13 +18,7 @@ import pytest
 from test_accounting import STARTED, T0, FakeCI, FakeJob, new_tracker, poll
 
 from exporter import state as state_module
-from exporter.accounting import (
-    CodeLimiter,
-    StreamKey,
-    StreamListings,
-    StreamTracker,
-    listing_boundary,
-)
+from exporter.accounting import StreamKey, StreamListings, StreamTracker, listing_boundary
 from exporter.ci.models import FINISHED_STATES
 from exporter.snapshot import FailedJob
 from exporter.state import (
@@ -35,6 +29,7 @@ from exporter.state import (
     load_state,
     save_state,
 )
+from exporter.stream_counts import CodeLimiter
 
 TARGET = "examplebucket-1250000000/ap-chongqing"
 KEY = StreamKey("media", "q1", "Transcode")
@@ -72,7 +67,7 @@ def polled_state() -> TargetState:
 def test_round_trip_restores_the_accounting_but_not_the_counts(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     saved = polled_state()
-    assert saved.trackers[KEY].finished == {"Success": 1}
+    assert saved.trackers[KEY].counts.finished == {"Success": 1}
     save_state(path, {TARGET: saved})
     failures: deque[FailedJob] = deque(maxlen=50)
     loaded = load_state(path, CodeLimiter(50), lambda name: failures)
@@ -94,9 +89,9 @@ def test_round_trip_restores_the_accounting_but_not_the_counts(tmp_path: Path) -
             expected = dataclasses.replace(expected, baseline_fixed=True)
         assert after.to_state() == expected
         assert after.key == before.key
-        assert after.recent_failures is failures
-        assert not after.finished and not after.failures
-        assert after.queue_wait is None and not after.run_duration
+        assert after.counts.recent_failures is failures
+        assert not after.counts.finished and not after.counts.failures
+        assert after.counts.queue_wait is None and not after.counts.run_duration
     assert restored.retired[q2][0] == T0 + 5.5
     tracker = restored.trackers[KEY]
     assert tracker.tracked_jobs == 3
@@ -481,7 +476,7 @@ def counted_jobs(*trackers: StreamTracker) -> Counter[str]:
     jobs were counted, and how often."""
     total: Counter[str] = Counter()
     for tracker in trackers:
-        total.update(tracker.failures)
+        total.update(tracker.counts.failures)
     return total
 
 
@@ -494,7 +489,7 @@ def test_jobs_that_finished_while_down_count_once(tmp_path: Path) -> None:
     ci = FakeCI(inclusive=True)
     long_runner = ci.add(failing("long", T0 - 3600, T0 - 3500, None))
     tracker = new_tracker()
-    tracker.codes = codes
+    tracker.counts.codes = codes
     poll(tracker, ci, T0)
     ci.add(failing("before", T0 + 50, T0 + 51, T0 + 55))  # counted before the restart
     running = ci.add(failing("running", T0 + 70, T0 + 71, None))  # active at the save
@@ -521,7 +516,7 @@ def test_a_stream_whose_polls_had_not_yet_succeeded_keeps_its_baseline(tmp_path:
     ci = FakeCI(inclusive=False)
     ci.add(failing("baseline", T0 - 40, T0 - 35, T0 - 31))
     tracker = new_tracker()
-    tracker.codes = codes
+    tracker.counts.codes = codes
     # The first poll began at T0 and failed: the baseline is fixed, nothing committed.
     tracker.begin(listing_boundary(T0, None, 30), T0 + 30)
     restored = restarted(tracker, tmp_path / "state.json", codes)
@@ -547,7 +542,7 @@ def run_restart_scenario(seed: int, path: Path) -> int:
     for _ in range(rng.randint(0, 30)):
         ci.add(random_job(rng, int(T0 + ci.skew) - rng.randint(0, 4000)))
     tracker = new_tracker()
-    tracker.codes = codes
+    tracker.counts.codes = codes
     processes = [tracker]
     carried = 0
     poll(tracker, ci, T0, offset=offset)

@@ -26,11 +26,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
-from exporter.accounting import CodeLimiter, StreamKey, StreamTracker, listing_boundary
+from exporter.accounting import StreamKey, StreamTracker, listing_boundary
 from exporter.ci.models import Queue
 from exporter.dedupe import TargetJobIds
 from exporter.snapshot import FailedJob, HistogramLayout, QueueSnapshot, StreamSnapshot
 from exporter.state import TargetState
+from exporter.stream_counts import CodeLimiter
 
 # How long the accounting of a queue that left CI's listing is kept, should it come back.
 RETIRED_FOR = 3600.0

@@ -16,13 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from exporter.accounting import (
-    RECENT_FAILURES,
-    CodeLimiter,
-    StreamKey,
-    StreamListings,
-    listing_boundary,
-)
+from exporter.accounting import StreamKey, StreamListings, listing_boundary
 from exporter.ci.client import JOB_PAGE_SIZE, CIClient
 from exporter.ci.models import DescribeResult
 from exporter.config import Config, TargetConfig
@@ -42,6 +36,7 @@ from exporter.poll.schedule import IdleSchedule
 from exporter.poll.streams import Layouts, Services, TargetStreams
 from exporter.snapshot import FailedJob, TargetSnapshot
 from exporter.state import TargetState
+from exporter.stream_counts import RECENT_FAILURES, CodeLimiter
 
 log = logging.getLogger(__name__)
 
