@@ -178,17 +178,29 @@ class BoundedHTTPServer:
                         return
                 now = time.monotonic()
                 for key, _ in self._selector.select(self._next_deadline(now)):
-                    if key.data == "listen":
-                        self._accept()
-                    elif key.data == "wake":
-                        self._take_back()
-                    else:
-                        self._on_ready(key.data)
+                    self._dispatch(key)
                 self._on_time(time.monotonic())
         except Exception:
             logger.error("the HTTP loop failed; no more requests are served", exc_info=True)
         finally:
             self._close_all()
+
+    def _dispatch(self, key: selectors.SelectorKey) -> None:
+        if key.data == "listen":
+            self._accept()
+        elif key.data == "wake":
+            self._take_back()
+        elif self._registered(key.fd, key.data):
+            self._on_ready(key.data)
+        # else: closed earlier in this round (an accept made room): its event is stale, and
+        # its fd may already be a newer connection's
+
+    def _registered(self, fd: int, connection: object) -> bool:
+        """Whether `fd` is `connection`'s in the selector (not a closed one's, reused)."""
+        try:
+            return self._selector.get_key(fd).data is connection
+        except (KeyError, ValueError):
+            return False
 
     def _next_deadline(self, now: float) -> float | None:
         limits = self._limits
@@ -323,7 +335,7 @@ class BoundedHTTPServer:
             del connection.where[connection]
             connection.where = None
         self._busy.discard(connection)
-        with contextlib.suppress(KeyError, ValueError):
+        if self._registered(connection.fd, connection):  # a reused fd is another's now
             self._selector.unregister(connection.fd)
         connection.close()
 

@@ -40,7 +40,7 @@ from exporter.api_stats import ApiStats
 from exporter.collector import CICollector
 from exporter.config import ConfigError, parse_config
 from exporter.exposition import Expositions
-from exporter.httpserver import ConnectionLimits
+from exporter.httpserver import BoundedHTTPServer, ConnectionLimits
 from exporter.server import ExporterServer
 from exporter.snapshot import Snapshot
 
@@ -384,7 +384,7 @@ import resource, sys
 from exporter import httpserver
 from exporter.exposition import Expositions
 from exporter.exposition import Expositions
-from exporter.httpserver import ConnectionLimits
+from exporter.httpserver import BoundedHTTPServer, ConnectionLimits
 from exporter.logs import setup_logging
 from exporter.server import ExporterServer
 from exporter.snapshot import Snapshot
@@ -645,3 +645,34 @@ def test_a_config_error_never_echoes_a_credentials_value(case: str) -> None:
     assert "\n" not in message and message.startswith("config.yml: ")
     assert_no_secret(message, "the config error")
     assert "1234567890123456" not in message
+
+
+def test_an_event_of_a_connection_closed_earlier_in_the_round_leaves_its_fd_alone() -> None:
+    """One round of the loop: an accept makes room by closing connection A, the OS gives A's fd
+    to the connection it accepts (B), then A's event of the same round comes up. Handling it, or
+    closing A again, must not unregister B (B would never be served: a scrape under attack
+    timed out so)."""
+    server = BoundedHTTPServer(
+        ("127.0.0.1", 0), lambda *args: False, lambda: None, ConnectionLimits()
+    )
+    opened: list[socket.socket] = []
+    try:
+        a_client, a_server = socket.socketpair()
+        opened += [a_client, a_server]
+        server._opened(a_server, ("127.0.0.1", 1))
+        stale = server._selector.get_key(a_server.fileno())
+        a_client.sendall(b"GET / HTTP/1.1\r\n")  # A's event of the round
+        server._close(stale.data)  # the room made
+        pair = socket.socketpair()
+        opened += pair
+        (b_server,) = [s for s in pair if s.fileno() == stale.fd]  # the lowest free fd: A's
+        server._opened(b_server, ("127.0.0.1", 2))
+        b = server._selector.get_key(stale.fd).data
+        assert b is not stale.data
+        server._dispatch(stale)
+        server._close(stale.data)
+        assert server._selector.get_key(stale.fd).data is b
+    finally:
+        for sock in opened:
+            sock.close()
+        server.stop()
