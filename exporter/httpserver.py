@@ -55,6 +55,13 @@ Serve = Callable[[socket.socket, Any, bytes], bool]
 TLSSource = Callable[[], "TLSServerConfig | None"]
 
 
+def server_clock() -> float:
+    """Seconds on the real monotonic clock, for connection deadlines: select() waits real
+    time. Not time.monotonic(), which a test's freezegun replaces for some callers and not
+    others (it looks a few frames up the stack), so that deadlines mixed the two clocks."""
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
 @dataclass(frozen=True)
 class ConnectionLimits:
     max_requests: int = 40  # requests served at once: the worker threads
@@ -176,10 +183,10 @@ class BoundedHTTPServer:
                 with self._lock:
                     if self._stopped:
                         return
-                now = time.monotonic()
+                now = server_clock()
                 for key, _ in self._selector.select(self._next_deadline(now)):
                     self._dispatch(key)
-                self._on_time(time.monotonic())
+                self._on_time(server_clock())
         except Exception:
             logger.error("the HTTP loop failed; no more requests are served", exc_info=True)
         finally:
@@ -268,7 +275,7 @@ class BoundedHTTPServer:
             self._backoff = _ACCEPT_BACKOFF[0]
 
     def _limit_hit(self, problem: str) -> None:
-        now = time.monotonic()
+        now = server_clock()
         self._last_hit = now
         if self._episode_started is None:
             self._episode_started = now
@@ -307,7 +314,7 @@ class BoundedHTTPServer:
                     return
                 if not self._make_room(error.strerror or "no file descriptor"):
                     # Without this wait the listener stays readable and the loop spins.
-                    self._listen(False, time.monotonic() + self._backoff)
+                    self._listen(False, server_clock() + self._backoff)
                     self._backoff = min(self._backoff * 2, _ACCEPT_BACKOFF[1])
                     return
                 continue
@@ -326,7 +333,7 @@ class BoundedHTTPServer:
     def _enter(self, connection: Connection, table: OrderedDict[Connection, None]) -> None:
         if connection.where is not None:
             del connection.where[connection]
-        connection.since = time.monotonic()
+        connection.since = server_clock()
         connection.where = table
         table[connection] = None
 

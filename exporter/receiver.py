@@ -45,7 +45,6 @@ import ipaddress
 import logging
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -55,7 +54,7 @@ from exporter.ci.buckets import is_bucket_id
 from exporter.ci.callback import CallbackEvent, parse_callback
 from exporter.ci.models import CIError
 from exporter.config import CallbacksConfig
-from exporter.httpserver import BoundedHTTPServer, ConnectionLimits
+from exporter.httpserver import BoundedHTTPServer, ConnectionLimits, server_clock
 from exporter.listen import parse_listen_address
 
 log = logging.getLogger(__name__)
@@ -151,7 +150,7 @@ class CallbackReceiver:
     # -- one request, on a worker -----------------------------------------------------------
 
     def _serve(self, connection: socket.socket, client: Any, head: bytes) -> bool:
-        started = time.monotonic()
+        started = server_clock()
         config = self.config
         try:
             bucket, event = self._read(connection, client, head, config, started)
@@ -287,7 +286,7 @@ def _read_body(connection: socket.socket, length: int, deadline: float) -> bytes
     chunks: list[bytes] = []
     left = length
     while left > 0:
-        remaining = deadline - time.monotonic()
+        remaining = deadline - server_clock()
         if remaining <= 0:
             raise Refused(408, "slow")
         connection.settimeout(remaining)
