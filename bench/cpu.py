@@ -25,7 +25,8 @@ from exporter.ci.client import JOB_PAGE_SIZE
 from exporter.ci.models import ACTIVE_STATES, FINISHED_STATES
 from exporter.ci.parse import parse_job_page
 from exporter.simulator import Simulator, render
-from exporter.simulator.model import JobQuery, SimBucket
+from exporter.simulator.model import SimBucket
+from exporter.simulator.records import JobQuery
 from exporter.stream_counts import CodeLimiter
 
 PER = 10_000  # jobs

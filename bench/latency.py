@@ -18,7 +18,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from bench.agents import Agent, ExporterSpec, PollReport, TargetSpec, supports
+from bench.agents import Agent
+from bench.agents_specs import ExporterSpec, PollReport, supports, target_specs
 from bench.workload import ScaleWorkload, Shape
 from exporter.simulator import Simulator
 
@@ -146,11 +147,8 @@ def _world(shape: Shape) -> tuple[Simulator, ScaleWorkload]:
 
 
 def _spec(sim: Simulator, workload: ScaleWorkload, rate: tuple[float, int, int]) -> ExporterSpec:
-    targets = tuple(
-        TargetSpec(t.bucket, t.region, sim.endpoint(t.bucket), t.tags) for t in workload.targets
-    )
     return ExporterSpec(
-        targets=targets,
+        targets=target_specs(sim, workload),
         secret_id=SECRET_ID,
         secret_key=SECRET_KEY,
         poll_interval=60.0,

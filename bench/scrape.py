@@ -67,12 +67,15 @@ class ScrapeResult:
         return self.exporter_many / self.exporter_few
 
 
-class _Source:
+class SnapshotSource:
+    """A snapshot source that serves the snapshot it holds, always ready: swapped whole by
+    setting `current`, as the poller's board is."""
+
     def __init__(self, snapshot: Snapshot) -> None:
-        self._snapshot = snapshot
+        self.current = snapshot
 
     def snapshot(self) -> Snapshot:
-        return self._snapshot
+        return self.current
 
     def ready(self) -> bool:
         return True
@@ -156,7 +159,7 @@ def synthetic_snapshot(
 
 def exporter_registry(snapshot: Snapshot) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(CICollector(_Source(snapshot), ApiStats(), "bench"))
+    registry.register(CICollector(SnapshotSource(snapshot), ApiStats(), "bench"))
     return registry
 
 

@@ -34,7 +34,8 @@ from exporter.receiver import CallbackReceiver
 from exporter.simulator import DEMO_SECRET_ID, DEMO_SECRET_KEY, Fault, Simulator, build_demo
 from exporter.simulator.callbacks import CallbackSender
 from exporter.simulator.faults import FaultSet
-from exporter.simulator.workload import DEMO_THROTTLED_BUCKET, Workload
+from exporter.simulator.streams import Workload
+from exporter.simulator.workload import DEMO_THROTTLED_BUCKET
 
 DEMO_POLL_INTERVAL = 5.0
 # One call in this many to the throttled bucket is throttled (8%, over the alert's 5%). A

@@ -22,7 +22,8 @@ from exporter.credentials import Credentials
 from exporter.poller import Poller
 from exporter.receiver import Callbacks
 from exporter.simulator import Fault, SimBucket, Simulator, Stream, Workload
-from exporter.simulator.callbacks import CallbackFault, CallbackSender
+from exporter.simulator.callback_queue import CallbackFault
+from exporter.simulator.callbacks import CallbackSender
 
 SID, KEY = "AKIDcallbacks00000000000000000000000", "callbacks-key-000000000000000000000"
 SECRET = "callback-secret-0123456789abcdef"

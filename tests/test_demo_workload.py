@@ -31,7 +31,8 @@ from exporter.demo import THROTTLE_EVERY, EveryNthCall, demo_config, demo_endpoi
 from exporter.poller import Poller
 from exporter.ratelimit import RetryPolicy
 from exporter.simulator import Fault, SimBucket, Simulator, build_demo
-from exporter.simulator.model import WAITING
+from exporter.simulator.records import WAITING
+from exporter.simulator.streams import FAILURE_CODES, Stream, Surge, Workload
 from exporter.simulator.workload import (
     DEMO_BACKLOG_QUEUE,
     DEMO_BUCKETS,
@@ -41,10 +42,6 @@ from exporter.simulator.workload import (
     DEMO_PAUSED_QUEUE,
     DEMO_SURGE_LASTING,
     DEMO_THROTTLED_BUCKET,
-    FAILURE_CODES,
-    Stream,
-    Surge,
-    Workload,
 )
 
 HOURS = 2

@@ -33,8 +33,8 @@ from exporter.poller import Poller
 from exporter.ratelimit import Pacer, RequestGate, RetryPolicy
 from exporter.simulator import Fault, SimBucket, Simulator
 from exporter.simulator.faults import FAULT_KINDS
-from exporter.simulator.model import Clock
-from exporter.simulator.workload import Stream, Workload
+from exporter.simulator.records import Clock
+from exporter.simulator.streams import Stream, Workload
 
 SECRET_ID = "AKIDfaults00000000000000000000000000"
 SECRET_KEY = "faults-secret-key-000000000000000000"

@@ -383,8 +383,7 @@ NO_FILES_LEFT = """
 import resource, sys
 from exporter import httpserver
 from exporter.exposition import Expositions
-from exporter.exposition import Expositions
-from exporter.httpserver import BoundedHTTPServer, ConnectionLimits
+from exporter.httpserver import ConnectionLimits
 from exporter.logs import setup_logging
 from exporter.server import ExporterServer
 from exporter.snapshot import Snapshot

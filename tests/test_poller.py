@@ -150,7 +150,7 @@ def test_scrapes_during_background_polls_always_see_a_whole_snapshot(sim: Simula
     from prometheus_client.parser import text_string_to_metric_families
 
     from exporter.collector import CICollector
-    from exporter.simulator.workload import Workload
+    from exporter.simulator.streams import Workload
 
     for bucket in sim.buckets.values():
         sim.add_workload(Workload(bucket, seed=5, default_rate=2.0))

@@ -37,7 +37,7 @@ from exporter.simulator.callback_bodies import (
     task_finish_body,
     workflow_finish_body,
 )
-from exporter.simulator.model import SimJob, SimStep
+from exporter.simulator.records import SimJob, SimStep
 
 SECRET = "cb-Secret_0123456789abcdefXYZ"
 SECRET2 = "second_secret-ABCDEFGHIJ0123"

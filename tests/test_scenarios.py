@@ -28,7 +28,8 @@ from exporter.poll.schedule import IDLE_AFTER, idle_delay, idle_phase
 from exporter.poll.streams import RETIRED_FOR
 from exporter.poller import Poller
 from exporter.simulator import Fault, Simulator
-from exporter.simulator.model import Clock, SimBucket
+from exporter.simulator.model import SimBucket
+from exporter.simulator.records import Clock
 
 SECRET_ID = "AKIDscenario000000000000000000000000"
 SECRET_KEY = "scenario-secret-key-0000000000000000"

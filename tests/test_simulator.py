@@ -26,7 +26,7 @@ from exporter.simulator import (
     Workload,
     build_demo,
 )
-from exporter.simulator.model import Clock
+from exporter.simulator.records import Clock
 from exporter.simulator.render import format_time
 
 SID, KEY = "AKIDtest0000", "test-secret-key"

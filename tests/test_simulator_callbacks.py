@@ -16,12 +16,10 @@ from exporter.ci.callback import CallbackEvent, parse_callback
 from exporter.ci.models import Job
 from exporter.ci.workflows import parse_execution
 from exporter.simulator import Simulator, Stream, Workload
-from exporter.simulator.callbacks import (
-    CALLBACK_FAULT_KINDS,
-    CallbackFault,
-    CallbackSender,
-)
-from exporter.simulator.model import JobQuery, SimBucket, SimJob
+from exporter.simulator.callback_queue import CALLBACK_FAULT_KINDS, CallbackFault
+from exporter.simulator.callbacks import CallbackSender
+from exporter.simulator.model import SimBucket
+from exporter.simulator.records import JobQuery, SimJob
 from exporter.simulator.render import execution_body
 from exporter.simulator.workflows import add_batch_job, add_workflow, start_run, steps_of
 

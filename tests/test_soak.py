@@ -19,7 +19,7 @@ from exporter.config import Config, RetryConfig, ServiceConfig, TargetConfig
 from exporter.credentials import Credentials
 from exporter.poller import Poller
 from exporter.simulator import Fault, Simulator
-from exporter.simulator.workload import Stream, Workload
+from exporter.simulator.streams import Stream, Workload
 
 SECRET_ID, SECRET_KEY = "AKIDsoak000000000000000000000000000", "soak-key-00000000000000000000000"
 BUCKET, REGION = "soak-1250000000", "ap-shanghai"

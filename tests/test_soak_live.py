@@ -32,7 +32,7 @@ from exporter.credentials import Credentials
 from exporter.poll.clients import SharedClients, build_client
 from exporter.poller import Poller
 from exporter.simulator import Fault, Simulator
-from exporter.simulator.workload import Stream, Workload
+from exporter.simulator.streams import Stream, Workload
 
 SECRET_ID, SECRET_KEY = "AKIDlive0000000000000000000000000000", "live-key-00000000000000000000000"
 BUCKET, REGION = "live-1250000000", "ap-chengdu"

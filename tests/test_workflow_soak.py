@@ -36,8 +36,8 @@ from exporter.credentials import Credentials
 from exporter.poll.clients import SharedClients, build_client
 from exporter.poller import Poller
 from exporter.simulator import Fault, Simulator
+from exporter.simulator.streams import Stream, Workload
 from exporter.simulator.workflows import BATCH, BATCH_QUEUE_ID, RUNS, WORKFLOWS, steps_of
-from exporter.simulator.workload import Stream, Workload
 
 SECRET_ID, SECRET_KEY = "AKIDflowsoak0000000000000000000000000", "flow-soak-key-000000000000000000"
 BUCKET, REGION = "flowsoak-1250000000", "ap-chengdu"

@@ -26,14 +26,14 @@ import dataclasses
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from email.message import Message
 from urllib.parse import quote
 
 from exporter.ci.services import SERVICES, endpoint_family
 from exporter.signing import TOKEN_HEADER, expected_signature, parse_authorization
 from exporter.simulator import discovery, render, workflows
-from exporter.simulator.model import JOB_STATES, Clock, JobKey, JobQuery, SimBucket, SimJob
+from exporter.simulator.model import SimBucket
 from exporter.simulator.params import (
     ApiError,
     Reply,
@@ -46,6 +46,7 @@ from exporter.simulator.params import (
     states_param,
     time_param,
 )
+from exporter.simulator.records import JOB_STATES, Clock, JobKey, JobQuery
 
 __all__ = ["BOUNDS", "JOB_PATHS", "LISTING_PATHS", "Api", "ApiError", "Reply", "error_reply"]
 
@@ -70,8 +71,6 @@ REPEAT_TOKEN = "simulator-repeating-token"
 # result set between two pages shifts the rest and one is skipped, as offset paging does.
 TOKEN_MODES = ("cursor", "offset")
 _OFFSET_PREFIX = "offset-"
-# Renders one page of a listing: (jobs, NextToken, bucket, region) -> body.
-PageBody = Callable[[list[SimJob], str, str, str], bytes]
 BOUNDS = ("exclusive", "inclusive")
 
 
@@ -288,7 +287,7 @@ class Api:
         query: JobQuery,
         params: Mapping[str, str],
         repeat_token: bool,
-        body: PageBody = render.job_list_body,
+        body: render.PageBody = render.job_list_body,
     ) -> Reply:
         """One page of a job listing (`size`, `nextToken` as for /jobs), rendered by `body`."""
         size = int_param(params, "size", 10, 1, MAX_PAGE)
@@ -312,7 +311,7 @@ class Api:
         size: int,
         token: str,
         repeat_token: bool,
-        body: PageBody,
+        body: render.PageBody,
     ) -> Reply:
         offset = 0
         if token and token != REPEAT_TOKEN:

@@ -19,7 +19,7 @@ from typing import Union
 
 from lxml import etree
 
-from exporter.simulator.model import SimJob, SimStep
+from exporter.simulator.records import SimJob, SimStep
 from exporter.simulator.render import XML_DECLARATION, format_time
 
 FORMATS: tuple[str, ...] = ("XML", "JSON")

@@ -13,23 +13,20 @@ import logging
 import socket
 import struct
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from exporter.ci.services import endpoint_family
 from exporter.signing import TOKEN_HEADER
 from exporter.simulator import render
-from exporter.simulator.api import LISTING_PATHS, ApiError, Reply, error_reply
-from exporter.simulator.faults import Fault
+from exporter.simulator.api import LISTING_PATHS, Api, ApiError, Reply, error_reply
+from exporter.simulator.faults import Fault, FaultSet
 from exporter.simulator.model import SimBucket
 from exporter.simulator.params import bad_request
-
-if TYPE_CHECKING:
-    from exporter.simulator.server import Simulator
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +41,27 @@ class RequestRecord:
     fault: str = ""
 
 
+class Backend(Protocol):
+    """What a listener needs of the Simulator that serves it (exporter.simulator.server, which
+    imports this module): its Api, faults, buckets, clock and request accounting."""
+
+    api: Api
+    faults: FaultSet
+    buckets: dict[str, SimBucket]
+    latency: float
+    on_request: Callable[[], None] | None
+
+    def now(self) -> float: ...
+
+    def hold(self, seconds: float) -> bool: ...
+
+    def record(self, entry: RequestRecord) -> None: ...
+
+
 class BucketServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, sim: Simulator, bucket: SimBucket | None, region: str) -> None:
+    def __init__(self, sim: Backend, bucket: SimBucket | None, region: str) -> None:
         """`bucket` None: the region's service host."""
         self.sim = sim
         self.bucket = bucket

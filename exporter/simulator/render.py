@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 from lxml import etree
 
-from exporter.simulator.model import NOTIFY_EVENT, NOTIFY_URL, SimJob, SimQueue, SimStep
+from exporter.simulator.records import NOTIFY_EVENT, NOTIFY_URL, SimJob, SimQueue, SimStep
 
 # CI renders every time in China Standard Time, whatever the bucket's region.
 CST = timezone(timedelta(hours=8))
@@ -118,6 +118,10 @@ def _job(parent: etree._Element, job: SimJob, bucket: str, region: str) -> None:
     _sub(out, "Bucket", bucket)
     _sub(out, "Object", f"output/{job.tag.lower()}/{job.job_id[-8:]}.mp4")
     _sub(op, "JobLevel", 0)
+
+
+# Renders one page of a listing: (jobs, NextToken, bucket, region) -> body.
+PageBody = Callable[[list[SimJob], str, str, str], bytes]
 
 
 def job_list_body(jobs: Iterable[SimJob], next_token: str, bucket: str, region: str) -> bytes:

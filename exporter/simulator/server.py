@@ -14,17 +14,15 @@ import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 from exporter.ci.services import SERVICES, endpoint_family
 from exporter.simulator.api import BOUNDS, Api
+from exporter.simulator.callbacks import CallbackSender
 from exporter.simulator.faults import FaultSet
 from exporter.simulator.handler import BucketServer, RequestRecord
-from exporter.simulator.model import Clock, ClockView, SimBucket
-
-if TYPE_CHECKING:
-    from exporter.simulator.callbacks import CallbackSender
-    from exporter.simulator.workload import Workload
+from exporter.simulator.model import SimBucket
+from exporter.simulator.records import Clock, ClockView
+from exporter.simulator.streams import Workload
 
 __all__ = ["RequestRecord", "Simulator"]
 

@@ -36,11 +36,11 @@ pages do say; the tests pin these):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from exporter.ci.services import endpoint_family
 from exporter.simulator import render
-from exporter.simulator.model import JOB_STATES, JobQuery, SimBucket, SimJob, SimStep
+from exporter.simulator.model import SimBucket
 from exporter.simulator.params import (
     ApiError,
     Reply,
@@ -49,9 +49,7 @@ from exporter.simulator.params import (
     int_param,
     not_found,
 )
-
-if TYPE_CHECKING:
-    from exporter.simulator.api import Api
+from exporter.simulator.records import JOB_STATES, JobQuery, SimJob, SimStep
 
 WORKFLOW_TAG = "Workflow"
 RUN_STATES: tuple[str, ...] = ("Running", "Success", "Failed", "Cancel")
@@ -64,6 +62,29 @@ WORKFLOWS, RUNS, BATCH = "/workflow", "/workflowexecution", "/inventorytriggerjo
 FAMILIES: frozenset[str] = frozenset((WORKFLOWS, RUNS, BATCH))
 LISTING_PATHS: frozenset[str] = frozenset((RUNS, BATCH))  # job listings, and described by id
 _SERVICE_OF = {WORKFLOWS: "workflow", RUNS: "workflow", BATCH: "batch"}
+
+
+class Listings(Protocol):
+    """What answering needs of the Api (exporter.simulator.api, which routes here): its job
+    listings' queries and pages, read and paged as /jobs is."""
+
+    def job_query(
+        self,
+        params: Mapping[str, str],
+        services: frozenset[str],
+        queue_id: str,
+        tag: str,
+        states: tuple[str, ...],
+    ) -> JobQuery: ...
+
+    def list_page(
+        self,
+        bucket: SimBucket,
+        query: JobQuery,
+        params: Mapping[str, str],
+        repeat_token: bool,
+        body: render.PageBody,
+    ) -> Reply: ...
 
 
 # -- the scripted API ----------------------------------------------------------------------
@@ -136,7 +157,7 @@ def steps_of(run: SimJob, now: float) -> list[SimStep]:
 
 
 def answer(
-    api: Api,
+    api: Listings,
     bucket: SimBucket,
     path: str,
     params: Mapping[str, str],
@@ -187,14 +208,14 @@ def _list_workflows(bucket: SimBucket, params: Mapping[str, str], request_id: st
     return Reply(200, body)
 
 
-def _run_query(api: Api, params: Mapping[str, str]) -> JobQuery:
+def _run_query(api: Listings, params: Mapping[str, str]) -> JobQuery:
     workflow_id = params.get("workflowId", "")
     if not workflow_id:
         raise bad_request("workflowId is required")
     return api.job_query(params, frozenset(("workflow",)), workflow_id, WORKFLOW_TAG, RUN_STATES)
 
 
-def _batch_query(api: Api, params: Mapping[str, str]) -> JobQuery:
+def _batch_query(api: Listings, params: Mapping[str, str]) -> JobQuery:
     kind = params.get("type", "")
     if kind not in BATCH_TYPES:
         raise bad_request(f"type {kind!r} is not one of {', '.join(BATCH_TYPES)}")
