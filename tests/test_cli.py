@@ -122,6 +122,27 @@ def test_port_in_use_is_one_line() -> None:
     assert "in use" in line
 
 
+def test_a_callback_port_in_use_is_one_line(tmp_path: Path) -> None:
+    """The receiver cannot listen at start: exit 2 naming the setting, the /metrics port freed."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        config = tmp_path / "config.yml"
+        config.write_text(
+            "targets:\n  - bucket: b-1250000000\n    region: ap-guangzhou\n"
+            "    credentials: {secret_id: AKIDtest, secret_key: test-key}\n"
+            f"callbacks:\n  listen_address: 127.0.0.1:{port}\n"
+            "  secret: abcdefghijklmnopqrstuvwxyz\n"
+        )
+        result = run_cli("--config.file", str(config), "--web.listen-address", "127.0.0.1:0")
+    line = one_line_error(result)
+    assert line.startswith(
+        "tencent-ci-exporter: callbacks.listen_address: cannot listen for callbacks on "
+        f"127.0.0.1:{port}: "
+    )
+
+
 @pytest.mark.parametrize(
     "flags, named",
     [
@@ -420,7 +441,7 @@ def test_a_reload_that_loses_the_callback_receiver_says_so(
 ) -> None:
     """A move of the receiver whose old port was taken meanwhile leaves none: the reload's
     log line must not claim the running configuration is kept whole."""
-    from exporter.cli import RELOAD_FAILED, RELOAD_FAILED_NO_RECEIVER, _App
+    from exporter.app import RELOAD_FAILED, RELOAD_FAILED_NO_RECEIVER, App
     from exporter.config import load_config
     from exporter.sharding import Shard
 
@@ -431,7 +452,7 @@ def test_a_reload_that_loses_the_callback_receiver_says_so(
         "callbacks:\n  listen_address: 127.0.0.1:0\n  secret: abcdefghijklmnopqrstuvwxyz\n"
     )
     config = load_config(str(path))
-    app = _App(config, ("127.0.0.1", 0), "/metrics", Shard(0, 1), config_file=str(path))
+    app = App(config, ("127.0.0.1", 0), "/metrics", Shard(0, 1), config_file=str(path))
     app.callbacks.configure(app.config.callbacks)
     try:
 
