@@ -132,9 +132,11 @@ class StreamTracker:
         recent_failures: deque[FailedJob] | None,
     ) -> None:
         where = (self.key.service, self.key.queue_id, self.key.tag)
-        self.counts = StreamCounts(codes, where, layout)
-        if recent_failures is not None:
-            self.counts.recent_failures = recent_failures
+        self.counts = (
+            StreamCounts(codes, where, layout)
+            if recent_failures is None
+            else StreamCounts(codes, where, layout, recent_failures)
+        )
 
     @property
     def active(self) -> ActiveJobs:

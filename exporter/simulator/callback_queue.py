@@ -20,6 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from exporter.simulator.callback_bodies import WorkflowRef, task_finish_body, workflow_finish_body
+from exporter.simulator.faults import check_odds
 from exporter.simulator.records import SimJob
 from exporter.simulator.workflows import steps_of
 
@@ -45,10 +46,7 @@ class CallbackFault:
     def __post_init__(self) -> None:
         if self.kind not in CALLBACK_FAULT_KINDS:
             raise ValueError(f"unknown callback fault {self.kind!r}; one of {CALLBACK_FAULT_KINDS}")
-        if not 0.0 <= self.probability <= 1.0:
-            raise ValueError(f"fault probability {self.probability} is not within [0, 1]")
-        if self.times is not None and self.times < 1:
-            raise ValueError(f"fault times {self.times} must be at least 1")
+        check_odds(self.probability, self.times)
         if self.after < 1 or (self.seconds is not None and self.seconds < 0):
             raise ValueError("reorder `after` must be at least 1, a delay's `seconds` >= 0")
 

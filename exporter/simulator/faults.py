@@ -35,6 +35,14 @@ JOBS_ONLY: frozenset[str] = frozenset({"missing_field", "unknown_state"})
 DEFAULT_STATUS: dict[str, int] = {"html": 502, "slow_down": 400, "auth": 403}
 
 
+def check_odds(probability: float, times: int | None) -> None:
+    """A fault's (or a callback fault's) probability and count of times, or ValueError."""
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"fault probability {probability} is not within [0, 1]")
+    if times is not None and times < 1:
+        raise ValueError(f"fault times {times} must be at least 1")
+
+
 @dataclass
 class Fault:
     kind: str
@@ -56,10 +64,7 @@ class Fault:
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; one of {', '.join(FAULT_KINDS)}")
-        if not 0.0 <= self.probability <= 1.0:
-            raise ValueError(f"fault probability {self.probability} is not within [0, 1]")
-        if self.times is not None and self.times < 1:
-            raise ValueError(f"fault times {self.times} must be at least 1")
+        check_odds(self.probability, self.times)
         if self.status is None:
             self.status = DEFAULT_STATUS.get(self.kind, 500)
 
